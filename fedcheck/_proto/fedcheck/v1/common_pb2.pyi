@@ -1,0 +1,167 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_EXACT: _ClassVar[Mode]
+    MODE_CARDINALITY: _ClassVar[Mode]
+MODE_UNSPECIFIED: Mode
+MODE_EXACT: Mode
+MODE_CARDINALITY: Mode
+
+class RequestHeader(_message.Message):
+    __slots__ = ("protocol_version", "round_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    round_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., round_id: _Optional[str] = ...) -> None: ...
+
+class SignedEnvelope(_message.Message):
+    __slots__ = ("payload", "signature", "certificate_pem")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    signature: bytes
+    certificate_pem: bytes
+    def __init__(self, payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate_pem: _Optional[bytes] = ...) -> None: ...
+
+class RoundTarget(_message.Message):
+    __slots__ = ("state", "epoch_id", "count", "batch_sha256")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SHA256_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    epoch_id: str
+    count: int
+    batch_sha256: bytes
+    def __init__(self, state: _Optional[str] = ..., epoch_id: _Optional[str] = ..., count: _Optional[int] = ..., batch_sha256: _Optional[bytes] = ...) -> None: ...
+
+class RoundPayload(_message.Message):
+    __slots__ = ("round_id", "purpose", "legal_basis", "mode", "targets", "deadline_unix_ms", "issued_at_unix_ms", "unit", "official")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    OFFICIAL_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    purpose: str
+    legal_basis: str
+    mode: Mode
+    targets: _containers.RepeatedCompositeFieldContainer[RoundTarget]
+    deadline_unix_ms: int
+    issued_at_unix_ms: int
+    unit: str
+    official: str
+    def __init__(self, round_id: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., targets: _Optional[_Iterable[_Union[RoundTarget, _Mapping]]] = ..., deadline_unix_ms: _Optional[int] = ..., issued_at_unix_ms: _Optional[int] = ..., unit: _Optional[str] = ..., official: _Optional[str] = ...) -> None: ...
+
+class IndexRequestPayload(_message.Message):
+    __slots__ = ("holder_state", "epoch_id", "issued_at_unix_ms")
+    HOLDER_STATE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    holder_state: str
+    epoch_id: str
+    issued_at_unix_ms: int
+    def __init__(self, holder_state: _Optional[str] = ..., epoch_id: _Optional[str] = ..., issued_at_unix_ms: _Optional[int] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_batch", "index_chunk_bytes")
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    INDEX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_batch: int
+    index_chunk_bytes: int
+    def __init__(self, max_batch: _Optional[int] = ..., index_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("state", "protocol_versions", "modes", "epoch_id", "epoch_public_key", "index_size", "limits", "epoch_started_unix_ms", "epoch_building")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MODES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_BUILDING_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    protocol_versions: _containers.RepeatedScalarFieldContainer[int]
+    modes: _containers.RepeatedScalarFieldContainer[Mode]
+    epoch_id: str
+    epoch_public_key: bytes
+    index_size: int
+    limits: Limits
+    epoch_started_unix_ms: int
+    epoch_building: bool
+    def __init__(self, state: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[int]] = ..., modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., epoch_started_unix_ms: _Optional[int] = ..., epoch_building: _Optional[bool] = ...) -> None: ...
+
+class IndexChunk(_message.Message):
+    __slots__ = ("epoch_id", "offset", "data", "chunk_sha256", "total_bytes", "index_sha256", "last", "epoch_public_key")
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SHA256_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    epoch_id: str
+    offset: int
+    data: bytes
+    chunk_sha256: bytes
+    total_bytes: int
+    index_sha256: bytes
+    last: bool
+    epoch_public_key: bytes
+    def __init__(self, epoch_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., chunk_sha256: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., index_sha256: _Optional[bytes] = ..., last: _Optional[bool] = ..., epoch_public_key: _Optional[bytes] = ...) -> None: ...
+
+class GetIndexRequest(_message.Message):
+    __slots__ = ("header", "request", "offset")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    request: SignedEnvelope
+    offset: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., request: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class NodeInfoRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+
+class BlindEvaluateRequest(_message.Message):
+    __slots__ = ("header", "round", "blinded")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BLINDED_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    round: SignedEnvelope
+    blinded: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., round: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., blinded: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class BlindEvaluateResponse(_message.Message):
+    __slots__ = ("epoch_id", "evaluated", "proof", "budget_remaining")
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    epoch_id: str
+    evaluated: _containers.RepeatedScalarFieldContainer[bytes]
+    proof: bytes
+    budget_remaining: int
+    def __init__(self, epoch_id: _Optional[str] = ..., evaluated: _Optional[_Iterable[bytes]] = ..., proof: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Benchmarks behind `fedcheck bench ...`; never imported by runtime code."""

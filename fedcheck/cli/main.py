@@ -1,0 +1,67 @@
+"""The ``fedcheck`` command: argument parsing and dispatch only.
+
+Each sub-command lives in its own module under :mod:`fedcheck.cli` and exposes
+``register(subparsers) -> None``, which adds its parser and sets ``func`` (``(args) -> int``).
+Typed :class:`fedcheck.errors.FedcheckError` exceptions become a one-line message and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from fedcheck import __version__
+from fedcheck.errors import FedcheckError
+
+__all__ = ["build_parser", "main"]
+
+#: Sub-command modules, in the order ``fedcheck --help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "fedcheck.cli.screen",
+    "fedcheck.cli.node",
+    "fedcheck.cli.coordinator",
+    "fedcheck.cli.watchlist",
+    "fedcheck.cli.query",
+    "fedcheck.cli.bench",
+    "fedcheck.cli.pki",
+    "fedcheck.cli.audit",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedcheck",
+        description="Federated privacy-preserving watchlist checks.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedcheck {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except FedcheckError as exc:
+        print(f"fedcheck: error: {exc.message} [{exc.reason}]", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedcheck: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,198 @@
+"""``fedcheck pki init-ca|issue|revoke|crl|show|gen-kek``: the federation PKI for operators.
+
+Private keys are sealed under the operator's KEK (``--kek file:PATH`` or ``--kek env:VAR``); without
+``--kek`` they are written as plaintext PEM (development only, a warning is printed). Thin layer over
+:mod:`fedcheck.trust.pki`; no key material is ever printed except by ``gen-kek`` (to a 0600 file with
+``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from fedcheck.errors import InvalidInput
+from fedcheck.trust.atrest import KeyEncryptionKey, atomic_write, generate_kek_text, load_kek
+from fedcheck.trust.pki import (
+    ROLES,
+    create_ca,
+    identity_from_cert,
+    issue_certificate,
+    load_crl,
+    revoke,
+    rotate_certificate,
+    verify_certificate,
+    write_crl,
+)
+
+__all__ = ["register"]
+
+
+def _kek(spec: str | None) -> KeyEncryptionKey | None:
+    if spec is None:
+        print(
+            "fedcheck: warning: no --kek given, private keys are handled unencrypted (development only)",
+            file=sys.stderr,
+        )
+        return None
+    return load_kek(spec)
+
+
+def _serial(text: str) -> int:
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        raise InvalidInput(
+            "serial must be a decimal or 0x-prefixed hex integer", reason="bad_serial"
+        ) from None
+
+
+def _init_ca(args: argparse.Namespace) -> int:
+    path = create_ca(Path(args.dir), federation=args.federation, days=args.days, kek=_kek(args.kek))
+    print(f"CA certificate: {path}")
+    return 0
+
+
+def _issue(args: argparse.Namespace) -> int:
+    kek = _kek(args.kek)
+    ca_kek = load_kek(args.ca_kek) if args.ca_kek else kek
+    hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
+    if args.rotate:
+        files, previous = rotate_certificate(
+            Path(args.ca_dir),
+            Path(args.out),
+            role=args.role,
+            state=args.state,
+            hosts=hosts,
+            days=args.days,
+            kek=kek,
+            ca_kek=ca_kek,
+            revoke_previous=args.revoke_previous,
+        )
+        if previous is not None:
+            print(f"previous serial: {previous}{' (revoked, CRL rewritten)' if args.revoke_previous else ''}")
+    else:
+        files = issue_certificate(
+            Path(args.ca_dir),
+            Path(args.out),
+            role=args.role,
+            state=args.state,
+            hosts=hosts,
+            days=args.days,
+            kek=kek,
+            ca_kek=ca_kek,
+        )
+    ident = identity_from_cert(files.cert.read_bytes())
+    print(f"issued {ident.name} serial {ident.serial}")
+    print(f"  certificate: {files.cert}\n  private key: {files.key}\n  CA:          {files.ca}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    serial = _serial(args.serial)
+    revoke(Path(args.ca_dir), serial, reason=args.reason)
+    print(f"revoked serial {serial}")
+    if not args.no_crl:
+        path = write_crl(Path(args.ca_dir), days=args.crl_days, kek=_kek(args.kek))
+        print(f"CRL written: {path} (distribute it to every node)")
+    return 0
+
+
+def _crl(args: argparse.Namespace) -> int:
+    path = write_crl(Path(args.ca_dir), days=args.days, kek=_kek(args.kek))
+    crl = load_crl(path)
+    print(f"CRL written: {path} ({len(crl.serials)} revoked, next update {crl.next_update})")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    pem = Path(args.cert).read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    print(f"subject:    {cert.subject.rfc4514_string()}")
+    print(f"issuer:     {cert.issuer.rfc4514_string()}")
+    print(f"serial:     {cert.serial_number}")
+    print(f"valid:      {cert.not_valid_before_utc.isoformat()} .. {cert.not_valid_after_utc.isoformat()}")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        hosts = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+        hosts += [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+        print(f"hosts:      {', '.join(hosts)}")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        print(f"identity:   {identity_from_cert(pem).name}")
+    except Exception:
+        print("identity:   (none: not a federation leaf certificate)")
+    if args.ca:
+        crl = load_crl(Path(args.crl), ca_pem=Path(args.ca).read_bytes()) if args.crl else None
+        ident = verify_certificate(pem, Path(args.ca).read_bytes(), crl, now=dt.datetime.now(dt.UTC))
+        print(f"verified:   OK against the CA{' and CRL' if crl else ''} ({ident.name})")
+    return 0
+
+
+def _gen_kek(args: argparse.Namespace) -> int:
+    text = generate_kek_text()
+    if args.out:
+        atomic_write(Path(args.out), (text + "\n").encode("ascii"), mode=0o600)
+        print(f"KEK written to {args.out} (mode 0600); use --kek file:{args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("pki", help="federation CA: init-ca, issue, revoke, crl, show, gen-kek")
+    pki = parser.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
+    kek_help = "operator KEK sealing private keys: file:PATH or env:VAR"
+
+    p = pki.add_parser("init-ca", help="create the federation CA")
+    p.add_argument("--dir", required=True, help="CA directory (created)")
+    p.add_argument("--federation", required=True, help="federation code, e.g. FED")
+    p.add_argument("--days", type=int, default=3650)
+    p.add_argument("--kek", help=kek_help)
+    p.set_defaults(func=_init_ca)
+
+    p = pki.add_parser("issue", help="issue (or --rotate) a node/coordinator/evaluator certificate")
+    p.add_argument("--ca-dir", required=True)
+    p.add_argument("--out", required=True, help="output directory for <role>.<STATE>.crt.pem / .key*")
+    p.add_argument("--role", required=True, choices=sorted(ROLES))
+    p.add_argument("--state", required=True, help="State code, e.g. FRA")
+    p.add_argument("--host", action="append", help="SAN host (repeatable; default localhost and 127.0.0.1)")
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--kek", help=kek_help + " (for the new key)")
+    p.add_argument("--ca-kek", help="KEK of the CA key if different from --kek")
+    p.add_argument(
+        "--rotate", action="store_true", help="archive the current certificate and issue a new key"
+    )
+    p.add_argument("--revoke-previous", action="store_true", help="with --rotate: revoke the old certificate")
+    p.set_defaults(func=_issue)
+
+    p = pki.add_parser("revoke", help="revoke a certificate by serial and rewrite the CRL")
+    p.add_argument("--ca-dir", required=True)
+    p.add_argument("--serial", required=True, help="decimal or 0x-hex serial (see 'pki show')")
+    p.add_argument("--reason", default="unspecified")
+    p.add_argument("--no-crl", action="store_true", help="record only; do not rewrite crl.pem")
+    p.add_argument("--crl-days", type=int, default=30)
+    p.add_argument("--kek", help="KEK of the CA key")
+    p.set_defaults(func=_revoke)
+
+    p = pki.add_parser("crl", help="(re)write the signed revocation list ca_dir/crl.pem")
+    p.add_argument("--ca-dir", required=True)
+    p.add_argument("--days", type=int, default=30, help="validity; nodes fail closed on a stale CRL")
+    p.add_argument("--kek", help="KEK of the CA key")
+    p.set_defaults(func=_crl)
+
+    p = pki.add_parser("show", help="print a certificate; with --ca (and --crl) verify it")
+    p.add_argument("cert")
+    p.add_argument("--ca")
+    p.add_argument("--crl")
+    p.set_defaults(func=_show)
+
+    p = pki.add_parser("gen-kek", help="generate an operator key-encryption key (32 random bytes, hex)")
+    p.add_argument("--out", help="write to this file with mode 0600 instead of stdout")
+    p.set_defaults(func=_gen_kek)

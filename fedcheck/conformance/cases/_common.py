@@ -1,0 +1,95 @@
+"""Helpers shared by the case modules: the suite's own OPRF client side and screening of the profile.
+
+Why the suite does its own blinding: known answers must not come from the node. The suite blinds inputs with its
+own scalars (:mod:`fedcheck.crypto.oprf`), so it knows what the unblinded evaluation of each input must be
+once the proof checks out, and can recognise a permutation of its own batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
+from fedcheck.conformance.model import CaseFailed, CaseSkipped
+from fedcheck.conformance.session import Call, Session
+from fedcheck.crypto import oprf
+from fedcheck.errors import FedcheckError
+
+__all__ = [
+    "Evaluated",
+    "evaluate_inputs",
+    "expect_ok",
+    "own_inputs",
+    "valid_blinded",
+]
+
+MODE = oprf.OprfMode.VOPRF
+
+
+def own_inputs(tag: str, n: int) -> list[bytes]:
+    """``n`` distinct OPRF inputs that are on no list (domain-separated by ``tag``)."""
+    return [f"fedcheck-conformance/{tag}/{i}".encode() for i in range(n)]
+
+
+def valid_blinded(n: int) -> list[bytes]:
+    """``n`` freshly blinded elements of throw-away inputs."""
+    if n == 0:
+        return []
+    _, blinded = oprf.blind(own_inputs("filler", 1) * n, MODE, blinds=[oprf.random_scalar()] * n)
+    return blinded
+
+
+def expect_ok(call: Call, what: str) -> pb.BlindEvaluateResponse:
+    """The response of a call that a conformant node must answer; otherwise the case fails with the status."""
+    if not call.ok:
+        raise CaseFailed(f"{what}: node answered {call.describe()}", status=call.status,
+                         reason=call.trailing.get("fedcheck-reason", ""))
+    return call.response
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """An evaluation of the suite's own inputs, with what the suite needs to judge it."""
+
+    inputs: list[bytes]
+    blinds: list[bytes]
+    blinded: list[bytes]
+    response: pb.BlindEvaluateResponse
+
+    @property
+    def evaluated(self) -> list[bytes]:
+        return [bytes(e) for e in self.response.evaluated]
+
+    def unblinded(self) -> list[bytes]:
+        """``k * H(x_i)`` per position (raises CaseFailed when an element is invalid)."""
+        try:
+            return oprf.unblind(self.blinds, self.evaluated)
+        except FedcheckError:
+            raise CaseFailed("an evaluated element is not a valid non-identity group element") from None
+
+    def verified_outputs(self, public_key: bytes) -> list[bytes]:
+        """VOPRF Finalize against ``public_key``; CaseFailed when the DLEQ proof does not verify."""
+        try:
+            return oprf.verify_finalize(public_key, self.inputs, self.blinds, self.evaluated, self.blinded,
+                                        bytes(self.response.proof))
+        except FedcheckError:
+            raise CaseFailed("the VOPRF proof does not verify against the node's published epoch key",
+                             public_key=public_key.hex()) from None
+
+
+def evaluate_inputs(session: Session, inputs: Sequence[bytes], *, mode: int = pb.MODE_EXACT,
+                    common_blind: bool = False, what: str = "BlindEvaluate") -> Evaluated:
+    """Blind ``inputs`` (fresh scalar each, or one shared scalar as a cardinality querier does), send them in
+    one signed round, and return the evaluation; fails the case unless the node answers OK with the right
+    number of elements."""
+    session.require_partner()
+    limit = session.info().limits.max_batch or len(inputs)
+    if len(inputs) > limit:
+        raise CaseSkipped(f"needs a batch of {len(inputs)} but the node's max_batch is {limit}")
+    blinds_in = [oprf.random_scalar()] * len(inputs) if common_blind else None
+    blinds, blinded = oprf.blind(list(inputs), MODE, blinds=blinds_in)
+    resp = expect_ok(session.blind_evaluate(blinded, mode), what)
+    if len(resp.evaluated) != len(blinded):
+        raise CaseFailed(f"{what}: sent {len(blinded)} elements, got {len(resp.evaluated)} back")
+    return Evaluated(list(inputs), blinds, blinded, resp)

@@ -1,0 +1,381 @@
+"""The suite's side of the wire: channels, signed requests and raw calls against the node under test.
+
+Why the suite speaks protobuf directly instead of going through :mod:`fedcheck.rpc`: it must be able to send what
+a correct client never would (wrong versions, tampered signatures, identity elements, oversized batches) and it
+must not inherit the bugs of the implementation it judges. So this is the one place in the suite that builds
+and parses generated messages; cases ask it for "a round like this, but with X changed" and get back either the
+response or the status the node ended the call with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
+from fedcheck._proto.fedcheck.v1 import node_pb2_grpc as node_grpc
+from fedcheck.conformance.model import CaseSkipped
+from fedcheck.conformance.profile import Profile
+from fedcheck.errors import ConfigError
+
+__all__ = [
+    "DEV_IDENTITY_KEY",
+    "Call",
+    "IndexDownload",
+    "Session",
+    "TargetConfig",
+    "status_name",
+]
+
+#: Metadata with which an insecure-dev client names itself (only nodes started with the dev flag read it).
+DEV_IDENTITY_KEY = "fedcheck-dev-identity"
+#: Wire protocol version this suite speaks.
+PROTOCOL_VERSION = 1
+
+T = TypeVar("T")
+
+
+def status_name(code: grpc.StatusCode | None) -> str:
+    """``"OK"`` for None, else the status' canonical name (``"INVALID_ARGUMENT"``)."""
+    return "OK" if code is None else code.name
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Where the node under test is and who the suite is when it talks to it.
+
+    ``cert``/``key`` are the TLS client identity (an ``evaluator`` or ``node`` certificate of the federation CA);
+    ``partner_cert``/``partner_key`` sign round and index requests as the test partner State the node's policy
+    knows (default: the TLS identity). Without TLS material, ``insecure_dev`` must be set explicitly.
+    """
+
+    target: str
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    partner_cert: Path | None = None
+    partner_key: Path | None = None
+    #: a valid federation node certificate of a State the node's policy does NOT list (policy cases)
+    stranger_cert: Path | None = None
+    stranger_key: Path | None = None
+    insecure_dev: bool = False
+    #: identity claimed in insecure-dev mode (metadata), e.g. ``node.EVA``
+    dev_identity: str = "node.EVA"
+    #: TLS name to check the server certificate against (default: the host part of ``target``)
+    server_name: str | None = None
+    timeout_s: float = 20.0
+    #: how long the epoch-rotation case may wait for the node to announce a new epoch (0 = only what it sees)
+    epoch_wait_s: float = 0.0
+    purpose: str = "conformance"
+    legal_basis: str = "conformance-test"
+    #: the budget case exhausts the partner's budget only when it is at most this many items
+    budget_cap: int = 20_000
+    #: in-process runs only: called by the epoch case to make the node start a new epoch
+    rotate_hook: Callable[[], object] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.insecure_dev and self.ca is None:
+            raise ConfigError("--ca (with --cert/--key) is required unless --insecure-dev is given",
+                              reason="tls_required")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("--cert and --key go together", reason="tls_files")
+        if (self.partner_cert is None) != (self.partner_key is None):
+            raise ConfigError("--partner-cert and --partner-key go together", reason="tls_files")
+        if (self.stranger_cert is None) != (self.stranger_key is None):
+            raise ConfigError("--stranger-cert and --stranger-key go together", reason="tls_files")
+
+
+@dataclass
+class Call:
+    """Outcome of one RPC: the response, or the status the node ended the call with."""
+
+    response: Any = None
+    code: grpc.StatusCode | None = None
+    details: str = ""
+    trailing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+    @property
+    def status(self) -> str:
+        return status_name(self.code)
+
+    def describe(self) -> str:
+        return "OK" if self.ok else f"{self.status} ({self.details!r})"
+
+
+@dataclass(frozen=True)
+class IndexDownload:
+    """A complete index download: the bytes, the chunks' metadata and the integrity checks' verdicts."""
+
+    data: bytes
+    epoch_id: str
+    public_key: bytes
+    chunks: int
+    total_bytes: int
+    index_sha256: bytes
+    problems: tuple[str, ...]
+
+
+def _read(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        raise ConfigError("a certificate or key file is missing or unreadable", reason="tls_files") from None
+
+
+class Session:
+    """One run's connection to the node under test, plus the state cases share (node info, index cache)."""
+
+    def __init__(self, config: TargetConfig, profile: Profile) -> None:
+        self.config = config
+        self.profile = profile
+        self._ca = _read(config.ca)
+        self._cert = _read(config.cert)
+        self._key = _read(config.key)
+        self.partner_cert_pem = _read(config.partner_cert) or self._cert
+        self.partner_key_pem = _read(config.partner_key) or self._key
+        self.stranger_cert_pem = _read(config.stranger_cert)
+        self.stranger_key_pem = _read(config.stranger_key)
+        self.channel = self.open_channel()
+        self.node = node_grpc.NodeStub(self.channel)
+        self._info: pb.NodeInfo | None = None
+        #: NodeInfo snapshots seen during the run: (monotonic time, info)
+        self.info_history: list[pb.NodeInfo] = []
+        self._index: dict[str, IndexDownload] = {}
+        #: free-form shared state between cases (e.g. exact-mode outputs reused by the cardinality cases)
+        self.memo: dict[str, Any] = {}
+
+    # -- channels -------------------------------------------------------------------------------------------
+
+    @property
+    def tls(self) -> bool:
+        return self._ca is not None and not self.config.insecure_dev
+
+    def _options(self) -> list[tuple[str, Any]]:
+        opts: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
+        if self.config.server_name:
+            opts.append(("grpc.ssl_target_name_override", self.config.server_name))
+        return opts
+
+    def open_channel(
+        self, *, plaintext: bool = False, client_cert: bool = True, client_pair: tuple[bytes, bytes] | None = None
+    ) -> grpc.Channel:
+        """A new channel to the target; the variants exist for the transport cases (plain text, no client
+        certificate, a foreign certificate)."""
+        if plaintext or not self.tls:
+            return grpc.insecure_channel(self.config.target, options=self._options())
+        if client_pair is not None:
+            key, cert = client_pair
+            creds = grpc.ssl_channel_credentials(self._ca, private_key=key, certificate_chain=cert)
+        elif client_cert and self._cert is not None:
+            creds = grpc.ssl_channel_credentials(self._ca, private_key=self._key, certificate_chain=self._cert)
+        else:
+            creds = grpc.ssl_channel_credentials(self._ca)
+        return grpc.secure_channel(self.config.target, creds, options=self._options())
+
+    def close(self) -> None:
+        self.channel.close()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((DEV_IDENTITY_KEY, self.config.dev_identity),) if self.config.insecure_dev else ()
+
+    def invoke(self, fn: Callable[..., T], request: Any, *, timeout: float | None = None) -> Call:
+        """Run a unary call and capture its outcome instead of raising."""
+        try:
+            resp = fn(request, timeout=timeout or self.config.timeout_s, metadata=self.metadata)
+        except grpc.RpcError as err:
+            return self._failed(err)
+        return Call(response=resp)
+
+    def invoke_stream(self, fn: Callable[..., Iterator[T]], request: Any) -> tuple[list[T], Call]:
+        """Run a server-streaming call; returns the messages received and how the stream ended."""
+        got: list[T] = []
+        try:
+            for msg in fn(request, timeout=self.config.timeout_s, metadata=self.metadata):
+                got.append(msg)
+        except grpc.RpcError as err:
+            return got, self._failed(err)
+        return got, Call(response=got)
+
+    @staticmethod
+    def _failed(err: grpc.RpcError) -> Call:
+        if isinstance(err, grpc.Call):
+            trailing = {k: v for k, v in (err.trailing_metadata() or ()) if isinstance(v, str)}
+            return Call(code=err.code(), details=err.details() or "", trailing=trailing)
+        return Call(code=grpc.StatusCode.UNKNOWN, details=str(err))
+
+    # -- node info ------------------------------------------------------------------------------------------
+
+    def header(self, version: int = PROTOCOL_VERSION, round_id: str = "") -> pb.RequestHeader:
+        return pb.RequestHeader(protocol_version=version, round_id=round_id)
+
+    def get_info(self) -> Call:
+        call = self.invoke(self.node.GetNodeInfo, pb.NodeInfoRequest(header=self.header()))
+        if call.ok:
+            self._info = call.response
+            self.info_history.append(call.response)
+        return call
+
+    def info(self, *, refresh: bool = False) -> pb.NodeInfo:
+        """The node's description (cached); a case that needs it skips when the node will not give it."""
+        if self._info is None or refresh:
+            call = self.get_info()
+            if not call.ok:
+                raise CaseSkipped(f"GetNodeInfo failed: {call.describe()}")
+        assert self._info is not None
+        return self._info
+
+    # -- signed requests ------------------------------------------------------------------------------------
+
+    @property
+    def has_partner(self) -> bool:
+        return self.config.insecure_dev or (self.partner_cert_pem is not None and self.partner_key_pem is not None)
+
+    def require_partner(self) -> None:
+        if not self.has_partner:
+            raise CaseSkipped("needs test-partner credentials (--partner-cert/--partner-key or --cert/--key)")
+
+    def sign(self, payload: bytes, *, cert_pem: bytes | None = None, key_pem: bytes | None = None
+             ) -> pb.SignedEnvelope:
+        """Envelope signed with the test partner's key (or the given pair); unsigned in insecure-dev mode
+        without partner credentials."""
+        cert = cert_pem or self.partner_cert_pem
+        key = key_pem or self.partner_key_pem
+        if cert is None or key is None:
+            return pb.SignedEnvelope(payload=payload)
+        from fedcheck.trust.pki import sign_payload
+
+        return pb.SignedEnvelope(payload=payload, signature=sign_payload(key, payload), certificate_pem=cert)
+
+    def round_payload(self, blinded: Sequence[bytes], mode: int, **overrides: Any) -> pb.RoundPayload:
+        """A well-formed RoundPayload for a batch sent to this node; ``overrides`` replace single fields
+        (and ``target_*`` fields of the node's RoundTarget)."""
+        info = self.info()
+        now = int(time.time() * 1000)
+        target = pb.RoundTarget(
+            state=overrides.pop("target_state", info.state),
+            epoch_id=overrides.pop("target_epoch_id", info.epoch_id),
+            count=overrides.pop("target_count", len(blinded)),
+            batch_sha256=overrides.pop("target_batch_sha256", hashlib.sha256(b"".join(blinded)).digest()),
+        )
+        fields: dict[str, Any] = {
+            "round_id": str(uuid.uuid4()),
+            "purpose": self.config.purpose,
+            "legal_basis": self.config.legal_basis,
+            "mode": mode,
+            "targets": [target],
+            "deadline_unix_ms": now + int(self.config.timeout_s * 1000),
+            "issued_at_unix_ms": now,
+            "unit": "conformance-unit",
+            "official": "conformance-official",
+        }
+        fields.update(overrides)
+        return pb.RoundPayload(**fields)
+
+    def blind_evaluate(
+        self,
+        blinded: Sequence[bytes],
+        mode: int = pb.MODE_EXACT,
+        *,
+        payload: pb.RoundPayload | None = None,
+        envelope: pb.SignedEnvelope | None = None,
+        version: int = PROTOCOL_VERSION,
+        with_header: bool = True,
+    ) -> Call:
+        """Send one BlindEvaluate; by default a correctly signed, correctly bound round for ``blinded``."""
+        if envelope is None:
+            payload = payload or self.round_payload(blinded, mode)
+            envelope = self.sign(payload.SerializeToString())
+        round_id = payload.round_id if payload is not None else ""
+        req = pb.BlindEvaluateRequest(round=envelope, blinded=list(blinded))
+        if with_header:
+            req.header.CopyFrom(self.header(version, round_id))
+        return self.invoke(self.node.BlindEvaluate, req)
+
+    # -- index ----------------------------------------------------------------------------------------------
+
+    def index_request(self, epoch_id: str = "", *, offset: int = 0, version: int = PROTOCOL_VERSION,
+                      envelope: pb.SignedEnvelope | None = None, issued_at_ms: int | None = None,
+                      holder_state: str | None = None) -> pb.GetIndexRequest:
+        if envelope is None:
+            payload = pb.IndexRequestPayload(
+                holder_state=holder_state if holder_state is not None else self.info().state,
+                epoch_id=epoch_id,
+                issued_at_unix_ms=issued_at_ms if issued_at_ms is not None else int(time.time() * 1000),
+            )
+            envelope = self.sign(payload.SerializeToString())
+        return pb.GetIndexRequest(header=self.header(version), request=envelope, offset=offset)
+
+    def download_index(self, epoch_id: str = "", *, offset: int = 0, refresh: bool = False) -> IndexDownload:
+        """Download (and cache) the index, checking every integrity field the proto defines."""
+        key = f"{epoch_id}@{offset}"
+        if not refresh and key in self._index:
+            return self._index[key]
+        chunks, call = self.invoke_stream(self.node.GetIndex, self.index_request(epoch_id, offset=offset))
+        if not call.ok:
+            raise IndexUnavailable(call)
+        problems: list[str] = []
+        data = bytearray()
+        if not chunks:
+            problems.append("stream ended without any chunk")
+        epochs = {c.epoch_id for c in chunks}
+        keys = {bytes(c.epoch_public_key) for c in chunks}
+        totals = {c.total_bytes for c in chunks}
+        digests = {bytes(c.index_sha256) for c in chunks}
+        for what, vals in (("epoch_id", epochs), ("epoch_public_key", keys), ("total_bytes", totals),
+                           ("index_sha256", digests)):
+            if len(vals) > 1:
+                problems.append(f"{what} changes within one download")
+        expected_offset = offset
+        for i, c in enumerate(chunks):
+            if c.offset != expected_offset:
+                problems.append(f"chunk {i} has offset {c.offset}, expected {expected_offset}")
+            if hashlib.sha256(c.data).digest() != bytes(c.chunk_sha256):
+                problems.append(f"chunk {i} fails its chunk_sha256")
+            if c.last and i != len(chunks) - 1:
+                problems.append(f"chunk {i} says last but more followed")
+            data += c.data
+            expected_offset = c.offset + len(c.data)
+        if chunks and not chunks[-1].last:
+            problems.append("stream ended without a chunk marked last (truncated)")
+        total = chunks[0].total_bytes if chunks else 0
+        if chunks and expected_offset != total:
+            problems.append(f"stream ended at byte {expected_offset} of {total} (truncated)")
+        digest = bytes(chunks[0].index_sha256) if chunks else b""
+        if offset == 0 and chunks and hashlib.sha256(bytes(data)).digest() != digest:
+            problems.append("the whole index fails index_sha256")
+        dl = IndexDownload(
+            data=bytes(data),
+            epoch_id=chunks[0].epoch_id if chunks else "",
+            public_key=bytes(chunks[0].epoch_public_key) if chunks else b"",
+            chunks=len(chunks),
+            total_bytes=total,
+            index_sha256=digest,
+            problems=tuple(problems),
+        )
+        self._index[key] = dl
+        return dl
+
+
+class IndexUnavailable(CaseSkipped):
+    """The node refused the index download; cases that need the index cannot judge the node's answers."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(f"GetIndex failed: {call.describe()}")
+        self.call = call

@@ -1,0 +1,81 @@
+"""Wiring the coordinator: TLS identity, channels to every node, round engine, gRPC server, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+
+from fedcheck._proto.fedcheck.v1 import coordinator_pb2, coordinator_pb2_grpc
+from fedcheck.coordinator.config import CoordinatorConfig
+from fedcheck.coordinator.rounds import RoundEngine, RoundStore
+from fedcheck.node import metrics
+from fedcheck.rpc.clients import GrpcNodeClient, NodeTransport, make_channel
+from fedcheck.rpc.server import RunningServer, start_server
+from fedcheck.rpc.servicers import CoordinatorServicer
+from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
+from fedcheck.trust.atrest import load_kek
+
+__all__ = ["CoordinatorApp"]
+
+_log = logging.getLogger("fedcheck.coordinator")
+
+
+class CoordinatorApp:
+    def __init__(self, cfg: CoordinatorConfig) -> None:
+        self.cfg = cfg
+        kek = load_kek(cfg.kek) if cfg.kek else None
+        self.tls = (TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
+                    if cfg.tls is not None else None)
+        self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
+        self.clients = {
+            state: GrpcNodeClient(make_channel(addr, self.tls, insecure_dev=cfg.insecure_dev),
+                                  dev_identity="coordinator.FED" if self.tls is None else None)
+            for state, addr in cfg.nodes.items()
+        }
+        transports: dict[str, NodeTransport] = dict(self.clients)
+        self.store = RoundStore(cfg.data_dir / "rounds.sqlite")
+        self.engine = RoundEngine(
+            transports, self.store, ca_pem=self.tls.ca_pem if self.tls else b"", crl=self.verifier.crl,
+            max_batch=cfg.max_batch, max_deadline_seconds=cfg.max_deadline_seconds,
+            result_ttl_seconds=cfg.result_ttl_seconds, verify_signatures=self.tls is not None,
+        )
+        self.server: RunningServer | None = None
+
+    def start(self) -> int:
+        if self.cfg.metrics_port is not None:
+            metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
+        servicer = CoordinatorServicer(self.engine, self.verifier)
+        self.server = start_server(
+            self.cfg.listen, [lambda s: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, s)],
+            [coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name],
+            tls=self.tls, insecure_dev=self.cfg.insecure_dev, max_workers=32,
+        )
+        self.server.set_serving(True)
+        _log.info("coordinator serving", extra={"port": self.server.port, "states": sorted(self.cfg.nodes)})
+        return self.server.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(self.cfg.grace_seconds)
+        self.engine.close()
+        for c in self.clients.values():
+            c.close()
+        self.store.close()
+
+    def serve_forever(self) -> int:
+        port = self.start()
+        done = threading.Event()
+
+        def _signal(signum: int, _frame: object) -> None:
+            done.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        print(json.dumps({"event": "listening", "role": "coordinator", "port": port}), flush=True)
+        while not done.wait(0.5):
+            pass
+        self.stop()
+        print(json.dumps({"event": "stopped", "role": "coordinator"}), flush=True)
+        return 0

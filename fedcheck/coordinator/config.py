@@ -1,0 +1,86 @@
+"""Coordinator configuration from TOML: its TLS identity, where each State's node listens, limits."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedcheck.errors import ConfigError
+from fedcheck.node.config import TlsPaths, resolve_kek_spec, resolve_path
+
+__all__ = ["CoordinatorConfig", "load_coordinator_config"]
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    listen: str
+    data_dir: Path
+    nodes: dict[str, str]
+    tls: TlsPaths | None
+    kek: str = ""
+    insecure_dev: bool = False
+    max_batch: int = 10_000
+    max_deadline_seconds: float = 120.0
+    result_ttl_seconds: float = 900.0
+    grace_seconds: float = 5.0
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    log_file: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    p = Path(path).resolve()
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError:
+        raise ConfigError(f"cannot read coordinator config {p}", reason="config_missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"coordinator config is not valid TOML: {exc}", reason="config_syntax") from None
+    base = p.parent
+    c = doc.get("coordinator")
+    if not isinstance(c, dict):
+        raise ConfigError("coordinator config needs a [coordinator] table", reason="config_missing_table")
+    insecure = bool(c.get("insecure_dev", False))
+    tls_t = doc.get("tls")
+    tls: TlsPaths | None = None
+    if isinstance(tls_t, dict):
+        try:
+            crl = tls_t.get("crl")
+            tls = TlsPaths(resolve_path(base, tls_t["cert"]), resolve_path(base, tls_t["key"]),
+                           resolve_path(base, tls_t["ca"]), resolve_path(base, crl) if crl else None)
+        except KeyError as exc:
+            raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
+    elif not insecure:
+        raise ConfigError("a [tls] table is required (or coordinator.insecure_dev = true)", reason="config_tls")
+    nodes_t = doc.get("nodes", {})
+    nodes: dict[str, str] = {}
+    for state, table in nodes_t.items():
+        if not isinstance(table, dict) or not isinstance(table.get("address"), str):
+            raise ConfigError(f"nodes.{state}.address is required", reason="config_nodes")
+        nodes[state] = table["address"]
+    if not nodes:
+        raise ConfigError("the coordinator needs at least one [nodes.<STATE>] entry", reason="config_nodes")
+    metrics = doc.get("metrics", {})
+    log_file = doc.get("logging", {}).get("file")
+    try:
+        return CoordinatorConfig(
+            listen=str(c.get("listen", "127.0.0.1:0")),
+            data_dir=resolve_path(base, str(c.get("data_dir", "var/coordinator"))),
+            nodes=nodes,
+            tls=tls,
+            kek=resolve_kek_spec(base, str(c.get("kek", ""))),
+            insecure_dev=insecure,
+            max_batch=int(c.get("max_batch", 10_000)),
+            max_deadline_seconds=float(c.get("max_deadline_seconds", 120.0)),
+            result_ttl_seconds=float(c.get("result_ttl_seconds", 900.0)),
+            grace_seconds=float(c.get("grace_seconds", 5.0)),
+            metrics_port=int(metrics["port"]) if "port" in metrics else None,
+            metrics_address=str(metrics.get("address", "127.0.0.1")),
+            log_file=resolve_path(base, str(log_file)) if log_file else None,
+            raw=doc,
+        )
+    except (TypeError, ValueError):
+        raise ConfigError("coordinator config has a value of the wrong type", reason="config_type") from None

@@ -1,0 +1,327 @@
+"""Holder role: validate an encrypted query, score it against every list entry, return blinded slots.
+
+For each pack of travellers and each list entry (shuffled per pack) the holder multiplies the pack's
+ciphertexts for the entry's bigrams (sparse 0/1, no exponentiation), the threshold offset for the entry's |Y|
+and the birth-year offset, raises the result to a fresh secret ``r`` (per entry and pack), adds per-slot noise
+``ρ < r`` and the slot offset, Horner-packs ``E`` entries into one ciphertext and re-randomises it. A slot
+decrypts to ``2^(w-1) + r·m + ρ``: its top bit is the hit bit. It never sees a plaintext and never learns
+which pair hit unless the querier follows up (:meth:`FuzzyHolder.release`).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from fedcheck.errors import InvalidInput, LimitExceeded, NotFound
+from fedcheck.fuzzy._paillier import (
+    ALLOWED_KEY_BITS,
+    PublicKey,
+    Rerandomiser,
+    ciphertexts_from_bytes,
+)
+from fedcheck.fuzzy.encoding import (
+    FACE_Q,
+    MAX_BIGRAMS,
+    NAME_DIMS,
+    name_bigrams,
+    quantise_face,
+)
+from fedcheck.fuzzy.messages import (
+    FuzzyParams,
+    LabelRequest,
+    LabelResponse,
+    ReleasedLabel,
+    ScoreRequest,
+    ScoreResponse,
+)
+from fedcheck.records.model import PersonRecord
+
+__all__ = ["MARGIN_BITS", "FuzzyHolder", "HolderEntry", "HolderLimits", "entries_from_records"]
+
+#: Bits (incl. sign) of an honest margin m: names |m| <= 255, faces |m| <= 2^15 + threshold.
+MARGIN_BITS = {"name": 9, "face": 17}
+MIN_BLIND_BITS = 8
+
+
+@dataclass(frozen=True)
+class HolderEntry:
+    """One scored item: a (name variant, birth year) of a list record, or a face embedding."""
+
+    record_id: str
+    label: dict[str, Any]
+    dims: tuple[int, ...]
+    coefs: tuple[int, ...] = ()
+    year: int | None = None
+
+
+def entries_from_records(records: Iterable[PersonRecord], *, kind: str = "name") -> list[HolderEntry]:
+    """Expand records into entries: one per (primary name or alias) × birth year (all years of a range).
+
+    Names with no letters are skipped; names longer than ``MAX_BIGRAMS`` bigrams are skipped too (counted by
+    the caller via the length difference), never truncated, so a decision is never made on a partial name.
+    """
+    out: list[HolderEntry] = []
+    for rec in records:
+        label = rec.label.to_dict()
+        if kind == "face":
+            if rec.face_embedding is not None:
+                q = quantise_face(rec.face_embedding)
+                nz = np.flatnonzero(q)
+                out.append(HolderEntry(rec.record_id, label, tuple(int(i) for i in nz),
+                                       tuple(int(q[i]) for i in nz)))
+            continue
+        known = sorted({y for bd in rec.birth_dates for y in bd.years()})
+        years: list[int | None] = list(known) if known else [None]
+        seen: set[frozenset[int]] = set()
+        for pn in rec.names:
+            try:
+                bg = name_bigrams(pn.full_name)
+            except LimitExceeded:
+                continue
+            if not bg or bg in seen:
+                continue
+            seen.add(bg)
+            dims = tuple(sorted(bg))
+            out.extend(HolderEntry(rec.record_id, label, dims, (), y) for y in years)
+    return out
+
+
+@dataclass(frozen=True)
+class HolderLimits:
+    """Per-query limits enforced before any work (RESOURCE_EXHAUSTED / INVALID_ARGUMENT)."""
+
+    max_travellers: int = 1000
+    max_packs: int = 1000
+    key_bits: frozenset[int] = ALLOWED_KEY_BITS
+
+
+@dataclass
+class _Round:
+    params: FuzzyParams
+    perms: npt.NDArray[np.int64]
+    r: npt.NDArray[np.uint64]
+    rho: npt.NDArray[np.uint64]
+    traveller_count: int
+
+
+# Worker state, inherited through fork so ciphertexts are not pickled per task.
+_STATE: dict[str, Any] = {}
+
+
+class FuzzyHolder:
+    """Scores encrypted queries against a fixed list of entries; keeps per-round blinding for follow-ups."""
+
+    def __init__(
+        self,
+        entries: Sequence[HolderEntry],
+        *,
+        kind: str = "name",
+        face_dims: int = 128,
+        workers: int | None = None,
+        limits: HolderLimits = HolderLimits(),
+    ) -> None:
+        if kind not in MARGIN_BITS:
+            raise InvalidInput("kind: must be 'name' or 'face'", reason="bad_kind")
+        self.kind = kind
+        self.dims = NAME_DIMS if kind == "name" else face_dims
+        self.entries = list(entries)
+        self.workers = workers or os.cpu_count() or 1
+        self.limits = limits
+        self._rounds: dict[bytes, _Round] = {}
+        lens = [len(e.dims) for e in self.entries]
+        if any(d < 0 or d >= self.dims for e in self.entries for d in e.dims):
+            raise InvalidInput("entries: dimension out of range", reason="bad_entry")
+        if kind == "name" and any(n > MAX_BIGRAMS for n in lens):
+            raise LimitExceeded("entries: name too long", reason="name_too_long")
+        if kind == "face" and any(abs(c) > FACE_Q for e in self.entries for c in e.coefs):
+            raise InvalidInput("entries: face coefficient out of range", reason="bad_entry")
+        self._offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        self._flat = np.array([d for e in self.entries for d in e.dims], dtype=np.int64)
+        self._coefs = np.array([c for e in self.entries for c in e.coefs], dtype=np.int64)
+        self._sizes = np.array(lens, dtype=np.int64)
+        self._years = [e.year for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # ------------------------------------------------------------------ scoring
+    def _check(self, req: ScoreRequest, pk: PublicKey) -> int:
+        p = req.params
+        if pk.key_bits not in self.limits.key_bits:
+            raise InvalidInput("public_key: modulus size not allowed", reason="bad_key_size")
+        if p.kind != self.kind or p.dims != self.dims:
+            raise InvalidInput("params: kind or dims do not match this list", reason="bad_params")
+        if req.traveller_count > self.limits.max_travellers or req.pack_count > self.limits.max_packs:
+            raise LimitExceeded("request: too many travellers", reason="batch_too_large")
+        if self.kind == "name" and p.size_table <= int(self._sizes.max(initial=0)):
+            raise InvalidInput("size_table: does not cover the list", reason="bad_params")
+        if self.kind == "face" and p.size_table != 1:
+            raise InvalidInput("size_table: must be 1 for faces", reason="bad_params")
+        blind_bits = p.slot_bits - MARGIN_BITS[self.kind]
+        if blind_bits < MIN_BLIND_BITS:
+            raise InvalidInput("slot_bits: too small to blind the margin", reason="bad_slot_bits")
+        if p.pack_size * p.slot_bits > pk.key_bits - 2:
+            raise InvalidInput("pack_size: slots exceed the plaintext", reason="bad_pack_size")
+        expected = req.pack_count * p.ciphertexts_per_pack * pk.ciphertext_bytes
+        if len(req.ciphertexts) != expected:
+            raise InvalidInput("ciphertexts: count does not match the layout", reason="bad_count")
+        return blind_bits
+
+    def score(self, request: ScoreRequest) -> ScoreResponse:
+        """Validate ``request`` (raises InvalidInput/InvalidCiphertext/LimitExceeded) and score it."""
+        if len(request.round_id) != 16:
+            raise InvalidInput("round_id: must be 16 bytes", reason="bad_field")
+        if request.round_id in self._rounds:
+            raise InvalidInput("round_id: already used", reason="round_reused")
+        if len(request.public_key) not in {k // 8 for k in self.limits.key_bits}:
+            raise InvalidInput("public_key: modulus size not allowed", reason="bad_key_size")
+        pk = PublicKey._unchecked(int.from_bytes(request.public_key, "big"))
+        blind_bits = self._check(request, pk)
+        p = request.params
+        cts = ciphertexts_from_bytes(request.ciphertexts, pk.ciphertext_bytes, pk.n)
+        packs, n_entries, k, w = request.pack_count, len(self.entries), p.pack_size, p.slot_bits
+        blocks = max(1, (pk.key_bits - 2) // (k * w))
+        # cryptographically random shuffles and blinding (os.urandom, vectorised)
+        perms = np.argsort(_urandom_u64((packs, n_entries)), axis=1).astype(np.int64)
+        r = (np.uint64(1) << np.uint64(blind_bits - 1)) | (
+            _urandom_u64((packs, n_entries)) >> np.uint64(64 - blind_bits + 1)
+        )
+        rho = _urandom_u64((packs, n_entries, k)) % r[:, :, None]
+        self._rounds[request.round_id] = _Round(p, perms, r, rho, request.traveller_count)
+
+        per_pack = p.ciphertexts_per_pack
+        outs_per_pack = math.ceil(n_entries / blocks) if n_entries else 0
+        state = {
+            "n": gmpy2.mpz(pk.n), "n2": gmpy2.mpz(pk.n) ** 2, "width": pk.ciphertext_bytes,
+            "cts": [[gmpy2.mpz(c) for c in cts[i * per_pack : (i + 1) * per_pack]] for i in range(packs)],
+            "params": p, "blocks": blocks, "perms": perms, "r": r, "rho": rho,
+            "offsets": self._offsets, "flat": self._flat, "coefs": self._coefs, "sizes": self._sizes,
+            "years": self._years, "kind": self.kind,
+            "rerand_table": Rerandomiser(pk.n).table,
+        }
+        units: list[tuple[int, int, int]] = []
+        chunk = max(1, math.ceil(outs_per_pack * packs / (self.workers * 8)))
+        for pk_i in range(packs):
+            units.extend((pk_i, s, min(s + chunk, outs_per_pack)) for s in range(0, outs_per_pack, chunk))
+        _STATE.clear()
+        _STATE.update(state)
+        try:
+            if self.workers <= 1 or len(units) <= 1:
+                _init_worker()
+                parts = [_score_unit(u) for u in units]
+            else:
+                ctx = multiprocessing.get_context("fork")
+                with ctx.Pool(self.workers, initializer=_init_worker) as pool:
+                    parts = pool.map(_score_unit, units, chunksize=1)
+        finally:
+            _STATE.clear()
+        return ScoreResponse(request.round_id, n_entries, blocks, b"".join(parts))
+
+    # ------------------------------------------------------------------ follow-up
+    def release(self, request: LabelRequest) -> LabelResponse:
+        """Release labels for claimed hits whose proof matches this round's blinding; count the rest.
+
+        A claim is valid only if ``proof - 2^(w-1) - ρ`` is ``r·m`` with ``0 <= m`` below the kind's margin
+        bound: forging one without the decryption succeeds with probability about ``2^-b`` per claim.
+        """
+        rnd = self._rounds.get(request.round_id)
+        if rnd is None:
+            raise NotFound("round: unknown or closed", reason="unknown_round")
+        p = rnd.params
+        released: list[ReleasedLabel] = []
+        rejected = 0
+        for c in request.claims:
+            pack, slot = divmod(c.traveller, p.pack_size)
+            if c.traveller >= rnd.traveller_count or c.reference >= rnd.perms.shape[1]:
+                rejected += 1
+                continue
+            r = int(rnd.r[pack, c.reference])
+            rho = int(rnd.rho[pack, c.reference, slot])
+            diff = c.proof - (1 << (p.slot_bits - 1)) - rho
+            if diff < 0 or diff % r or diff // r >= 1 << (MARGIN_BITS[self.kind] - 1):
+                rejected += 1
+                continue
+            e = self.entries[int(rnd.perms[pack, c.reference])]
+            released.append(ReleasedLabel(c.traveller, c.reference, e.record_id, dict(e.label)))
+        return LabelResponse(request.round_id, tuple(released), rejected)
+
+    def close_round(self, round_id: bytes) -> None:
+        """Forget a round's shuffles and blinding: its references become meaningless."""
+        self._rounds.pop(round_id, None)
+
+
+def _urandom_u64(shape: tuple[int, ...]) -> npt.NDArray[np.uint64]:
+    count = int(np.prod(shape))
+    return np.frombuffer(os.urandom(8 * count), dtype=np.uint64).reshape(shape).copy()
+
+
+def _init_worker() -> None:
+    _STATE["rerand"] = Rerandomiser(int(_STATE["n"]), table=_STATE["rerand_table"])
+
+
+def _score_unit(unit: tuple[int, int, int]) -> bytes:
+    pack, start, stop = unit
+    s = _STATE
+    n, n2, p = s["n"], s["n2"], s["params"]
+    cts: list[Any] = s["cts"][pack]
+    dims, size_table = p.dims, p.size_table
+    table, years_ct = cts[dims : dims + size_table], cts[dims + size_table :]
+    perm, r_row, rho_row = s["perms"][pack], s["r"][pack], s["rho"][pack]
+    offsets, flat, coefs, sizes, years = s["offsets"], s["flat"], s["coefs"], s["sizes"], s["years"]
+    blocks, k, w = s["blocks"], p.pack_size, p.slot_bits
+    shift = gmpy2.mpz(1) << (k * w)
+    half = np.uint64(1) << np.uint64(w - 1)
+    wb = w // 8
+    rerand: Rerandomiser = s["rerand"]
+    face = s["kind"] == "face"
+    n_entries = len(perm)
+    out: list[bytes] = []
+    for o in range(start, stop):
+        acc: Any = None
+        add = 0
+        for pos in range(o * blocks, min((o + 1) * blocks, n_entries)):
+            e = int(perm[pos])
+            a, b = int(offsets[e]), int(offsets[e + 1])
+            if face:
+                a_ct = table[0] * _face_product(cts, flat[a:b], coefs[a:b], n2) % n2
+            else:
+                a_ct = table[int(sizes[e])]
+                for d in flat[a:b].tolist():
+                    a_ct = a_ct * cts[d] % n2
+                yr = years[e]
+                if yr is not None and 0 <= yr - p.year_base < p.year_count:
+                    a_ct = a_ct * years_ct[yr - p.year_base] % n2
+            blk = gmpy2.powmod(a_ct, int(r_row[pos]), n2)
+            acc = blk if acc is None else gmpy2.powmod(acc, shift, n2) * blk % n2
+            slots = (rho_row[pos] + half).astype("<u8").view(np.uint8).reshape(k, 8)[:, :wb]
+            add = (add << (k * w)) | int.from_bytes(slots.tobytes(), "little")
+        acc = acc * (1 + n * add) % n2 * rerand.factor() % n2
+        out.append(int(acc).to_bytes(s["width"], "big"))
+    return b"".join(out)
+
+
+def _face_product(cts: list[Any], dims: npt.NDArray[np.int64], coefs: npt.NDArray[np.int64], n2: Any) -> Any:
+    """``Π C_d^{y_d}`` for small signed ``y_d`` by value buckets: ~|dims| + 4·FACE_Q multiplications."""
+    result = gmpy2.mpz(1)
+    for sign in (1, -1):
+        buckets = [gmpy2.mpz(1)] * (FACE_Q + 1)
+        for d, c in zip(dims.tolist(), coefs.tolist(), strict=True):
+            if c * sign > 0:
+                buckets[c * sign] = buckets[c * sign] * cts[d] % n2
+        running, acc = gmpy2.mpz(1), gmpy2.mpz(1)
+        for v in range(FACE_Q, 0, -1):
+            running = running * buckets[v] % n2
+            acc = acc * running % n2
+        result = result * (acc if sign == 1 else gmpy2.invert(acc, n2)) % n2
+    return result
+
+

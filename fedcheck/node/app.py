@@ -1,0 +1,196 @@
+"""Wiring a node from its configuration: store, epochs, policy, budget, audit, TLS, gRPC server, metrics.
+
+Why separate from :mod:`fedcheck.cli.node`: tests and the demo start nodes in-process or as processes from the
+same code path; the CLI only parses arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fedcheck._proto.fedcheck.v1 import node_pb2, node_pb2_grpc
+from fedcheck.errors import ConfigError
+from fedcheck.node import metrics
+from fedcheck.node.config import NodeConfig, resolve_path
+from fedcheck.node.epochs import Audience, Epoch, EpochManager
+from fedcheck.node.querier import QuerierCache, QueryRunner
+from fedcheck.node.service import AuditFn, NodeService, audience_key
+from fedcheck.rpc.clients import GrpcCoordinatorClient, make_channel
+from fedcheck.rpc.server import RunningServer, start_server
+from fedcheck.rpc.servicers import NodeServicer
+from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
+from fedcheck.storage.sqlite import SqliteWatchlistStore
+from fedcheck.trust.atrest import EnvelopeSealer, KeyEncryptionKey, load_kek
+from fedcheck.trust.audit import AuditLog, generate_signing_key, load_signing_key, save_signing_key
+from fedcheck.trust.budget import BudgetLedger
+from fedcheck.trust.policy import NodePolicy
+
+__all__ = ["NodeApp", "load_tls", "open_audit", "open_querier", "open_store"]
+
+_log = logging.getLogger("fedcheck.node")
+
+
+def open_store(cfg: NodeConfig, kek: KeyEncryptionKey | None = None) -> SqliteWatchlistStore:
+    """The node's sealed watchlist store (keyring and database under ``data_dir``)."""
+    kek = kek or load_kek(cfg.kek)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    sealer = EnvelopeSealer.open_or_create(cfg.data_dir / "keyring.json", kek)
+    return SqliteWatchlistStore(cfg.data_dir / "watchlist.sqlite", sealer)
+
+
+def load_tls(cfg: NodeConfig, kek: KeyEncryptionKey | None) -> TlsIdentity | None:
+    if cfg.tls is None:
+        return None
+    return TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
+
+
+def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callable[[], None]]:
+    """The node's signed, hash-chained audit log (:mod:`fedcheck.trust.audit`); the signing key is created on
+    first start, sealed under the KEK, with its public half next to it for the oversight body."""
+    table = cfg.raw.get("audit", {})
+    key_path = resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["signing_key"])) \
+        if "signing_key" in table else cfg.data_dir / "audit-signing.key"
+    log_path = resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["log"])) \
+        if "log" in table else cfg.data_dir / "audit.jsonl"
+    if not key_path.exists():
+        save_signing_key(key_path, generate_signing_key(), kek)
+    log = AuditLog(log_path, load_signing_key(key_path, kek), retention_days=table.get("retention_days"))
+
+    def append(event: Mapping[str, Any]) -> None:
+        log.append(event)
+
+    return append, log.close
+
+
+class NodeApp:
+    """A running (or ready-to-run) node."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        kek = load_kek(cfg.kek)
+        self.store = open_store(cfg, kek)
+        self.tls = load_tls(cfg, kek)
+        self.verifier = PeerVerifier(None if cfg.insecure_dev else self.tls, insecure_dev=cfg.insecure_dev)
+        self.policy = NodePolicy.from_toml(cfg.raw)
+        self.budget = BudgetLedger(cfg.data_dir / "budget.sqlite", self.policy.holder.budget_limits(),
+                                   epoch_retry_after_s=cfg.epoch_seconds)
+        self.audit, self._close_audit = open_audit(cfg, kek)
+        self.epochs = EpochManager(
+            self.store, cfg.state, epoch_seconds=cfg.epoch_seconds, audiences=self._audiences,
+            workers=cfg.workers, poll_seconds=cfg.list_poll_seconds,
+            on_progress=metrics.EPOCH_BUILD_PROGRESS.set, on_epoch=self._on_epoch,
+        )
+        self.service = NodeService(
+            state=cfg.state, epochs=self.epochs, policy=self.policy.holder, budget=self.budget, audit=self.audit,
+            ca_pem=self.tls.ca_pem if self.tls else b"", crl=self.verifier.crl, max_batch=cfg.max_batch,
+            index_chunk_bytes=cfg.index_chunk_bytes, max_skew_seconds=cfg.max_skew_seconds,
+        )
+        self.server: RunningServer | None = None
+        self._stopped = threading.Event()
+
+    def _audiences(self) -> list[Audience]:
+        out: list[Audience] = []
+        seen: set[str] = set()
+        for partners in self.policy.holder.audiences().values():
+            for code in partners:
+                p = self.policy.holder.partners[code]
+                key = audience_key(p.audience_id, p.modes)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(Audience(key, lambda entries, c=code: self.policy.holder.filter_entries(c, entries),
+                                    with_labels="exact" in p.modes))
+        return out
+
+    @staticmethod
+    def _on_epoch(epoch: Epoch) -> None:
+        metrics.INDEX_SIZE.set(epoch.size)
+        metrics.EPOCH_STARTED.set(epoch.started_unix_ms / 1000)
+
+    def start(self) -> int:
+        """Start epochs, metrics and the gRPC server; health turns SERVING once an epoch is ready."""
+        if self.cfg.metrics_port is not None:
+            metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
+        self.epochs.start()
+        servicer = NodeServicer(self.service, self.verifier)
+        self.server = start_server(
+            self.cfg.listen, [lambda s: node_pb2_grpc.add_NodeServicer_to_server(servicer, s)],
+            [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name],
+            tls=None if self.cfg.insecure_dev else self.tls, insecure_dev=self.cfg.insecure_dev,
+        )
+        threading.Thread(target=self._mark_ready, name="ready", daemon=True).start()
+        return self.server.port
+
+    def _mark_ready(self) -> None:
+        while not self._stopped.is_set():
+            if self.epochs.wait_ready(0.2):
+                if self.server is not None:
+                    self.server.set_serving(True)
+                _log.info("node serving", extra={"state": self.cfg.state,
+                                                 "port": self.server.port if self.server else 0})
+                return
+
+    def stop(self) -> None:
+        """Graceful: health NOT_SERVING, drain in-flight calls for ``grace_seconds``, then close stores."""
+        self._stopped.set()
+        if self.server is not None:
+            self.server.stop(self.cfg.grace_seconds)
+        self.epochs.stop()
+        self.budget.close()
+        self._close_audit()
+        self.store.close()
+
+    def serve_forever(self) -> int:
+        port = self.start()
+        done = threading.Event()
+
+        def _signal(signum: int, _frame: object) -> None:
+            done.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        print(json.dumps({"event": "listening", "state": self.cfg.state, "port": port}), flush=True)
+        while not done.wait(0.5):
+            pass
+        self.stop()
+        print(json.dumps({"event": "stopped", "state": self.cfg.state}), flush=True)
+        return 0
+
+
+
+
+
+
+def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
+    """A :class:`QueryRunner` with this node's identity, talking to the configured coordinator.
+
+    Returns the runner and a ``close()`` callable. Request signatures need the node's certificate key even when
+    the transport is ``insecure_dev``.
+    """
+    if not cfg.coordinator:
+        raise ConfigError("[coordinator] address is required to run queries", reason="config_coordinator")
+    if cfg.tls is None:
+        raise ConfigError("a [tls] table is required to sign requests", reason="config_tls")
+    kek = load_kek(cfg.kek)
+    tls = load_tls(cfg, kek)
+    assert tls is not None
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    sealer = EnvelopeSealer.open_or_create(cfg.data_dir / "keyring.json", kek)
+    cache = QuerierCache(cfg.data_dir / "querier-cache.sqlite", sealer)
+    channel = make_channel(cfg.coordinator, None if cfg.insecure_dev else tls, insecure_dev=cfg.insecure_dev)
+    client = GrpcCoordinatorClient(channel, dev_identity=f"node.{cfg.state}" if cfg.insecure_dev else None)
+    policy = NodePolicy.from_toml(cfg.raw).querier
+    runner = QueryRunner(state=cfg.state, coordinator=client, cache=cache, cert_pem=tls.cert_pem,
+                         key_pem=tls.key_pem, policy=policy)
+
+    def close() -> None:
+        client.close()
+        cache.close()
+
+    return runner, close

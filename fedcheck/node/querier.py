@@ -1,0 +1,315 @@
+"""The querier side of a round, run with a node's identity (``fedcheck query``).
+
+Steps: ask the coordinator which holders are up and their epochs; fetch (resumably, integrity-checked) each
+holder's index for us unless cached for that epoch; keep flagged travellers away from their State of nationality
+(querier policy); blind locally; send only keys never finalised before against that holder's epoch (re-checks
+never burn budget: results are cached per holder + epoch); sign and submit one round through the coordinator;
+verify proofs, finalise, open labels, cache, and map hits back to travellers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedcheck.errors import FedcheckError, IntegrityError, PreconditionFailed, Unavailable
+from fedcheck.core.index import ExactIndex
+from fedcheck.node import metrics
+from fedcheck.protocol.exact import BlindedBatch, ExactQuerier, Mode
+from fedcheck.protocol.exact import Evaluation as ExactEvaluation
+from fedcheck.records.model import PersonRecord
+from fedcheck.rpc import serde
+from fedcheck.rpc.clients import CoordinatorTransport
+from fedcheck.rpc.messages import (
+    GetIndexRequest,
+    HolderStatus,
+    IndexRequest,
+    NodeEntry,
+    RoundPayload,
+    RoundResult,
+    RoundTarget,
+    SignedEnvelope,
+    SubmitRoundRequest,
+)
+from fedcheck.screening.manifest import QueryKeys, query_keys
+from fedcheck.screening.report import Hit, ScreenReport, StateCount, TravellerResult
+from fedcheck.trust.atrest import Sealer
+from fedcheck.trust.pki import sign_payload
+from fedcheck.trust.policy import QuerierPolicy
+
+__all__ = ["QuerierCache", "QueryOptions", "QueryRunner"]
+
+_log = logging.getLogger("fedcheck.querier")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS indexes (state TEXT PRIMARY KEY, epoch_id TEXT NOT NULL, blob BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    state TEXT NOT NULL, epoch_id TEXT NOT NULL, key_mac BLOB NOT NULL, blob BLOB NOT NULL,
+    PRIMARY KEY (state, epoch_id, key_mac));
+"""
+
+
+class QuerierCache:
+    """Per-holder epoch indexes and finalised outputs, sealed at rest; keys stored as keyed MACs only."""
+
+    def __init__(self, path: Path, sealer: Sealer) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._sealer = sealer
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT v FROM meta WHERE k='mac_key'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('mac_key', ?)",
+                             (sealer.seal(secrets.token_bytes(32), b"fedcheck-querier-mac"),))
+            row = self._db.execute("SELECT v FROM meta WHERE k='mac_key'").fetchone()
+        self._mac_key = sealer.open(bytes(row[0]), b"fedcheck-querier-mac")
+
+    def mac(self, key: bytes) -> bytes:
+        return hmac.new(self._mac_key, key, hashlib.sha256).digest()
+
+    def index(self, state: str, epoch_id: str) -> ExactIndex | None:
+        with self._lock:
+            row = self._db.execute("SELECT blob FROM indexes WHERE state=? AND epoch_id=?", (state, epoch_id)
+                                   ).fetchone()
+        if row is None:
+            return None
+        try:
+            return ExactIndex.from_bytes(bytes(row[0]))
+        except FedcheckError:
+            return None
+
+    def put_index(self, state: str, epoch_id: str, data: bytes) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO indexes VALUES (?,?,?)", (state, epoch_id, data))
+            # outputs of older epochs can never be reused (new key): drop them
+            self._db.execute("DELETE FROM results WHERE state=? AND epoch_id<>?", (state, epoch_id))
+            self._db.execute("COMMIT")
+
+    def results(self, state: str, epoch_id: str, macs: Sequence[bytes]) -> dict[bytes, list[list[object]]]:
+        aad = f"{state}/{epoch_id}".encode()
+        out: dict[bytes, list[list[object]]] = {}
+        with self._lock:
+            for mac in macs:
+                row = self._db.execute("SELECT blob FROM results WHERE state=? AND epoch_id=? AND key_mac=?",
+                                       (state, epoch_id, mac)).fetchone()
+                if row is not None:
+                    out[mac] = json.loads(self._sealer.open(bytes(row[0]), aad))
+        return out
+
+    def put_results(self, state: str, epoch_id: str, items: dict[bytes, list[list[object]]]) -> None:
+        aad = f"{state}/{epoch_id}".encode()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?)", [
+                (state, epoch_id, mac, self._sealer.seal(json.dumps(v).encode(), aad)) for mac, v in items.items()])
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    mode: str = "exact"
+    states: tuple[str, ...] = ()
+    purpose: str = "border-screening"
+    legal_basis: str = ""
+    unit: str = ""
+    official: str = ""
+    deadline_seconds: float = 30.0
+    round_id: str = ""
+
+
+@dataclass
+class _HolderPlan:
+    state: str
+    epoch_id: str
+    index: ExactIndex
+    keys: QueryKeys
+    macs: list[bytes]
+    cached: dict[bytes, list[list[object]]]
+    send_positions: list[int] = field(default_factory=list)
+    batch: BlindedBatch | None = None
+
+
+class QueryRunner:
+    """Runs one query round for a querying node."""
+
+    def __init__(self, *, state: str, coordinator: CoordinatorTransport, cache: QuerierCache, cert_pem: bytes,
+                 key_pem: bytes, policy: QuerierPolicy | None = None) -> None:
+        self._state = state
+        self._coord = coordinator
+        self._cache = cache
+        self._cert = cert_pem
+        self._key = key_pem
+        self._policy = policy or QuerierPolicy()
+        self.last_round: RoundResult | None = None
+        self.last_request: SubmitRoundRequest | None = None
+
+    def _sign(self, payload: bytes) -> SignedEnvelope:
+        return SignedEnvelope(payload, sign_payload(self._key, payload), self._cert)
+
+    # -- index download -----------------------------------------------------------------------------------------
+
+    def fetch_index(self, state: str, epoch_id: str, *, timeout: float = 60.0) -> ExactIndex:
+        """Download ``state``'s index for ``epoch_id`` via the coordinator, resuming after transient failures."""
+        buf = bytearray()
+        failures = 0
+        while True:
+            payload = serde.index_request_to_bytes(IndexRequest(state, epoch_id, int(time.time() * 1000)))
+            try:
+                for chunk in self._coord.get_index(state, GetIndexRequest(self._sign(payload), len(buf)),
+                                                   timeout=timeout):
+                    if chunk.epoch_id != epoch_id:
+                        raise PreconditionFailed("holder changed epoch during download", reason="epoch_changed")
+                    if chunk.offset != len(buf) or hashlib.sha256(chunk.data).digest() != chunk.chunk_sha256:
+                        raise IntegrityError("index chunk failed its integrity check", reason="chunk_corrupt")
+                    buf += chunk.data
+                    if chunk.last:
+                        if len(buf) != chunk.total_bytes or hashlib.sha256(buf).digest() != chunk.index_sha256:
+                            raise IntegrityError("downloaded index failed its digest check", reason="index_corrupt")
+                        data = bytes(buf)
+                        index = ExactIndex.from_bytes(data)
+                        self._cache.put_index(state, epoch_id, data)
+                        return index
+                raise Unavailable("index stream ended early", reason="stream_truncated")
+            except Unavailable:
+                failures += 1
+                if failures > 3:
+                    raise
+                time.sleep(0.2 * failures)
+
+    # -- the round ----------------------------------------------------------------------------------------------
+
+    def run(self, manifest: Sequence[PersonRecord], options: QueryOptions) -> ScreenReport:
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        mode = Mode(options.mode)
+        nodes = {e.state: e for e in self._coord.list_nodes(timeout=10.0)}
+        targets = list(options.states) or sorted(s for s in nodes if s != self._state)
+        statuses: dict[str, str] = {}
+        travellers = [TravellerResult(r.record_id, r.names[0].full_name if r.names else "") for r in manifest]
+        plans: dict[str, _HolderPlan] = {}
+        querier = ExactQuerier()
+        t0 = time.perf_counter()
+        for state in targets:
+            entry: NodeEntry | None = nodes.get(state)
+            if entry is None or not entry.reachable or entry.info is None or not entry.info.epoch_id:
+                statuses[state] = "unavailable" if entry is not None else "unavailable (not a member)"
+                continue
+            epoch_id = entry.info.epoch_id
+            try:
+                index = self._cache.index(state, epoch_id) or self.fetch_index(state, epoch_id)
+            except FedcheckError as exc:
+                statuses[state] = f"{'unavailable' if isinstance(exc, Unavailable) else 'refused'} ({exc.reason})"
+                continue
+            if index.public_key != entry.info.epoch_public_key:
+                statuses[state] = "refused (epoch_key_mismatch)"
+                continue
+            kept, _excluded = self._policy.filter_manifest(manifest, [state])
+            kept_ids = {id(r) for r in kept}
+            positions = [i for i, r in enumerate(manifest) if id(r) in kept_ids]
+            qk = query_keys([manifest[i] for i in positions])
+            qk = QueryKeys(qk.keys, qk.key_types, qk.pair_key, qk.pair_owner.copy())
+            if len(positions):
+                qk.pair_owner[:] = [positions[int(o)] for o in qk.pair_owner]
+            macs = [self._cache.mac(k) for k in qk.keys]
+            cached = self._cache.results(state, epoch_id, macs) if mode is Mode.EXACT else {}
+            plan = _HolderPlan(state, epoch_id, index, qk, macs, cached)
+            plan.send_positions = [i for i, m in enumerate(macs) if m not in cached]
+            if plan.send_positions:
+                plan.batch = querier.blind([qk.keys[i] for i in plan.send_positions], mode=mode)
+            plans[state] = plan
+        timings["index+blind"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        to_send = {s: p for s, p in plans.items() if p.batch is not None and p.batch.blinded}
+        result: RoundResult | None = None
+        if to_send:
+            round_id = options.round_id or str(uuid.uuid4())
+            now_ms = int(time.time() * 1000)
+            payload = RoundPayload(
+                round_id=round_id, purpose=options.purpose, legal_basis=options.legal_basis, mode=str(mode),
+                targets=tuple(RoundTarget(s, p.epoch_id, len(p.batch.blinded),  # type: ignore[union-attr]
+                                          hashlib.sha256(b"".join(p.batch.blinded)).digest())  # type: ignore[union-attr]
+                              for s, p in to_send.items()),
+                deadline_unix_ms=now_ms + int(options.deadline_seconds * 1000), issued_at_unix_ms=now_ms,
+                unit=options.unit, official=options.official,
+            )
+            env = self._sign(serde.round_payload_to_bytes(payload))
+            request = SubmitRoundRequest(env, {s: tuple(p.batch.blinded) for s, p in to_send.items()  # type: ignore[union-attr]
+                                               }, round_id)
+            self.last_request = request
+            result = self._coord.submit_round(request, timeout=options.deadline_seconds + 10)
+            self.last_round = result
+        timings["round"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        counts: list[StateCount] = []
+        by_state = result.by_state() if result is not None else {}
+        for state, plan in plans.items():
+            outputs: dict[int, list[list[object]]] = {i: plan.cached[m] for i, m in enumerate(plan.macs)
+                                                      if m in plan.cached}
+            if state in to_send:
+                hr = by_state.get(state)
+                if hr is None or hr.status is not HolderStatus.OK or hr.evaluation is None:
+                    status = str(hr.status) if hr is not None else "unavailable"
+                    reason = f" ({hr.reason})" if hr is not None and hr.reason else ""
+                    statuses[state] = status + reason
+                    metrics.ROUNDS.labels(role="querier", state=state, status=status).inc()
+                    continue
+                assert plan.batch is not None
+                try:
+                    fin = querier.finalize(plan.batch, ExactEvaluation(list(hr.evaluation.evaluated),
+                                                                       hr.evaluation.proof or None),
+                                           public_key=plan.index.public_key, index=plan.index)
+                except FedcheckError as exc:
+                    statuses[state] = f"refused ({exc.reason})"
+                    continue
+                if mode is Mode.CARDINALITY:
+                    counts.append(StateCount(state, str(mode), fin.count))
+                    statuses[state] = "ok"
+                    metrics.ROUNDS.labels(role="querier", state=state, status="ok").inc()
+                    continue
+                fresh: dict[bytes, list[list[object]]] = {plan.macs[i]: [] for i in plan.send_positions}
+                for h in fin.hits:
+                    key_pos = plan.send_positions[h.position]
+                    fresh[plan.macs[key_pos]].append([h.key_type, h.label])
+                self._cache.put_results(state, plan.epoch_id, fresh)
+                for i in plan.send_positions:
+                    outputs[i] = fresh[plan.macs[i]]
+            elif mode is Mode.CARDINALITY:
+                counts.append(StateCount(state, str(mode), 0))
+            statuses[state] = "ok" if state in to_send else "ok (cached)"
+            metrics.ROUNDS.labels(role="querier", state=state, status="ok").inc()
+            hit_positions = [i for i, v in outputs.items() if v]
+            for key_pos, owners in zip(hit_positions, plan.keys.owners_of(hit_positions), strict=True):
+                for key_type, label in outputs[key_pos]:
+                    lab = {str(a): str(b) for a, b in dict(label).items()}  # type: ignore[call-overload]
+                    for owner in owners:
+                        review = self._policy.requires_human_review(state, lab,
+                                                                    record_flags=manifest[owner].flags)
+                        travellers[owner].hits.append(Hit(state, "exact", str(key_type), lab, review))
+        timings["finalise"] = time.perf_counter() - t2
+        timings["total"] = time.perf_counter() - t_start
+        metrics.ROUND_SECONDS.labels(role="querier").observe(timings["total"])
+        for state in targets:
+            statuses.setdefault(state, "unavailable")
+        _log.info("query finished", extra={"round_id": result.round_id if result else "",
+                                           "states": statuses, "ms": round(timings["total"] * 1000)})
+        return ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings)

@@ -1,0 +1,111 @@
+"""The one table from :mod:`fedcheck.errors` to gRPC status codes, and back.
+
+Why one table: every servicer answers errors the same way, and every client turns a status back into the same
+typed exception, so a refusal keeps its reason code across the coordinator hop. Messages are the exceptions'
+own (already sanitised by contract: no identities, no secrets); :class:`~fedcheck.errors.VerificationError`
+stays opaque. The reason code and retry-after hint travel as trailing metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+
+from fedcheck import errors as e
+
+__all__ = [
+    "REASON_KEY",
+    "RETRY_AFTER_KEY",
+    "STATUS_TABLE",
+    "abort",
+    "from_rpc_error",
+    "status_for",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Trailing-metadata key carrying :attr:`FedcheckError.reason`.
+REASON_KEY = "fedcheck-reason"
+#: Trailing-metadata key carrying :attr:`BudgetExhausted.retry_after_s`.
+RETRY_AFTER_KEY = "fedcheck-retry-after"
+
+#: Most specific class first; :func:`status_for` walks the exception's MRO.
+STATUS_TABLE: dict[type[e.FedcheckError], grpc.StatusCode] = {
+    e.BudgetExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.LimitExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.InvalidElement: grpc.StatusCode.INVALID_ARGUMENT,
+    e.InvalidCiphertext: grpc.StatusCode.INVALID_ARGUMENT,
+    e.InvalidRecord: grpc.StatusCode.INVALID_ARGUMENT,
+    e.FormatError: grpc.StatusCode.INVALID_ARGUMENT,
+    e.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    e.VerificationError: grpc.StatusCode.INVALID_ARGUMENT,
+    e.UnsupportedVersion: grpc.StatusCode.FAILED_PRECONDITION,
+    e.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    e.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    e.PolicyDenied: grpc.StatusCode.PERMISSION_DENIED,
+    e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    e.NotFound: grpc.StatusCode.NOT_FOUND,
+    e.IntegrityError: grpc.StatusCode.DATA_LOSS,
+    e.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    e.FedcheckError: grpc.StatusCode.INTERNAL,
+}
+
+_REVERSE: dict[grpc.StatusCode, type[e.FedcheckError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: e.InvalidInput,
+    grpc.StatusCode.FAILED_PRECONDITION: e.PreconditionFailed,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: e.LimitExceeded,
+    grpc.StatusCode.PERMISSION_DENIED: e.PolicyDenied,
+    grpc.StatusCode.UNAUTHENTICATED: e.Unauthenticated,
+    grpc.StatusCode.NOT_FOUND: e.NotFound,
+    grpc.StatusCode.DATA_LOSS: e.IntegrityError,
+    grpc.StatusCode.UNAVAILABLE: e.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: e.Unavailable,
+    grpc.StatusCode.CANCELLED: e.Unavailable,
+}
+
+#: Reason codes that come back as their specific class (not only the status' default).
+_BY_REASON: dict[str, type[e.FedcheckError]] = {
+    "UnsupportedVersion": e.UnsupportedVersion,
+    "unsupported_version": e.UnsupportedVersion,
+    "InvalidElement": e.InvalidElement,
+    "invalid_element": e.InvalidElement,
+}
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code of ``exc`` (INTERNAL for anything that is not a FedcheckError)."""
+    for cls in type(exc).__mro__:
+        code = STATUS_TABLE.get(cls)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the call with the mapped status; unexpected exceptions become a bare INTERNAL."""
+    if not isinstance(exc, e.FedcheckError):
+        _log.error("internal error in handler", exc_info=exc)
+        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    metadata: list[tuple[str, str]] = [(REASON_KEY, exc.reason)]
+    if isinstance(exc, e.BudgetExhausted):
+        metadata.append((RETRY_AFTER_KEY, str(int(exc.retry_after_s))))
+    context.set_trailing_metadata(tuple(metadata))
+    message = "verification failed" if isinstance(exc, e.VerificationError) else exc.message
+    context.abort(status_for(exc), message)
+
+
+def from_rpc_error(err: grpc.RpcError) -> e.FedcheckError:
+    """Rebuild the typed exception a peer raised (status, message, reason, retry-after)."""
+    code: grpc.StatusCode = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if isinstance(err, grpc.Call) else None) or code.name.lower()
+    trailing = err.trailing_metadata() if isinstance(err, grpc.Call) else None
+    meta = {k: v for k, v in (trailing or ()) if isinstance(v, str)}
+    reason = meta.get(REASON_KEY) or code.name.lower()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and RETRY_AFTER_KEY in meta:
+        return e.BudgetExhausted(details, retry_after_s=int(meta[RETRY_AFTER_KEY]), reason=reason)
+    cls = _BY_REASON.get(reason) or _REVERSE.get(code, e.FedcheckError)
+    if cls is e.Unavailable and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        reason = "deadline"
+    return cls(details, reason=reason)

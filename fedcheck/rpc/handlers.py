@@ -1,0 +1,50 @@
+"""What servicers adapt: transport-free handler interfaces of the node and the coordinator.
+
+Why: servicers stay thin (decode, call, encode, map errors), handlers are testable without sockets, and the
+in-memory transport drives the very same handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from fedcheck.rpc.messages import (
+    BlindEvaluateRequest,
+    Evaluation,
+    GetIndexRequest,
+    IndexChunk,
+    NodeEntry,
+    NodeInfo,
+    RoundResult,
+    SubmitRoundRequest,
+)
+from fedcheck.trust.pki import PeerIdentity
+
+__all__ = ["CoordinatorHandler", "NodeHandler"]
+
+
+class NodeHandler(Protocol):
+    """A holder node's request handling (see :mod:`fedcheck.node.service`)."""
+
+    @property
+    def max_batch(self) -> int: ...
+
+    def node_info(self) -> NodeInfo: ...
+
+    def get_index(self, peer: PeerIdentity, request: GetIndexRequest) -> Iterator[IndexChunk]: ...
+
+    def blind_evaluate(self, peer: PeerIdentity, request: BlindEvaluateRequest) -> Evaluation: ...
+
+
+class CoordinatorHandler(Protocol):
+    """The coordinator's request handling (see :mod:`fedcheck.coordinator.service`)."""
+
+    @property
+    def max_batch(self) -> int: ...
+
+    def submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult: ...
+
+    def list_nodes(self, peer: PeerIdentity) -> list[NodeEntry]: ...
+
+    def get_index(self, peer: PeerIdentity, state: str, request: GetIndexRequest) -> Iterator[IndexChunk]: ...

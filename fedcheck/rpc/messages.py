@@ -1,0 +1,176 @@
+"""Domain messages of the wire protocol: frozen dataclasses that handlers, the coordinator and the querier use.
+
+Why separate from the generated classes: only :mod:`fedcheck.rpc.serde` touches protobuf objects, so handlers are
+testable without gRPC, validation happens once at the edge, and the coordinator never sees raw wire bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "ELEMENT_BYTES",
+    "MODES",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "BlindEvaluateRequest",
+    "Evaluation",
+    "GetIndexRequest",
+    "HolderResult",
+    "HolderStatus",
+    "IndexChunk",
+    "IndexRequest",
+    "NodeEntry",
+    "NodeInfo",
+    "RoundPayload",
+    "RoundResult",
+    "RoundTarget",
+    "SignedEnvelope",
+    "SubmitRoundRequest",
+]
+
+#: Protocol version this build sends.
+PROTOCOL_VERSION = 1
+#: Protocol versions this build accepts.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+#: Size of an encoded ristretto255 element.
+ELEMENT_BYTES = 32
+#: Wire names of the modes (values of :class:`fedcheck.protocol.exact.Mode`).
+MODES: tuple[str, ...] = ("exact", "cardinality")
+
+
+class HolderStatus(StrEnum):
+    """Outcome class of one holder in a round."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class SignedEnvelope:
+    """A querier-signed payload; the signer's State comes from ``certificate_pem`` once verified."""
+
+    payload: bytes
+    signature: bytes
+    certificate_pem: bytes
+
+    def __repr__(self) -> str:  # payloads are not secret, but keep logs short
+        return f"SignedEnvelope(payload={len(self.payload)}B)"
+
+
+@dataclass(frozen=True)
+class RoundTarget:
+    state: str
+    epoch_id: str
+    count: int
+    batch_sha256: bytes
+
+
+@dataclass(frozen=True)
+class RoundPayload:
+    round_id: str
+    purpose: str
+    legal_basis: str
+    mode: str
+    targets: tuple[RoundTarget, ...]
+    deadline_unix_ms: int
+    issued_at_unix_ms: int
+    unit: str = ""
+    official: str = ""
+
+    def target(self, state: str) -> RoundTarget | None:
+        return next((t for t in self.targets if t.state == state), None)
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    holder_state: str
+    epoch_id: str
+    issued_at_unix_ms: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    state: str
+    protocol_versions: tuple[int, ...]
+    modes: tuple[str, ...]
+    epoch_id: str
+    epoch_public_key: bytes
+    index_size: int
+    max_batch: int
+    index_chunk_bytes: int
+    epoch_started_unix_ms: int
+    epoch_building: bool = False
+
+
+@dataclass(frozen=True)
+class IndexChunk:
+    epoch_id: str
+    offset: int
+    data: bytes
+    chunk_sha256: bytes
+    total_bytes: int
+    index_sha256: bytes
+    last: bool
+    epoch_public_key: bytes
+
+
+@dataclass(frozen=True)
+class GetIndexRequest:
+    request: SignedEnvelope
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class BlindEvaluateRequest:
+    round: SignedEnvelope
+    blinded: tuple[bytes, ...]
+    round_id: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    epoch_id: str
+    evaluated: tuple[bytes, ...]
+    proof: bytes
+    budget_remaining: int = 0
+
+
+@dataclass(frozen=True)
+class HolderResult:
+    state: str
+    status: HolderStatus
+    reason: str = ""
+    message: str = ""
+    retry_after_s: int = 0
+    evaluation: Evaluation | None = None
+    latency_ms: int = 0
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    round_id: str
+    results: tuple[HolderResult, ...]
+    started_unix_ms: int
+    finished_unix_ms: int
+    replayed: bool = False
+
+    def by_state(self) -> dict[str, HolderResult]:
+        return {r.state: r for r in self.results}
+
+
+@dataclass(frozen=True)
+class SubmitRoundRequest:
+    round: SignedEnvelope
+    batches: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
+    round_id: str = ""
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    state: str
+    reachable: bool
+    info: NodeInfo | None = None

@@ -1,0 +1,91 @@
+"""gRPC servicers: thin adapters (check peer, decode, call the handler, encode, map errors).
+
+Nothing here decides anything: identity comes from :class:`~fedcheck.rpc.tls.PeerVerifier`, validation from
+:mod:`fedcheck.rpc.serde`, decisions from the handlers, status codes from :mod:`fedcheck.rpc.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
+from fedcheck._proto.fedcheck.v1 import coordinator_pb2 as cpb
+from fedcheck._proto.fedcheck.v1 import coordinator_pb2_grpc as cgrpc
+from fedcheck._proto.fedcheck.v1 import node_pb2_grpc as ngrpc
+from fedcheck.rpc import serde
+from fedcheck.rpc.errors import abort
+from fedcheck.rpc.handlers import CoordinatorHandler, NodeHandler
+from fedcheck.rpc.tls import PeerVerifier
+
+__all__ = ["CoordinatorServicer", "NodeServicer"]
+
+
+class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
+    def __init__(self, handler: NodeHandler, verifier: PeerVerifier) -> None:
+        self._h = handler
+        self._v = verifier
+
+    def GetNodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:  # noqa: N802
+        try:
+            self._v.identify(context)
+            serde.check_header(request.header, request.HasField("header"))
+            return serde.node_info_to_pb(self._h.node_info())
+        except Exception as exc:
+            abort(context, exc)
+
+    def GetIndex(self, request: pb.GetIndexRequest, context: grpc.ServicerContext  # noqa: N802
+                 ) -> Iterator[pb.IndexChunk]:
+        try:
+            peer = self._v.identify(context)
+            req = serde.get_index_request_from_pb(request)
+            for chunk in self._h.get_index(peer, req):
+                yield serde.chunk_to_pb(chunk)
+        except Exception as exc:
+            abort(context, exc)
+
+    def BlindEvaluate(self, request: pb.BlindEvaluateRequest, context: grpc.ServicerContext  # noqa: N802
+                      ) -> pb.BlindEvaluateResponse:
+        try:
+            peer = self._v.identify(context)
+            req = serde.blind_evaluate_request_from_pb(request, self._h.max_batch)
+            return serde.evaluation_to_pb(self._h.blind_evaluate(peer, req))
+        except Exception as exc:
+            abort(context, exc)
+
+
+class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
+    def __init__(self, handler: CoordinatorHandler, verifier: PeerVerifier) -> None:
+        self._h = handler
+        self._v = verifier
+
+    def SubmitRound(self, request: cpb.SubmitRoundRequest, context: grpc.ServicerContext  # noqa: N802
+                    ) -> cpb.RoundResult:
+        try:
+            peer = self._v.identify(context, roles=("node",))
+            req = serde.submit_round_from_pb(request, self._h.max_batch)
+            return serde.round_result_to_pb(self._h.submit_round(peer, req))
+        except Exception as exc:
+            abort(context, exc)
+
+    def ListNodes(self, request: cpb.ListNodesRequest, context: grpc.ServicerContext  # noqa: N802
+                  ) -> cpb.ListNodesResponse:
+        try:
+            peer = self._v.identify(context, roles=("node", "evaluator"))
+            serde.check_header(request.header, request.HasField("header"))
+            return serde.node_entries_to_pb(self._h.list_nodes(peer))
+        except Exception as exc:
+            abort(context, exc)
+
+    def GetIndex(self, request: cpb.RelayIndexRequest, context: grpc.ServicerContext  # noqa: N802
+                 ) -> Iterator[pb.IndexChunk]:
+        try:
+            peer = self._v.identify(context, roles=("node",))
+            serde.check_header(request.header, request.HasField("header"))
+            state = serde.validate_state(request.state)
+            inner = serde.get_index_request_from_pb(request.request)
+            for chunk in self._h.get_index(peer, state, inner):
+                yield serde.chunk_to_pb(chunk)
+        except Exception as exc:
+            abort(context, exc)

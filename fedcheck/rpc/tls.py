@@ -1,0 +1,147 @@
+"""Mutual TLS for every fedcheck hop, and the caller's identity taken from its verified certificate.
+
+Why here: gRPC checks the chain against the federation CA during the handshake, but not revocation and not our
+``<role>.<STATE>`` naming; :class:`PeerVerifier` adds both (CRL re-read when the file changes) so a handler
+always gets a :class:`~fedcheck.trust.pki.PeerIdentity`, never a State from a request field. Plain text exists
+only behind ``insecure_dev`` (an explicit config key / flag the demo does not use).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from fedcheck.errors import ConfigError, Unauthenticated
+from fedcheck.trust.atrest import KeyEncryptionKey
+from fedcheck.trust.pki import (
+    PeerIdentity,
+    RevocationList,
+    identity_from_cert,
+    load_crl,
+    load_private_key_pem,
+    verify_certificate,
+)
+
+__all__ = [
+    "DEV_IDENTITY_KEY",
+    "PeerVerifier",
+    "TlsIdentity",
+    "channel_credentials",
+    "server_credentials",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Metadata key an insecure-dev client uses to claim an identity (honoured ONLY when the server is insecure_dev).
+DEV_IDENTITY_KEY = "fedcheck-dev-identity"
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """A process' TLS material in memory: its certificate, private key, the federation CA and CRL path."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    ca_pem: bytes
+    crl_path: Path | None = None
+
+    @classmethod
+    def load(cls, cert: Path, key: Path, ca: Path, crl: Path | None = None, *, kek: KeyEncryptionKey | None = None
+             ) -> TlsIdentity:
+        """Read PEM files; ``key`` may be sealed under the operator KEK (``fedcheck.trust.atrest``)."""
+        try:
+            cert_pem = Path(cert).read_bytes()
+            ca_pem = Path(ca).read_bytes()
+        except OSError:
+            raise ConfigError("TLS certificate or CA file missing or unreadable", reason="tls_files") from None
+        key_pem = load_private_key_pem(Path(key), kek)
+        if crl is not None and not Path(crl).exists():
+            raise ConfigError("revocation list file missing", reason="crl_unreadable")
+        return cls(cert_pem, key_pem, ca_pem, Path(crl) if crl is not None else None)
+
+    @property
+    def identity(self) -> PeerIdentity:
+        return identity_from_cert(self.cert_pem)
+
+
+def server_credentials(tls: TlsIdentity) -> grpc.ServerCredentials:
+    """Server side of mutual TLS: a client certificate signed by the federation CA is required."""
+    return grpc.ssl_server_credentials(
+        [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem, require_client_auth=True
+    )
+
+
+def channel_credentials(tls: TlsIdentity) -> grpc.ChannelCredentials:
+    """Client side of mutual TLS: trust only the federation CA, present our own certificate."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem
+    )
+
+
+class PeerVerifier:
+    """Identity of the TLS peer of a call: chain, validity, EKU and revocation checked, cached per cert."""
+
+    def __init__(self, tls: TlsIdentity | None, *, insecure_dev: bool = False) -> None:
+        if tls is None and not insecure_dev:
+            raise ConfigError("TLS material is required unless insecure_dev is set", reason="tls_required")
+        self._tls = tls
+        self._insecure = insecure_dev
+        self._lock = threading.Lock()
+        self._crl: RevocationList | None = None
+        self._crl_mtime: float = -1.0
+        self._cache: dict[bytes, PeerIdentity] = {}
+
+    @property
+    def ca_pem(self) -> bytes:
+        if self._tls is None:
+            raise ConfigError("no CA configured (insecure_dev)", reason="tls_required")
+        return self._tls.ca_pem
+
+    def crl(self) -> RevocationList | None:
+        """The current CRL, re-read when its file changes (operators replace it in place)."""
+        if self._tls is None or self._tls.crl_path is None:
+            return None
+        path = self._tls.crl_path
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            raise Unauthenticated("revocation list unavailable", reason="crl_unreadable") from None
+        with self._lock:
+            if mtime != self._crl_mtime:
+                self._crl = load_crl(path, ca_pem=self._tls.ca_pem)
+                self._crl_mtime = mtime
+                self._cache.clear()
+            return self._crl
+
+    def identify(self, context: grpc.ServicerContext, *, roles: Sequence[str] = ("node", "coordinator")
+                 ) -> PeerIdentity:
+        """Verified identity of the caller; raises Unauthenticated when missing, revoked or of a wrong role."""
+        if self._insecure:
+            claimed = dict(context.invocation_metadata() or ()).get(DEV_IDENTITY_KEY, "node.DEV")
+            role, _, state = str(claimed).partition(".")
+            ident = PeerIdentity(role=role, state=state, serial=0)
+        else:
+            auth = context.auth_context()
+            pems = auth.get("x509_pem_cert") or []
+            if not pems:
+                raise Unauthenticated("a client certificate is required", reason="no_client_cert")
+            pem = bytes(pems[0])
+            crl = self.crl()
+            with self._lock:
+                ident_cached = self._cache.get(pem)
+            if ident_cached is None:
+                ident_cached = verify_certificate(pem, self.ca_pem, crl)
+                with self._lock:
+                    if len(self._cache) > 1024:
+                        self._cache.clear()
+                    self._cache[pem] = ident_cached
+            ident = ident_cached
+        if ident.role not in roles:
+            raise Unauthenticated("caller's role may not use this service", reason="wrong_role")
+        return ident

@@ -1,0 +1,46 @@
+"""Loading watchlists and manifests in every supported format, with rejections reported on stderr.
+
+Why one place: ``screen``, ``query`` and ``watchlist import`` must accept the same files and say the same
+things about rejected rows (which row, why — never the identity itself).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fedcheck.errors import FormatError
+from fedcheck.records import PersonRecord, read_records
+
+__all__ = ["MANIFEST_FORMATS", "WATCHLIST_FORMATS", "load_manifest", "load_watchlist"]
+
+WATCHLIST_FORMATS = ("csv", "jsonl", "un-xml", "ftm")
+MANIFEST_FORMATS = ("csv", "jsonl", "paxlst", "mrz")
+
+
+def _read(path: str | Path, fmt: str | None, allowed: tuple[str, ...]) -> list[PersonRecord]:
+    p = Path(path)
+    if not p.is_file():
+        raise FormatError(f"file not found: {p}", reason="file_not_found")
+    if fmt is not None and fmt not in allowed:
+        raise FormatError(f"unsupported format {fmt!r}; expected one of {', '.join(allowed)}",
+                          reason="unsupported_format")
+    if fmt in ("paxlst", "mrz", "ftm") or (fmt is None and p.suffix.lower() in (".edi", ".paxlst", ".mrz")):
+        from fedcheck.formats import read_external
+
+        result = read_external(p, fmt)
+    else:
+        result = read_records(p, fmt)
+    for rej in result.rejected[:20]:
+        print(f"fedcheck: rejected {rej.where}: {rej.reason}", file=sys.stderr)
+    if len(result.rejected) > 20:
+        print(f"fedcheck: ... and {len(result.rejected) - 20} more rejected", file=sys.stderr)
+    return list(result.records)
+
+
+def load_watchlist(path: str | Path, fmt: str | None = None) -> list[PersonRecord]:
+    return _read(path, fmt, WATCHLIST_FORMATS)
+
+
+def load_manifest(path: str | Path, fmt: str | None = None) -> list[PersonRecord]:
+    return _read(path, fmt, MANIFEST_FORMATS)

@@ -1,0 +1,104 @@
+"""Screening results and their two renderings (an officer's table, machine-readable JSON).
+
+The JSON shape is the documented contract of ``fedcheck screen`` and ``fedcheck query``::
+
+    [{"traveller": "<id>", "hits": [{"state": "FRA", "mode": "exact", "key_type": "document",
+                                     "label": {"category": ..., "reference": ...}}]}]
+
+Cardinality rounds reveal only a count per State, rendered as ``{"counts": [{"state", "mode", "hits"}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Hit", "ScreenReport", "StateCount", "TravellerResult"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    state: str
+    mode: str  # "exact" | "fuzzy"
+    key_type: str
+    label: dict[str, str] = field(default_factory=dict)
+    #: set by the querier's policy for sources whose hits need a human decision
+    review_required: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "mode": self.mode, "key_type": self.key_type,
+                               "label": dict(self.label)}
+        if self.review_required:
+            out["review_required"] = True
+        return out
+
+
+@dataclass
+class TravellerResult:
+    traveller: str
+    name: str = ""
+    hits: list[Hit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StateCount:
+    state: str
+    mode: str
+    hits: int
+
+
+@dataclass
+class ScreenReport:
+    travellers: list[TravellerResult]
+    counts: list[StateCount] = field(default_factory=list)
+    #: per-State round status (ok/timeout/unavailable/refused + reason), empty offline
+    statuses: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def hit_travellers(self) -> list[TravellerResult]:
+        return [t for t in self.travellers if t.hits]
+
+    def to_json(self) -> str:
+        if self.counts and not any(t.hits for t in self.travellers):
+            return json.dumps({"counts": [c.__dict__ for c in self.counts], "statuses": self.statuses},
+                              indent=2)
+        return json.dumps(
+            [{"traveller": t.traveller, "hits": [h.to_json() for h in t.hits]} for t in self.travellers],
+            indent=2,
+        )
+
+    def to_table(self, *, show_names: bool = True) -> str:
+        lines: list[str] = []
+        if self.statuses:
+            lines.append("States: " + ", ".join(f"{s}={st}" for s, st in sorted(self.statuses.items())))
+        for c in self.counts:
+            lines.append(f"{c.state}: {c.hits} traveller key(s) hit ({c.mode} mode, identities not revealed)")
+        rows = [("TRAVELLER", "NAME" if show_names else "", "STATE", "MODE", "KEY TYPE", "CATEGORY", "REFERENCE")]
+        for t in self.hit_travellers:
+            for h in _dedupe(t.hits):
+                rows.append((t.traveller, t.name if show_names else "", h.state, h.mode, h.key_type,
+                             h.label.get("category", ""),
+                             h.label.get("reference", "") + (" [REVIEW]" if h.review_required else "")))
+        if len(rows) > 1:
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            for r in rows:
+                lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        n_hit = len(self.hit_travellers)
+        lines.append(f"{len(self.travellers)} travellers screened, {n_hit} with at least one hit.")
+        if self.timings:
+            lines.append("Timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in self.timings.items()))
+        return "\n".join(lines)
+
+
+def _dedupe(hits: Sequence[Hit]) -> list[Hit]:
+    seen: set[tuple[str, str, str, str]] = set()
+    out = []
+    for h in hits:
+        k = (h.state, h.mode, h.key_type, h.label.get("reference", ""))
+        if k not in seen:
+            seen.add(k)
+            out.append(h)
+    return out

@@ -1,0 +1,600 @@
+"""Federation PKI: a CA, certificates bound to (role, State), revocation, and end-to-end request signatures.
+
+Why this exists: all node and coordinator traffic is mutual TLS, and the querying State is taken from a
+verified certificate, never from a request field. Because the coordinator *relays* requests, TLS alone only
+proves the coordinator's identity to a holder; the querier therefore signs each request with its certificate
+key (:func:`sign_payload`), and the holder checks that signature against the federation CA and CRL
+(:func:`verify_payload`), which returns the querier's :class:`PeerIdentity`.
+
+Certificates: ECDSA P-256 / SHA-256. Subject ``CN=<role>.<STATE>, OU=<role>, O=<federation>``; SAN carries
+the hosts (DNS names and IP addresses; default ``localhost`` and ``127.0.0.1`` so gRPC's hostname check
+passes on loopback); EKU serverAuth + clientAuth; the CA is ``pathlen:0`` so it can only issue leaves.
+
+Files (PEM)::
+
+    ca_dir/ca.crt.pem       CA certificate (distribute to every node)
+    ca_dir/ca.key[.sealed]  CA private key (offline in production)
+    ca_dir/ca.json          issued serials, revocations, CRL number (no secrets)
+    ca_dir/crl.pem          signed revocation list (distribute to every node)
+    out_dir/<role>.<STATE>.crt.pem, out_dir/<role>.<STATE>.key[.sealed], out_dir/ca.crt.pem
+
+Private keys at rest: with a ``kek`` they are written in the sealed-file format of
+:mod:`fedcheck.trust.atrest` (AES-256-GCM envelope under the operator's KEK; one rotation tool for every
+secret). Without a ``kek`` they are written as unencrypted PKCS#8 PEM with mode 0600 -- development only,
+and logged as a warning. :func:`load_private_key_pem` returns the PEM bytes grpc needs in memory for either
+form.
+
+Nothing here logs or raises with key material or identities in the message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedcheck.errors import ConfigError, InvalidInput, Unauthenticated
+from fedcheck.trust.atrest import (
+    KeyEncryptionKey,
+    atomic_write,
+    is_sealed_file,
+    open_sealed_file,
+    seal_bytes,
+)
+
+__all__ = [
+    "ROLES",
+    "CertFiles",
+    "PeerIdentity",
+    "RevocationList",
+    "create_ca",
+    "identity_from_cert",
+    "issue_certificate",
+    "load_crl",
+    "load_private_key_pem",
+    "require_identity",
+    "revoke",
+    "rotate_certificate",
+    "sign_payload",
+    "verify_certificate",
+    "verify_payload",
+    "write_crl",
+]
+
+log = logging.getLogger(__name__)
+
+#: Roles a federation certificate can carry.
+ROLES: frozenset[str] = frozenset({"node", "coordinator", "evaluator"})
+_STATE_RE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
+_SIGN_CONTEXT = b"fedcheck-request-signature-v1\x00"
+_KEY_AAD = b"fedcheck-private-key-v1"
+_CA_CERT = "ca.crt.pem"
+_CA_KEY_PLAIN = "ca.key.pem"
+_CA_KEY_SEALED = "ca.key.sealed"
+_CA_STATE = "ca.json"
+_CRL = "crl.pem"
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """Paths written by :func:`issue_certificate`: the leaf certificate, its private key, the CA certificate.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who a verified certificate belongs to. ``serial`` is the certificate serial (rotation gives a new
+    one).
+    """
+
+    role: str
+    state: str
+    serial: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}.{self.state}"
+
+
+class RevocationList:
+    """A loaded CRL. :meth:`is_revoked` answers for a serial; :func:`verify_payload` checks the CA signature.
+    """
+
+    def __init__(self, crl: x509.CertificateRevocationList) -> None:
+        self._crl = crl
+        self._serials = frozenset(r.serial_number for r in crl)
+
+    def is_revoked(self, serial: int) -> bool:
+        return serial in self._serials
+
+    @property
+    def serials(self) -> frozenset[int]:
+        return self._serials
+
+    @property
+    def next_update(self) -> dt.datetime | None:
+        return self._crl.next_update_utc
+
+    def is_signed_by(self, ca_cert: x509.Certificate) -> bool:
+        pub = ca_cert.public_key()
+        if not isinstance(pub, ec.EllipticCurvePublicKey):
+            return False
+        return self._crl.issuer == ca_cert.subject and self._crl.is_signature_valid(pub)
+
+    def __repr__(self) -> str:
+        return f"RevocationList(revoked={len(self._serials)})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _check_role_state(role: str, state: str) -> None:
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {sorted(ROLES)}", reason="bad_role")
+    if not _STATE_RE.match(state):
+        raise InvalidInput(
+            "State code must be 2-8 upper-case letters/digits (ISO 3166-1 alpha-3)", reason="bad_state"
+        )
+
+
+def _write_key(path_stem: Path, key: ec.EllipticCurvePrivateKey, kek: KeyEncryptionKey | None) -> Path:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    if kek is not None:
+        path = path_stem.with_name(path_stem.name + ".key.sealed")
+        atomic_write(path, seal_bytes(pem, kek, aad=_KEY_AAD))
+    else:
+        path = path_stem.with_name(path_stem.name + ".key.pem")
+        log.warning("private key written unencrypted (no KEK given): development use only")
+        atomic_write(path, pem)
+    return path
+
+
+def load_private_key_pem(path: Path, kek: KeyEncryptionKey | None) -> bytes:
+    """PKCS#8 PEM bytes of a private key file (sealed under ``kek``, or plaintext PEM for development).
+
+    This is what ``grpc.ssl_server_credentials`` / ``ssl_channel_credentials`` and :func:`sign_payload` take.
+    Raises ConfigError (missing / sealed but no KEK) or VerificationError (wrong KEK, tampered file).
+    """
+    p = Path(path)
+    try:
+        sealed = is_sealed_file(p)
+    except OSError:
+        raise ConfigError("private key file missing or unreadable", reason="key_unreadable") from None
+    if sealed:
+        if kek is None:
+            raise ConfigError("private key is sealed: a KEK is required", reason="kek_required")
+        return open_sealed_file(p, kek, aad=_KEY_AAD)
+    data = p.read_bytes()
+    if not data.startswith(b"-----BEGIN PRIVATE KEY-----"):
+        raise ConfigError("private key file is neither sealed nor PKCS#8 PEM", reason="key_format")
+    return data
+
+
+def _load_private_key(path: Path, kek: KeyEncryptionKey | None) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(load_private_key_pem(path, kek), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("private key is not an EC key", reason="key_format")
+    return key
+
+
+def _ca_key_path(ca_dir: Path) -> Path:
+    sealed = ca_dir / _CA_KEY_SEALED
+    return sealed if sealed.exists() else ca_dir / _CA_KEY_PLAIN
+
+
+def _load_ca(
+    ca_dir: Path, kek: KeyEncryptionKey | None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        cert = x509.load_pem_x509_certificate((ca_dir / _CA_CERT).read_bytes())
+    except (OSError, ValueError):
+        raise ConfigError("CA certificate missing or unreadable", reason="ca_unreadable") from None
+    return cert, _load_private_key(_ca_key_path(ca_dir), kek)
+
+
+def _load_state(ca_dir: Path) -> dict[str, object]:
+    try:
+        doc = json.loads((ca_dir / _CA_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError("CA state file missing or corrupt", reason="ca_unreadable") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("CA state file corrupt", reason="ca_unreadable")
+    return doc
+
+
+def _save_state(ca_dir: Path, doc: dict[str, object]) -> None:
+    atomic_write(ca_dir / _CA_STATE, json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"), mode=0o644)
+
+
+def _serial() -> int:
+    return x509.random_serial_number()
+
+
+def _parse_hosts(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            if not host or any(c.isspace() for c in host):
+                raise InvalidInput("invalid host name in SAN", reason="bad_host") from None
+            names.append(x509.DNSName(host))
+    return names
+
+
+# ----------------------------------------------------------------------------------------------------
+# CA operations
+# ----------------------------------------------------------------------------------------------------
+
+
+def create_ca(
+    out_dir: Path, *, federation: str, days: int = 3650, kek: KeyEncryptionKey | None = None
+) -> Path:
+    """Create a federation CA in ``out_dir``; returns the CA certificate path. Refuses to overwrite a CA."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / _CA_CERT).exists():
+        raise ConfigError("a CA already exists in this directory", reason="ca_exists")
+    if not _STATE_RE.match(federation):
+        raise InvalidInput("federation code must be 2-8 upper-case letters/digits", reason="bad_federation")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, federation),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"ca.{federation}"),
+        ]
+    )
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_key(out / "ca", key, kek)
+    atomic_write(out / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _save_state(out, {"federation": federation, "issued": {}, "revoked": {}, "crl_number": 0})
+    return out / _CA_CERT
+
+
+def issue_certificate(
+    ca_dir: Path,
+    out_dir: Path,
+    *,
+    role: str,
+    state: str,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    days: int = 365,
+    kek: KeyEncryptionKey | None = None,
+    ca_kek: KeyEncryptionKey | None = None,
+) -> CertFiles:
+    """Issue a fresh key pair and certificate for ``<role>.<state>`` into ``out_dir``.
+
+    ``kek`` seals the new private key (the node operator's KEK); ``ca_kek`` opens the CA key (defaults to
+    ``kek``). Issuing again for the same identity is rotation: a new key and serial with overlapping validity;
+    the previous certificate stays valid until it expires or is revoked (see :func:`rotate_certificate`).
+    """
+    _check_role_state(role, state)
+    ca_path = Path(ca_dir)
+    ca_cert, ca_key = _load_ca(ca_path, ca_kek if ca_kek is not None else kek)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    federation = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(federation)),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{role}.{state}"),
+        ]
+    )
+    now = _now()
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    serial = _serial()
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(_parse_hosts(hosts)), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    stem = out / f"{role}.{state}"
+    key_path = _write_key(stem, key, kek)
+    # remove a stale key of the other form so loaders never pick up the previous key by accident
+    for other in (stem.with_name(stem.name + ".key.pem"), stem.with_name(stem.name + ".key.sealed")):
+        if other != key_path:
+            other.unlink(missing_ok=True)
+    cert_path = stem.with_name(stem.name + ".crt.pem")
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    ca_copy = out / _CA_CERT
+    if ca_copy.resolve() != (ca_path / _CA_CERT).resolve():
+        atomic_write(ca_copy, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    doc = _load_state(ca_path)
+    issued = doc.setdefault("issued", {})
+    assert isinstance(issued, dict)
+    issued[str(serial)] = {"subject": f"{role}.{state}", "not_after": not_after.isoformat()}
+    _save_state(ca_path, doc)
+    return CertFiles(cert=cert_path, key=key_path, ca=ca_copy)
+
+
+def rotate_certificate(
+    ca_dir: Path,
+    out_dir: Path,
+    *,
+    role: str,
+    state: str,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    days: int = 365,
+    kek: KeyEncryptionKey | None = None,
+    ca_kek: KeyEncryptionKey | None = None,
+    revoke_previous: bool = False,
+) -> tuple[CertFiles, int | None]:
+    """Re-issue ``<role>.<state>`` with a new key; the old cert is archived as ``*.crt.pem.<serial>``.
+
+    Returns the new files and the previous serial. The previous certificate keeps working (overlapping
+    validity) so peers can pick up the new one; pass ``revoke_previous=True`` (or call :func:`revoke` later,
+    then :func:`write_crl`) to end the overlap, e.g. after a key compromise.
+    """
+    out = Path(out_dir)
+    cert_path = out / f"{role}.{state}.crt.pem"
+    previous: int | None = None
+    if cert_path.exists():
+        previous = x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+        atomic_write(out / f"{role}.{state}.crt.pem.{previous}", cert_path.read_bytes(), mode=0o644)
+    files = issue_certificate(
+        ca_dir, out, role=role, state=state, hosts=hosts, days=days, kek=kek, ca_kek=ca_kek
+    )
+    if revoke_previous and previous is not None:
+        revoke(ca_dir, previous)
+        write_crl(ca_dir, kek=ca_kek if ca_kek is not None else kek)
+    return files, previous
+
+
+def revoke(ca_dir: Path, serial: int, *, reason: str = "unspecified") -> None:
+    """Record ``serial`` as revoked in the CA state. Call :func:`write_crl` to publish it."""
+    ca_path = Path(ca_dir)
+    doc = _load_state(ca_path)
+    issued = doc.get("issued", {})
+    revoked = doc.setdefault("revoked", {})
+    assert isinstance(issued, dict) and isinstance(revoked, dict)
+    if str(serial) not in issued:
+        raise InvalidInput("serial was not issued by this CA", reason="unknown_serial")
+    revoked.setdefault(str(serial), {"time": _now().isoformat(), "reason": reason})
+    _save_state(ca_path, doc)
+
+
+def write_crl(ca_dir: Path, *, days: int = 30, kek: KeyEncryptionKey | None = None) -> Path:
+    """Sign and write ``ca_dir/crl.pem`` listing every revoked serial; valid for ``days`` (then stale)."""
+    ca_path = Path(ca_dir)
+    ca_cert, ca_key = _load_ca(ca_path, kek)
+    doc = _load_state(ca_path)
+    revoked = doc.get("revoked", {})
+    assert isinstance(revoked, dict)
+    number = int(str(doc.get("crl_number", 0))) + 1
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - _CLOCK_SKEW)
+        .next_update(now + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial_text, info in sorted(revoked.items()):
+        when = dt.datetime.fromisoformat(str(info["time"])) if isinstance(info, dict) else now
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(int(serial_text)).revocation_date(when).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    doc["crl_number"] = number
+    _save_state(ca_path, doc)
+    path = ca_path / _CRL
+    atomic_write(path, crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return path
+
+
+def load_crl(path: Path, *, ca_pem: bytes | None = None) -> RevocationList:
+    """Load a CRL (PEM). With ``ca_pem`` its signature is checked here; :func:`verify_payload` always checks
+    it.
+    """
+    try:
+        crl = x509.load_pem_x509_crl(Path(path).read_bytes())
+    except (OSError, ValueError):
+        raise ConfigError("revocation list missing or unreadable", reason="crl_unreadable") from None
+    result = RevocationList(crl)
+    if ca_pem is not None and not result.is_signed_by(_load_cert(ca_pem)):
+        raise ConfigError("revocation list is not signed by the federation CA", reason="crl_untrusted")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# identities and verification
+# ----------------------------------------------------------------------------------------------------
+
+
+def _load_cert(pem: bytes) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise Unauthenticated("certificate is not valid PEM", reason="bad_certificate") from None
+
+
+def identity_from_cert(pem: bytes) -> PeerIdentity:
+    """Parse ``CN=<role>.<STATE>`` / ``OU=<role>`` of a certificate. Does NOT verify it (see
+    :func:`verify_certificate`).
+    """
+    cert = _load_cert(pem)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ous = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if len(cns) != 1 or len(ous) != 1:
+        raise Unauthenticated("certificate subject is not a federation identity", reason="bad_identity")
+    role, _, state = str(cns[0].value).partition(".")
+    if role != str(ous[0].value) or role not in ROLES or not _STATE_RE.match(state):
+        raise Unauthenticated("certificate subject is not a federation identity", reason="bad_identity")
+    return PeerIdentity(role=role, state=state, serial=cert.serial_number)
+
+
+def verify_certificate(
+    cert_pem: bytes, ca_pem: bytes, crl: RevocationList | None, *, now: dt.datetime | None = None
+) -> PeerIdentity:
+    """Verify a leaf against the CA: issuer + signature, both validity windows, EKU, not revoked.
+
+    ``crl=None`` skips revocation (development only); a CRL that is not signed by the CA or is past its
+    ``next_update`` fails closed. Raises :class:`Unauthenticated` with a reason code on any failure.
+    """
+    when = now or _now()
+    ca = _load_cert(ca_pem)
+    cert = _load_cert(cert_pem)
+    try:
+        ca_bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        ca_bc = None
+    if ca_bc is None or not ca_bc.ca:
+        raise Unauthenticated("trust anchor is not a CA certificate", reason="untrusted_issuer")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise Unauthenticated(
+            "certificate not issued by the federation CA", reason="untrusted_issuer"
+        ) from None
+    for c in (ca, cert):
+        if when < c.not_valid_before_utc:
+            raise Unauthenticated("certificate not yet valid", reason="not_yet_valid")
+        if when > c.not_valid_after_utc:
+            raise Unauthenticated("certificate expired", reason="expired")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise Unauthenticated("certificate lacks required extensions", reason="bad_certificate") from None
+    if bc.ca or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise Unauthenticated("certificate not valid for client authentication", reason="bad_certificate")
+    if crl is not None:
+        if not crl.is_signed_by(ca):
+            raise Unauthenticated("revocation list not signed by the federation CA", reason="crl_untrusted")
+        nxt = crl.next_update
+        if nxt is not None and when > nxt:
+            raise Unauthenticated("revocation list is stale", reason="crl_stale")
+        if crl.is_revoked(cert.serial_number):
+            raise Unauthenticated("certificate revoked", reason="revoked")
+    return identity_from_cert(cert_pem)
+
+
+def sign_payload(key_pem: bytes, payload: bytes) -> bytes:
+    """ECDSA P-256/SHA-256 (DER) signature over a domain-separated ``payload`` (the serialised request)."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError("signing key is not a PEM private key", reason="key_format") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("signing key is not an EC key", reason="key_format")
+    return key.sign(_SIGN_CONTEXT + payload, ec.ECDSA(hashes.SHA256()))
+
+
+def verify_payload(
+    cert_pem: bytes,
+    ca_pem: bytes,
+    crl: RevocationList | None,
+    payload: bytes,
+    signature: bytes,
+    *,
+    now: dt.datetime | None = None,
+) -> PeerIdentity:
+    """Verify the signer's certificate (:func:`verify_certificate`) and its signature over ``payload``.
+
+    Returns the signer's identity: this, not any request field, is who is asking. Raises
+    :class:`Unauthenticated` (reason ``bad_signature`` for a signature that does not match the payload).
+    """
+    identity = verify_certificate(cert_pem, ca_pem, crl, now=now)
+    pub = _load_cert(cert_pem).public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise Unauthenticated("certificate key is not EC", reason="bad_certificate")
+    try:
+        pub.verify(signature, _SIGN_CONTEXT + payload, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Unauthenticated("request signature invalid", reason="bad_signature") from None
+    return identity
+
+
+def require_identity(
+    identity: PeerIdentity, *, role: str | None = None, state: str | None = None
+) -> PeerIdentity:
+    """Raise :class:`Unauthenticated` (``identity_mismatch``) unless ``identity`` has the expected role/State.
+
+    Use it to tie a TLS peer to the request signer, or a configured partner to the certificate presented.
+    """
+    if (role is not None and identity.role != role) or (state is not None and identity.state != state):
+        raise Unauthenticated(
+            "peer identity does not match the expected identity", reason="identity_mismatch"
+        )
+    return identity

@@ -1,0 +1,305 @@
+"""The conformance suite against the real node and against deliberately broken nodes, all in-process over mTLS.
+
+A suite that passes a broken node is a defect, so each broken variant below must make specific cases fail. The
+variants are built here by wrapping the node's handler (fedcheck.rpc.handlers.NodeHandler) or by swapping the
+holder/key classes the epoch manager uses; no node module is edited.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedcheck.conformance.model import Status
+from fedcheck.conformance.profile import build_profile
+from fedcheck.conformance.runner import Report, run_suite
+from fedcheck.conformance.session import TargetConfig
+from fedcheck.crypto import oprf
+from fedcheck.protocol.exact import EpochKey, Evaluation, ExactHolder, Mode
+from fedcheck.rpc import messages as m
+
+PARTNER = "EVA"
+STRANGER = "STR"
+STATE = "TST"
+MAX_BATCH = 512
+BUDGET = 6000
+
+
+@dataclass
+class Pki:
+    root: Path
+    ca: Path
+    node: tuple[Path, Path]
+    partner: tuple[Path, Path]
+    stranger: tuple[Path, Path]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    from fedcheck.trust.pki import create_ca, issue_certificate, write_crl
+
+    root = tmp_path_factory.mktemp("conformance-pki")
+    create_ca(root / "ca", federation="FED")
+    write_crl(root / "ca")
+    files = {s: issue_certificate(root / "ca", root / s, role="node", state=s) for s in (STATE, PARTNER, STRANGER)}
+    return Pki(root, files[STATE].ca, (files[STATE].cert, files[STATE].key),
+               (files[PARTNER].cert, files[PARTNER].key), (files[STRANGER].cert, files[STRANGER].key))
+
+
+def _write_config(pki: Pki, data_dir: Path) -> Path:
+    env = f"FEDCHECK_CONFORMANCE_KEK_{secrets.token_hex(4).upper()}"
+    from fedcheck.trust.atrest import KeyEncryptionKey
+
+    os.environ[env] = KeyEncryptionKey.generate().to_text()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = data_dir / "node.toml"
+    cfg.write_text(f"""
+[node]
+state = "{STATE}"
+listen = "127.0.0.1:0"
+data_dir = "{data_dir / 'var'}"
+kek = "env:{env}"
+epoch_seconds = 3600
+max_batch = {MAX_BATCH}
+index_chunk_bytes = 4096
+workers = 1
+grace_seconds = 0.5
+
+[tls]
+cert = "{pki.node[0]}"
+key = "{pki.node[1]}"
+ca = "{pki.ca}"
+crl = "{pki.root / 'ca' / 'crl.pem'}"
+
+[policy.holder.partners.{PARTNER}]
+modes = ["exact", "cardinality"]
+key_types = ["document", "name_dob", "name_yob_nat", "phonetic_yob"]
+label_fields = ["category", "reference", "listing_date"]
+purposes = ["conformance"]
+require_legal_basis = true
+budget_per_epoch = {BUDGET}
+""", encoding="utf-8")
+    return cfg
+
+
+class RunningNode:
+    """A NodeApp started in-process with the profile imported; ``wrap`` replaces its handler first."""
+
+    def __init__(self, pki: Pki, data_dir: Path, wrap: Callable[[Any], Any] | None = None) -> None:
+        from fedcheck.node.app import NodeApp
+        from fedcheck.node.config import load_node_config
+
+        self.app = NodeApp(load_node_config(_write_config(pki, data_dir)))
+        self.app.store.replace_list(build_profile("standard").watchlist, source="conformance")
+        if wrap is not None:
+            self.app.service = wrap(self.app.service)
+        self.port = self.app.start()
+        assert self.app.epochs.wait_ready(60)
+        deadline = time.time() + 10
+        while time.time() < deadline and not self._serving():
+            time.sleep(0.05)
+
+    def _serving(self) -> bool:
+        srv = self.app.server
+        if srv is None:
+            return False
+        from grpc_health.v1 import health_pb2
+
+        # the node flips health to SERVING from a thread once its epoch is ready
+        return bool(srv.health._server_status.get("") == health_pb2.HealthCheckResponse.SERVING)
+
+    def config(self, pki: Pki, **kw: Any) -> TargetConfig:
+        return TargetConfig(
+            target=f"localhost:{self.port}", ca=pki.ca, cert=pki.partner[0], key=pki.partner[1],
+            stranger_cert=pki.stranger[0], stranger_key=pki.stranger[1], timeout_s=15.0,
+            rotate_hook=self.app.epochs.rebuild_now, **kw,
+        )
+
+    def stop(self) -> None:
+        self.app.stop()
+
+
+def _failed(report: Report) -> set[str]:
+    return {r.case_id for r in report.results if r.status is Status.FAIL}
+
+
+def _explain(report: Report) -> str:
+    return "\n".join(f"{r.status.value:4} {r.case_id}: {r.evidence}" for r in report.results
+                     if r.status is not Status.PASS)
+
+
+# ------------------------------------------------------------------------------------------------ real node
+
+
+@pytest.fixture(scope="module")
+def real_report(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+    node = RunningNode(pki, tmp_path_factory.mktemp("real"))
+    try:
+        yield run_suite(node.config(pki))
+    finally:
+        node.stop()
+
+
+def test_real_node_passes_every_required_case(real_report: Report) -> None:
+    assert real_report.conformant, _explain(real_report)
+    assert real_report.exit_code == 0
+
+
+def test_real_node_runs_the_core_cases(real_report: Report) -> None:
+    """Nothing essential may be silently skipped against a fully configured node."""
+    res = real_report.by_id()
+    for cid in ("services.health_node", "services.reflection_contract", "transport.plaintext_refused",
+                "transport.client_cert_required", "transport.foreign_client_cert_refused", "index.download",
+                "index.resume", "oprf.proof_verifies", "oprf.deterministic", "exact.must_hit",
+                "exact.must_not_hit", "exact.labels", "cardinality.shuffled", "cardinality.count",
+                "bad_input.identity", "bad_input.batch_over_limit", "bad_input.round_signature_flipped",
+                "policy.purpose_refused", "policy.stranger_refused", "budget.exhaustion", "budget.retry_after",
+                "epoch.key_rotation"):
+        assert res[cid].status is Status.PASS, f"{cid}: {res[cid].status} {res[cid].evidence}"
+    assert res["fuzzy.advertised_consistently"].status is Status.SKIP
+
+
+# ------------------------------------------------------------------------------------------------ broken nodes
+
+
+class _Delegate:
+    """A NodeHandler that forwards everything to the real one (subclasses break one thing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.inner.max_batch)
+
+    def node_info(self) -> m.NodeInfo:
+        return self.inner.node_info()  # type: ignore[no-any-return]
+
+    def get_index(self, peer: Any, request: m.GetIndexRequest) -> Iterator[m.IndexChunk]:
+        return self.inner.get_index(peer, request)  # type: ignore[no-any-return]
+
+    def blind_evaluate(self, peer: Any, request: m.BlindEvaluateRequest) -> m.Evaluation:
+        return self.inner.blind_evaluate(peer, request)  # type: ignore[no-any-return]
+
+
+class AcceptsIdentity(_Delegate):
+    """Evaluates the identity like any element (k * 0 = 0) instead of refusing the batch."""
+
+    def blind_evaluate(self, peer: Any, request: m.BlindEvaluateRequest) -> m.Evaluation:
+        if any(b == oprf.IDENTITY for b in request.blinded):
+            info = self.inner.node_info()
+            return m.Evaluation(info.epoch_id, tuple(oprf.IDENTITY for _ in request.blinded), bytes(64), 0)
+        return super().blind_evaluate(peer, request)
+
+
+class IgnoresBatchLimit(_Delegate):
+    """Advertises max_batch but lets the transport accept anything."""
+
+    @property
+    def max_batch(self) -> int:
+        return 1_000_000
+
+
+class ForeignProof(_Delegate):
+    """Evaluates with its key but proves with another key pair (the proof does not match the published key)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.other = oprf.generate_key_pair()
+
+    def blind_evaluate(self, peer: Any, request: m.BlindEvaluateRequest) -> m.Evaluation:
+        ev = self.inner.blind_evaluate(peer, request)
+        cs, ds = list(request.blinded), list(ev.evaluated)
+        if len(set(cs)) == 1 or not ev.proof:  # cardinality-style batches: prove the sums
+            cs, ds = [oprf.sum_elements(cs)], [oprf.sum_elements(ds)]
+        proof = oprf.generate_proof(self.other.sk, oprf.GENERATOR, self.other.pk, cs, ds)
+        return replace(ev, proof=proof)
+
+
+class InOrderHolder(ExactHolder):
+    """Cardinality mode without the shuffle (proof over the sums as usual, so only the order is wrong)."""
+
+    def blind_evaluate(self, blinded: Any, *, mode: Mode, verifiable: bool = True,
+                       workers: int | None = None) -> Evaluation:
+        if Mode(mode) is Mode.CARDINALITY:
+            sk = self._key._sk
+            evaluated = oprf.blind_evaluate(sk, list(blinded))
+            proof = oprf.generate_proof(sk, oprf.GENERATOR, self.public_key, [oprf.sum_elements(list(blinded))],
+                                        [oprf.sum_elements(evaluated)])
+            return Evaluation(evaluated=evaluated, proof=proof)
+        return super().blind_evaluate(blinded, mode=mode, verifiable=verifiable, workers=workers)
+
+
+_FIXED_SK = oprf.generate_key_pair().sk
+
+
+class ReusedKey(EpochKey):
+    """Every new epoch gets a new id but the same secret key."""
+
+    @classmethod
+    def generate(cls, epoch_id: str) -> EpochKey:
+        return cls(epoch_id, _FIXED_SK)
+
+
+def _run_broken(pki: Pki, data_dir: Path, *, wrap: Callable[[Any], Any] | None = None,
+                select: list[str] | None = None) -> Report:
+    node = RunningNode(pki, data_dir, wrap)
+    try:
+        return run_suite(node.config(pki), select=select)
+    finally:
+        node.stop()
+
+
+def test_node_accepting_the_identity_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=AcceptsIdentity, select=["bad_input", "oprf", "version"])
+    failed = _failed(report)
+    assert {"bad_input.identity", "bad_input.identity_last_in_batch"} <= failed, _explain(report)
+    assert not report.conformant and report.exit_code == 1
+    assert "bad_input.s_equals_p" not in failed  # the rest of its validation is intact
+
+
+def test_node_ignoring_batch_limits_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=IgnoresBatchLimit, select=["bad_input", "version"])
+    failed = _failed(report)
+    assert {"bad_input.batch_over_limit", "bad_input.batch_far_over_limit"} <= failed, _explain(report)
+    assert "bad_input.batch_at_limit" not in failed
+    assert not report.conformant
+
+
+def test_node_with_foreign_proof_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=ForeignProof, select=["oprf", "exact", "cardinality"])
+    failed = _failed(report)
+    assert {"oprf.proof_verifies", "oprf.deterministic", "exact.must_hit", "cardinality.proof",
+            "cardinality.shuffled"} <= failed, _explain(report)
+    assert "oprf.response_shape" not in failed
+    assert not report.conformant
+
+
+def test_node_returning_cardinality_in_order_fails(pki: Pki, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedcheck.node.epochs as epochs
+
+    monkeypatch.setattr(epochs, "ExactHolder", InOrderHolder)
+    report = _run_broken(pki, tmp_path, select=["cardinality", "oprf"])
+    failed = _failed(report)
+    assert failed == {"cardinality.shuffled"}, _explain(report)
+    assert "order" in report.by_id()["cardinality.shuffled"].evidence
+    assert report.by_id()["cardinality.count"].status is Status.PASS
+
+
+def test_node_reusing_its_key_across_epochs_fails(pki: Pki, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedcheck.node.epochs as epochs
+
+    monkeypatch.setattr(epochs, "EpochKey", ReusedKey)
+    report = _run_broken(pki, tmp_path, select=["version", "oprf", "epoch"])
+    failed = _failed(report)
+    assert failed == {"epoch.key_rotation"}, _explain(report)
+    assert "same public key" in report.by_id()["epoch.key_rotation"].evidence

@@ -41,8 +41,14 @@ class Federation:
             args = ["node", "serve", "--config", str(fed.node_configs[name])]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         err = open(self.root / f"{name}.stderr", "a")  # noqa: SIM115 - lives as long as the process
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "fedcheck", *args], stdout=subprocess.PIPE,
-                                            stderr=err, text=True, env=env, cwd=str(self.root))
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "fedcheck", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+            cwd=str(self.root),
+        )
 
     def wait_serving(self, name: str, timeout: float = 60.0) -> None:
         from fedcheck.node.devfed import DevFederation

@@ -1,4 +1,5 @@
-"""The conformance suite against the real node and against deliberately broken nodes, all in-process over mTLS.
+"""The conformance suite against the real node and against deliberately broken nodes, all in-process over
+mTLS.
 
 A suite that passes a broken node is a defect, so each broken variant below must make specific cases fail. The
 variants are built here by wrapping the node's handler (fedcheck.rpc.handlers.NodeHandler) or by swapping the
@@ -48,7 +49,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("conformance-pki")
     create_ca(root / "ca", federation="FED")
     write_crl(root / "ca")
-    files = {s: issue_certificate(root / "ca", root / s, role="node", state=s) for s in (STATE, PARTNER, STRANGER)}
+    files = {s: issue_certificate(root / "ca", root / s, role="node", state=s) for s in (STATE, PARTNER,
+                                                                                         STRANGER)}
     return Pki(root, files[STATE].ca, (files[STATE].cert, files[STATE].key),
                (files[PARTNER].cert, files[PARTNER].key), (files[STRANGER].cert, files[STRANGER].key))
 
@@ -139,12 +141,17 @@ def _explain(report: Report) -> str:
 
 
 @pytest.fixture(scope="module")
-def real_report(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
+def real_node(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     node = RunningNode(pki, tmp_path_factory.mktemp("real"))
     try:
-        yield run_suite(node.config(pki))
+        yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="module")
+def real_report(pki: Pki, real_node: RunningNode) -> Report:
+    return run_suite(real_node.config(pki))
 
 
 def test_real_node_passes_every_required_case(real_report: Report) -> None:
@@ -160,13 +167,55 @@ def test_real_node_runs_the_core_cases(real_report: Report) -> None:
                 "index.resume", "oprf.proof_verifies", "oprf.deterministic", "exact.must_hit",
                 "exact.must_not_hit", "exact.labels", "cardinality.shuffled", "cardinality.count",
                 "bad_input.identity", "bad_input.batch_over_limit", "bad_input.round_signature_flipped",
-                "policy.purpose_refused", "policy.stranger_refused", "budget.exhaustion", "budget.retry_after",
+                "policy.purpose_refused", "policy.stranger_refused", "budget.exhaustion",
+                "budget.retry_after",
                 "epoch.key_rotation"):
         assert res[cid].status is Status.PASS, f"{cid}: {res[cid].status} {res[cid].evidence}"
     assert res["fuzzy.advertised_consistently"].status is Status.SKIP
 
 
-# ------------------------------------------------------------------------------------------------ broken nodes
+def _cli(pki: Pki, node: RunningNode, *extra: str) -> list[str]:
+    return ["conformance", "run", "--target", f"localhost:{node.port}", "--ca", str(pki.ca),
+            "--cert", str(pki.partner[0]), "--key", str(pki.partner[1]), "--quiet", *extra]
+
+
+def test_cli_writes_junit_and_json(pki: Pki, real_node: RunningNode, tmp_path: Path) -> None:
+    import json
+    import xml.etree.ElementTree as ET
+
+    from fedcheck.cli.main import main
+
+    junit = tmp_path / "report.xml"
+    assert main(_cli(pki, real_node, "--case", "version", "--case", "services", "--format", "junit",
+                     "--output", str(junit))) == 0
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("failures", "-1")) == 0
+    assert {tc.get("name") for tc in suite.iter("testcase")} >= {"version.node_info", "services.health_node"}
+    out = tmp_path / "report.json"
+    assert main(_cli(pki, real_node, "--case", "version.epoch", "--format", "json",
+                     "--output", str(out))) == 0
+    doc = json.loads(out.read_text())
+    assert doc["conformant"] is True and [r["id"] for r in doc["results"]] == ["version.epoch"]
+
+
+def test_cli_exit_code_is_non_zero_when_a_required_case_fails(pki: Pki, real_node: RunningNode,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from fedcheck.cli.main import main
+
+    # a purpose the node's policy does not accept: every evaluating case is refused
+    assert main(_cli(pki, real_node, "--case", "oprf.proof_verifies", "--purpose", "not-accepted")) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "NOT CONFORMANT" in out and "PERMISSION_DENIED" in out
+
+
+def test_cli_without_tls_material_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedcheck.cli.main import main
+
+    assert main(["conformance", "run", "--target", "localhost:1"]) == 2
+    assert "--insecure-dev" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- broken nodes
 
 
 class _Delegate:
@@ -208,7 +257,8 @@ class IgnoresBatchLimit(_Delegate):
 
 
 class ForeignProof(_Delegate):
-    """Evaluates with its key but proves with another key pair (the proof does not match the published key)."""
+    """Evaluates with its key but proves with another key pair (the proof does not match the published
+    key)."""
 
     def __init__(self, inner: Any) -> None:
         super().__init__(inner)
@@ -231,7 +281,8 @@ class InOrderHolder(ExactHolder):
         if Mode(mode) is Mode.CARDINALITY:
             sk = self._key._sk
             evaluated = oprf.blind_evaluate(sk, list(blinded))
-            proof = oprf.generate_proof(sk, oprf.GENERATOR, self.public_key, [oprf.sum_elements(list(blinded))],
+            proof = oprf.generate_proof(sk, oprf.GENERATOR, self.public_key,
+                                        [oprf.sum_elements(list(blinded))],
                                         [oprf.sum_elements(evaluated)])
             return Evaluation(evaluated=evaluated, proof=proof)
         return super().blind_evaluate(blinded, mode=mode, verifiable=verifiable, workers=workers)

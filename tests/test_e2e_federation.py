@@ -32,7 +32,7 @@ def querier(federation: Federation, state: str = "FRA") -> Iterator[QueryRunner]
 
 
 def expected_pairs(federation: Federation, querier_state: str = "FRA") -> set[tuple[str, str]]:
-    """Plain intersection: (traveller, State) whenever any match key of the traveller is on the State's list."""
+    """Plain intersection: (traveller, State) whenever a key of the traveller is on the State's list."""
     out: set[tuple[str, str]] = set()
     for state, records in federation.watchlists.items():
         if state == querier_state:
@@ -71,7 +71,9 @@ def test_recheck_uses_cache_and_burns_no_budget(federation: Federation) -> None:
 
 def test_cardinality_mode_counts_only(federation: Federation) -> None:
     with querier(federation) as q:
-        report = q.run(federation.manifest, QueryOptions(mode="cardinality", states=("UNX",), legal_basis="b"))  # type: ignore[arg-type]
+        report = q.run(
+            federation.manifest, QueryOptions(mode="cardinality", states=("UNX",), legal_basis="b")
+        )  # type: ignore[arg-type]
     assert report.statuses == {"UNX": "ok"}
     assert not any(t.hits for t in report.travellers)
     assert len(report.counts) == 1 and report.counts[0].hits > 0
@@ -86,8 +88,25 @@ def test_query_cli_json_and_exit_code(federation: Federation) -> None:
     path = federation.root / "manifest.jsonl"
     write_jsonl(federation.manifest, path)  # type: ignore[arg-type]
     cfg = str(federation.fed.node_configs["KEN"])  # type: ignore[attr-defined]
-    r = subprocess.run([sys.executable, "-m", "fedcheck", "query", "--config", cfg, "--manifest", str(path),
-                        "--format", "json", "--states", "UNX,FRA"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedcheck",
+            "query",
+            "--config",
+            cfg,
+            "--manifest",
+            str(path),
+            "--format",
+            "json",
+            "--states",
+            "UNX,FRA",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["statuses"] == {"FRA": "ok", "UNX": "ok"}
@@ -126,8 +145,14 @@ def test_metrics_increase_after_round(federation: Federation) -> None:
         q.run(federation.manifest[40:60], QueryOptions(legal_basis="b", states=("KEN",)))  # type: ignore[arg-type]
     assert evaluated() > before
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for name in ("fedcheck_requests_total", "fedcheck_request_seconds_bucket", "fedcheck_index_size",
-                 "fedcheck_epoch_age_seconds", "fedcheck_budget_remaining_items", "fedcheck_batch_size_bucket"):
+    for name in (
+        "fedcheck_requests_total",
+        "fedcheck_request_seconds_bucket",
+        "fedcheck_index_size",
+        "fedcheck_epoch_age_seconds",
+        "fedcheck_budget_remaining_items",
+        "fedcheck_batch_size_bucket",
+    ):
         assert name in text
 
 
@@ -146,8 +171,10 @@ def test_deadline_expiry_marks_frozen_holder_timeout(federation: Federation) -> 
 
             q._coord.list_nodes = list_then_freeze  # type: ignore[method-assign]
             t0 = time.time()
-            report = q.run(federation.manifest[60:80],  # type: ignore[arg-type]
-                           QueryOptions(mode="cardinality", legal_basis="b", deadline_seconds=2.0))
+            report = q.run(
+                federation.manifest[60:80],  # type: ignore[arg-type]
+                QueryOptions(mode="cardinality", legal_basis="b", deadline_seconds=2.0),
+            )
             elapsed = time.time() - t0
         assert report.statuses["FRA"].startswith("ok")
         assert report.statuses["UNX"].startswith("timeout"), report.statuses
@@ -167,7 +194,8 @@ def test_logs_free_of_manifest_names(federation: Federation) -> None:
 
 
 def test_node_killed_mid_round_then_restarted_intact(federation: Federation) -> None:
-    """Kill KEN hard while a round is being prepared: the round completes with KEN unavailable; after a restart
+    """Kill KEN hard while a round is being prepared: the round completes with KEN unavailable; after a
+    restart
     KEN serves the same epoch (watchlist and index intact)."""
     import threading
 
@@ -183,8 +211,12 @@ def test_node_killed_mid_round_then_restarted_intact(federation: Federation) -> 
 
     def run() -> None:
         with querier(federation, "UNX") as q:
-            results.append(q.run(federation.manifest[80:120],  # type: ignore[arg-type]
-                                 QueryOptions(legal_basis="b", deadline_seconds=10)))
+            results.append(
+                q.run(
+                    federation.manifest[80:120],  # type: ignore[arg-type]
+                    QueryOptions(legal_basis="b", deadline_seconds=10),
+                )
+            )
 
     t = threading.Thread(target=run)
     t.start()
@@ -195,8 +227,9 @@ def test_node_killed_mid_round_then_restarted_intact(federation: Federation) -> 
     assert report.statuses["FRA"] == "ok"
     assert report.statuses["KEN"].startswith("unavailable") or report.statuses["KEN"] == "ok"
     with querier(federation, "UNX") as q:
-        again = q.run(federation.manifest[0:40],
-                      QueryOptions(mode="cardinality", legal_basis="b", deadline_seconds=10))  # type: ignore[arg-type]
+        again = q.run(
+            federation.manifest[0:40], QueryOptions(mode="cardinality", legal_basis="b", deadline_seconds=10)
+        )  # type: ignore[arg-type]
     assert again.statuses["KEN"].startswith("unavailable")
     assert again.statuses["FRA"].startswith("ok")
 

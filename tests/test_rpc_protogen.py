@@ -10,8 +10,11 @@ from fedcheck.rpc.protogen import OUTPUT_ROOT, generate
 def test_generated_code_has_not_drifted(tmp_path: Path) -> None:
     out = tmp_path / "_proto"
     fresh = {p.relative_to(out): p.read_bytes() for p in generate(out)}
-    committed = {p.relative_to(OUTPUT_ROOT): p.read_bytes() for p in OUTPUT_ROOT.rglob("*")
-                 if p.is_file() and "__pycache__" not in p.parts}
+    committed = {
+        p.relative_to(OUTPUT_ROOT): p.read_bytes()
+        for p in OUTPUT_ROOT.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert set(fresh) == set(committed), "file set differs: run `make proto`"
     drifted = [str(k) for k in fresh if fresh[k] != committed[k]]
     assert not drifted, f"generated code drifted from proto/ (run `make proto`): {drifted}"

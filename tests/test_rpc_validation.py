@@ -1,4 +1,4 @@
-"""Every validation error path of the node and coordinator services, and mutual-TLS failures, over real gRPC."""
+"""Every validation error path of the node and coordinator services, and mTLS failures, over real gRPC."""
 
 from __future__ import annotations
 
@@ -31,19 +31,34 @@ def node(federation: Federation) -> Iterator[tuple[node_pb2_grpc.NodeStub, TlsId
     channel.close()
 
 
-def _request(tls: TlsIdentity, epoch_id: str, blinded: list[bytes], *, payload: bytes | None = None,
-             version: int = 1, signature: bytes | None = None) -> pb.BlindEvaluateRequest:
+def _request(
+    tls: TlsIdentity,
+    epoch_id: str,
+    blinded: list[bytes],
+    *,
+    payload: bytes | None = None,
+    version: int = 1,
+    signature: bytes | None = None,
+) -> pb.BlindEvaluateRequest:
     now = int(time.time() * 1000)
     if payload is None:
-        payload = serde.round_payload_to_bytes(RoundPayload(
-            "r-1", "border-screening", "basis", "exact",
-            (RoundTarget("KEN", epoch_id, len(blinded), hashlib.sha256(b"".join(blinded)).digest()),),
-            now + 10_000, now))
+        payload = serde.round_payload_to_bytes(
+            RoundPayload(
+                "r-1",
+                "border-screening",
+                "basis",
+                "exact",
+                (RoundTarget("KEN", epoch_id, len(blinded), hashlib.sha256(b"".join(blinded)).digest()),),
+                now + 10_000,
+                now,
+            )
+        )
     sig = signature if signature is not None else sign_payload(tls.key_pem, payload)
-    return pb.BlindEvaluateRequest(header=pb.RequestHeader(protocol_version=version),
-                                   round=pb.SignedEnvelope(payload=payload, signature=sig,
-                                                           certificate_pem=tls.cert_pem),
-                                   blinded=blinded)
+    return pb.BlindEvaluateRequest(
+        header=pb.RequestHeader(protocol_version=version),
+        round=pb.SignedEnvelope(payload=payload, signature=sig, certificate_pem=tls.cert_pem),
+        blinded=blinded,
+    )
 
 
 def _code(call: object) -> tuple[grpc.StatusCode, str]:
@@ -60,7 +75,9 @@ def _good_element() -> bytes:
 
 def test_unknown_version_is_failed_precondition(node) -> None:  # type: ignore[no-untyped-def]
     stub, tls, epoch, _ = node
-    code, msg = _code(lambda: stub.BlindEvaluate(_request(tls, epoch, [_good_element()], version=99), timeout=5))
+    code, msg = _code(
+        lambda: stub.BlindEvaluate(_request(tls, epoch, [_good_element()], version=99), timeout=5)
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "version" in msg
     code, _ = _code(lambda: stub.GetNodeInfo(pb.NodeInfoRequest(), timeout=5))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
@@ -73,11 +90,14 @@ def test_oversized_batch_is_resource_exhausted(node) -> None:  # type: ignore[no
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "4096" in msg
 
 
-@pytest.mark.parametrize("element,why", [
-    (b"\x01" * 31, "length"),
-    (bytes(32), "identity"),
-    (b"\xff" * 32, "non-canonical"),
-])
+@pytest.mark.parametrize(
+    "element,why",
+    [
+        (b"\x01" * 31, "length"),
+        (bytes(32), "identity"),
+        (b"\xff" * 32, "non-canonical"),
+    ],
+)
 def test_bad_elements_are_invalid_argument(node, element: bytes, why: str) -> None:  # type: ignore[no-untyped-def]
     stub, tls, epoch, _ = node
     code, msg = _code(lambda: stub.BlindEvaluate(_request(tls, epoch, [element]), timeout=5))
@@ -87,8 +107,11 @@ def test_bad_elements_are_invalid_argument(node, element: bytes, why: str) -> No
 
 def test_malformed_payload_is_invalid_argument(node) -> None:  # type: ignore[no-untyped-def]
     stub, tls, epoch, _ = node
-    code, msg = _code(lambda: stub.BlindEvaluate(
-        _request(tls, epoch, [_good_element()], payload=b"\xff\xff\xff garbage"), timeout=5))
+    code, msg = _code(
+        lambda: stub.BlindEvaluate(
+            _request(tls, epoch, [_good_element()], payload=b"\xff\xff\xff garbage"), timeout=5
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "payload" in msg
 
 
@@ -103,14 +126,19 @@ def test_batch_not_matching_signature_is_invalid_argument(node) -> None:  # type
 
 def test_bad_signature_is_unauthenticated(node) -> None:  # type: ignore[no-untyped-def]
     stub, tls, epoch, _ = node
-    code, _ = _code(lambda: stub.BlindEvaluate(
-        _request(tls, epoch, [_good_element()], signature=b"\x30\x06\x02\x01\x01\x02\x01\x01"), timeout=5))
+    code, _ = _code(
+        lambda: stub.BlindEvaluate(
+            _request(tls, epoch, [_good_element()], signature=b"\x30\x06\x02\x01\x01\x02\x01\x01"), timeout=5
+        )
+    )
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_stale_epoch_is_failed_precondition(node) -> None:  # type: ignore[no-untyped-def]
     stub, tls, _, _ = node
-    code, msg = _code(lambda: stub.BlindEvaluate(_request(tls, "KEN-old-epoch", [_good_element()]), timeout=5))
+    code, msg = _code(
+        lambda: stub.BlindEvaluate(_request(tls, "KEN-old-epoch", [_good_element()]), timeout=5)
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "epoch" in msg
 
 
@@ -158,7 +186,9 @@ def test_wrong_ca_is_rejected(node, tmp_path: Path) -> None:  # type: ignore[no-
 def test_no_client_certificate_is_rejected(node) -> None:  # type: ignore[no-untyped-def]
     _, tls, _, federation = node
     creds = grpc.ssl_channel_credentials(root_certificates=tls.ca_pem)
-    channel = grpc.secure_channel(f"127.0.0.1:{federation.fed.node_ports['KEN']}", creds, options=CHANNEL_OPTIONS)
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{federation.fed.node_ports['KEN']}", creds, options=CHANNEL_OPTIONS
+    )
     stub = node_pb2_grpc.NodeStub(channel)
     code, _ = _code(lambda: stub.GetNodeInfo(pb.NodeInfoRequest(header=serde.header()), timeout=3))
     assert code == grpc.StatusCode.UNAVAILABLE
@@ -182,9 +212,13 @@ def test_index_download_resumes_by_offset(node) -> None:  # type: ignore[no-unty
 
     def chunks(offset: int) -> list[pb.IndexChunk]:
         payload = serde.index_request_to_bytes(IndexRequest("KEN", epoch, int(time.time() * 1000)))
-        req = pb.GetIndexRequest(header=serde.header(), request=pb.SignedEnvelope(
-            payload=payload, signature=sign_payload(tls.key_pem, payload), certificate_pem=tls.cert_pem),
-            offset=offset)
+        req = pb.GetIndexRequest(
+            header=serde.header(),
+            request=pb.SignedEnvelope(
+                payload=payload, signature=sign_payload(tls.key_pem, payload), certificate_pem=tls.cert_pem
+            ),
+            offset=offset,
+        )
         return list(stub.GetIndex(req, timeout=10))
 
     full = chunks(0)

@@ -1,6 +1,6 @@
 """``fedcheck coordinator serve --config nodes/coordinator/coordinator.toml``: run the federation coordinator.
 
-Prints ``{"event": "listening", "port": ...}`` on stdout when bound and serving (health SERVING); JSON-lines logs.
+Prints ``{"event": "listening", "port": ...}`` on stdout once serving (health SERVING); JSON-lines logs.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "fedcheck.cli.bench",
     "fedcheck.cli.pki",
     "fedcheck.cli.audit",
+    "fedcheck.cli.conformance",
 )
 
 

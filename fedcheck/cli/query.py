@@ -43,9 +43,13 @@ def _run(args: argparse.Namespace) -> int:
     states = tuple(validate_state(s.strip()) for s in args.states.split(",") if s.strip())
     q = cfg.querier
     options = QueryOptions(
-        mode=args.mode, states=states, purpose=args.purpose or q.purpose,
+        mode=args.mode,
+        states=states,
+        purpose=args.purpose or q.purpose,
         legal_basis=args.legal_basis if args.legal_basis is not None else q.legal_basis,
-        unit=q.unit, official=q.official, deadline_seconds=args.deadline or q.deadline_seconds,
+        unit=q.unit,
+        official=q.official,
+        deadline_seconds=args.deadline or q.deadline_seconds,
         round_id=args.round_id,
     )
     runner, close = open_querier(cfg)
@@ -69,7 +73,9 @@ def _run(args: argparse.Namespace) -> int:
         print(report.to_table(show_names=not args.hide_names))
     ok = all(s.startswith("ok") for s in report.statuses.values())
     if not ok:
-        print("fedcheck: some States did not answer: "
-              + ", ".join(f"{s}={v}" for s, v in sorted(report.statuses.items()) if not v.startswith("ok")),
-              file=sys.stderr)
+        print(
+            "fedcheck: some States did not answer: "
+            + ", ".join(f"{s}={v}" for s, v in sorted(report.statuses.items()) if not v.startswith("ok")),
+            file=sys.stderr,
+        )
     return 0 if ok else 1

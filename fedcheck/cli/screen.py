@@ -15,9 +15,9 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "screen",
-        help="screen a manifest against a watchlist in-process (real protocol, no servers)",
-        description="Runs the exact-match protocol between an in-process holder and querier. Watchlists: CSV, "
-        "JSON Lines, UN SC XML, FtM JSONL. Manifests: CSV, JSON Lines, PAXLST, MRZ.",
+        help="screen a manifest against a watchlist in-process (the real protocol, no servers)",
+        description="Runs the exact-match protocol between an in-process holder and querier. "
+        "Watchlists: CSV, JSON Lines, UN SC XML, FtM JSONL. Manifests: CSV, JSON Lines, PAXLST, MRZ.",
     )
     p.add_argument("--watchlist", required=True, help="watchlist file")
     p.add_argument("--watchlist-format", default=None, help="csv|jsonl|un-xml|ftm (default: from the file)")

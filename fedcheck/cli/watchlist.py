@@ -1,8 +1,8 @@
 """``fedcheck watchlist import --config node.toml FILE [--format ...] [--source NAME]``.
 
-Replaces the named source's list in the node's sealed store in one transaction (an interrupted import leaves the
+Replaces the named source's list in the node's sealed store atomically (an interrupted import keeps the
 previous list intact; re-importing the same file changes nothing). Reports counts and rejections (row and
-reason, never the identity); progress on stderr in an interactive terminal. A running node notices the new list
+reason, never the identity); progress on stderr in a terminal. A running node notices the new list
 version and builds a new epoch in the background. Exit 0 on success, 2 on errors.
 """
 
@@ -22,8 +22,12 @@ def register(sub: Any) -> None:
     imp = wsub.add_parser("import", help="import (replace) a watchlist from a file")
     imp.add_argument("--config", required=True, help="node TOML file")
     imp.add_argument("file", metavar="FILE")
-    imp.add_argument("--format", dest="fmt", default=None,
-                     help="csv, jsonl, un-xml, ftm (default: from the file name/content)")
+    imp.add_argument(
+        "--format",
+        dest="fmt",
+        default=None,
+        help="csv, jsonl, un-xml, ftm (default: from the file name/content)",
+    )
     imp.add_argument("--source", default="default", help="list name; each source is replaced independently")
     imp.add_argument("--output", choices=("text", "json"), default="text", help="report format")
     imp.set_defaults(func=_import)
@@ -59,8 +63,10 @@ def _import(args: argparse.Namespace) -> int:
         doc["rejections"] = [{"where": w, "reason": r} for w, r in report.rejected]
         print(json.dumps(doc))
     else:
-        print(f"{cfg.state}: read {doc['read']}, added {report.added}, updated {report.updated}, "
-              f"unchanged {report.unchanged}, removed {report.removed}, rejected {len(report.rejected)}")
+        print(
+            f"{cfg.state}: read {doc['read']}, added {report.added}, updated {report.updated}, "
+            f"unchanged {report.unchanged}, removed {report.removed}, rejected {len(report.rejected)}"
+        )
         for where, reason in report.rejected[:20]:
             print(f"  rejected {where}: {reason}")
         if len(report.rejected) > 20:
@@ -77,7 +83,7 @@ def _read(path: str, fmt: str | None) -> tuple[list[Any], list[tuple[str, str]]]
     if not p.is_file():
         raise FormatError(f"file not found: {p}", reason="file_not_found")
     if fmt in ("paxlst", "mrz", "ftm"):
-        from fedcheck.formats import read_external  # type: ignore[attr-defined]
+        from fedcheck.formats import read_external
 
         result = read_external(p, fmt)
     else:

@@ -1,6 +1,7 @@
 """Throw-away certificates outside the federation, for the cases that check a node refuses them.
 
-Why: "refuses a stranger" can only be tested with a stranger. Each call makes a fresh self-made CA and a leaf that
+Why: "refuses a stranger" can only be tested with a stranger. Each call makes a fresh self-made CA and a leaf
+that
 claims a federation identity (``CN=<role>.<STATE>``, ``OU=<role>``) so only the chain of trust is wrong.
 """
 
@@ -39,7 +40,8 @@ def foreign_identity(role: str = "node", state: str = "EVA") -> tuple[bytes, byt
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
+                                              ExtendedKeyUsageOID.SERVER_AUTH]),
                        critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(ca_key, hashes.SHA256())

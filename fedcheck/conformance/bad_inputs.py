@@ -1,8 +1,11 @@
 """Malformed and adversarial messages as data (``bad_inputs.json``), with the generator that writes them.
 
-Why data: an evaluator reads the file to see exactly what the suite sends and which gRPC status each message must
-get, and another implementation's test suite can reuse it. It follows Wycheproof's shape (groups of tests with a
-``tcId``, ``comment``, ``flags`` and ``result`` valid/invalid/acceptable) and adds ``name`` (the stable case id
+Why data: an evaluator reads the file to see exactly what the suite sends and which gRPC status each message
+must
+get, and another implementation's test suite can reuse it. It follows Wycheproof's shape (groups of tests
+with a
+``tcId``, ``comment``, ``flags`` and ``result`` valid/invalid/acceptable) and adds ``name`` (the stable case
+id
 suffix) and ``expected`` (the status codes that pass).
 
 The invalid ristretto255 encodings are derived here from their definition (RFC 9496 §4.3.1: a field element
@@ -107,7 +110,8 @@ def invalid_encodings() -> list[tuple[str, str, str, list[str]]]:
          _IDENTITY_HEX, ["Identity"]),
         ("identity_high_bit", "identity with bit 255 set", "00" * 31 + "80", ["NonCanonical"]),
         ("s_equals_p", "field element s = p (non-canonical encoding of 0)", _le(_P), ["NonCanonical"]),
-        ("s_p_plus_1", "field element s = p + 1 (non-canonical encoding of 1)", _le(_P + 1), ["NonCanonical"]),
+        ("s_p_plus_1", "field element s = p + 1 (non-canonical encoding of 1)", _le(_P + 1),
+         ["NonCanonical"]),
         ("s_p_plus_2", "field element s = p + 2 (>= p, even)", _le(_P + 2), ["NonCanonical"]),
         ("s_2_255_minus_1", "s = 2^255 - 1 (all bits but the top one)", _le(2**255 - 1), ["NonCanonical"]),
         ("s_all_ones", "all 256 bits set", "ff" * 32, ["NonCanonical"]),
@@ -145,7 +149,8 @@ def _element_tests() -> list[dict[str, Any]]:
     tests += [
         {"name": "identity_last_in_batch", "comment": "two valid elements then the identity: the whole batch "
          "is refused, not the valid part evaluated", "flags": ["Identity", "Batch"],
-         "blinded": ["$valid", "$valid", _IDENTITY_HEX], "result": "invalid", "expected": ["INVALID_ARGUMENT"]},
+         "blinded": ["$valid", "$valid",
+                     _IDENTITY_HEX], "result": "invalid", "expected": ["INVALID_ARGUMENT"]},
         {"name": "non_canonical_first_in_batch", "comment": "a non-canonical element before valid ones",
          "flags": ["NonCanonical", "Batch"], "blinded": [_le(_P), "$valid"], "result": "invalid",
          "expected": ["INVALID_ARGUMENT"]},
@@ -166,14 +171,16 @@ def _element_tests() -> list[dict[str, Any]]:
 def _batch_tests() -> list[dict[str, Any]]:
     return [
         {"name": "batch_over_limit", "comment": "max_batch + 1 valid elements (NodeInfo.limits.max_batch)",
-         "flags": ["BatchLimit"], "count": "max_batch+1", "result": "invalid", "expected": ["RESOURCE_EXHAUSTED"]},
+         "flags": ["BatchLimit"], "count": "max_batch+1", "result": "invalid",
+         "expected": ["RESOURCE_EXHAUSTED"]},
         {"name": "batch_far_over_limit", "comment": "2 * max_batch + 7 valid elements",
          "flags": ["BatchLimit"], "count": "2*max_batch+7", "result": "invalid",
          "expected": ["RESOURCE_EXHAUSTED"]},
         {"name": "batch_at_limit", "comment": "exactly max_batch valid elements are evaluated (run only when "
          "max_batch <= 2048, it spends budget)", "flags": ["BatchLimit", "Valid"], "count": "max_batch",
          "result": "valid", "expected": ["OK"]},
-        {"name": "batch_empty", "comment": "no elements: refused or answered empty, never an error of the node",
+        {"name": "batch_empty",
+         "comment": "no elements: refused or answered empty, never an error of the node",
          "flags": ["Empty"], "count": "0", "result": "acceptable", "expected": ["INVALID_ARGUMENT", "OK"]},
     ]
 
@@ -211,7 +218,8 @@ def _round_tests() -> list[dict[str, Any]]:
         t("round_hash_short", "RoundTarget.batch_sha256 of 31 bytes",
           {"target_batch_sha256": "00" * 31}, ["INVALID_ARGUMENT"], ["RoundBinding"]),
         t("round_other_state", "the signed round names another holder only",
-          {"target_state": "ZZQ"}, ["INVALID_ARGUMENT", "PERMISSION_DENIED", "NOT_FOUND", "FAILED_PRECONDITION"],
+          {"target_state": "ZZQ"}, ["INVALID_ARGUMENT", "PERMISSION_DENIED", "NOT_FOUND",
+                                    "FAILED_PRECONDITION"],
           ["RoundBinding"]),
         t("round_unknown_epoch", "the round binds an epoch the node never had",
           {"target_epoch_id": "conformance-no-such-epoch"}, ["FAILED_PRECONDITION", "NOT_FOUND"],
@@ -283,16 +291,18 @@ def _paillier_tests() -> list[dict[str, Any]]:
 
 def generate() -> dict[str, Any]:
     """The whole data file as a JSON-ready dict (deterministic)."""
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"type": "BlindedElement", "rpc": "BlindEvaluate",
          "comment": "blinded elements in an otherwise valid, signed round ($valid = freshly blinded element)",
          "tests": _element_tests()},
-        {"type": "BatchSize", "rpc": "BlindEvaluate", "comment": "batch sizes relative to the advertised limit",
+        {"type": "BatchSize", "rpc": "BlindEvaluate",
+         "comment": "batch sizes relative to the advertised limit",
          "tests": _batch_tests()},
         {"type": "ProtocolVersion", "rpc": "*", "comment": "RequestHeader.protocol_version on every RPC",
          "tests": _version_tests()},
         {"type": "RoundBinding", "rpc": "BlindEvaluate",
-         "comment": "mutations of the signed RoundPayload of a valid two-element batch", "tests": _round_tests()},
+         "comment": "mutations of the signed RoundPayload of a valid two-element batch",
+         "tests": _round_tests()},
         {"type": "IndexRequest", "rpc": "GetIndex", "comment": "mutations of a valid signed GetIndex request",
          "tests": _index_tests()},
         {"type": "PaillierCiphertext", "rpc": "fuzzy", "requires": "fuzzy",

@@ -62,7 +62,7 @@ GROUPS: tuple[str, ...] = (
 _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 
-class CaseFailed(Exception):  # noqa: N818 - reads as "the case failed", the suite's control flow
+class CaseFailed(Exception):
     """Raised by a case: the node did not behave as the spec requires. ``evidence`` says what was seen."""
 
     def __init__(self, evidence: str, **details: Any) -> None:
@@ -71,7 +71,7 @@ class CaseFailed(Exception):  # noqa: N818 - reads as "the case failed", the sui
         self.details = details
 
 
-class CaseSkipped(Exception):  # noqa: N818
+class CaseSkipped(Exception):
     """Raised by a case: it cannot run against this target (feature not advertised, credentials missing)."""
 
     def __init__(self, reason: str) -> None:
@@ -176,7 +176,7 @@ REGISTRY = Registry()
 
 
 def case(
-    id: str,  # noqa: A002 - the interop-test vocabulary
+    id: str,
     *,
     title: str,
     spec: str,

@@ -1,14 +1,18 @@
-"""The conformance profile: a deterministic synthetic watchlist, the probes the suite sends, and the expected hits.
+"""The conformance profile: a deterministic synthetic watchlist, the probes the suite sends, and the expected
+hits.
 
 Why: a black-box suite can only judge "did it hit?" if it knows the list. The node under test imports
-:func:`write_watchlist`'s file before the run; the suite regenerates the same records from the profile name (no
+:func:`write_watchlist`'s file before the run; the suite regenerates the same records from the profile name
+(no
 file needs to travel back) and knows which of its probes must hit which entry, on which key type, with which
 label, and which must not hit at all.
 
 Determinism does not rest on :mod:`random` (whose algorithms may change between Python versions): every choice
-comes from SHA-256 over the profile seed and a counter. Names are invented from syllables so they cannot collide
+comes from SHA-256 over the profile seed and a counter. Names are invented from syllables so they cannot
+collide
 with real listed persons; expected hits are computed by plain set intersection of match keys, independently of
-the PSI the node runs, and the generator asserts that the probes designed as misses share no key with the list.
+the PSI the node runs, and the generator asserts that the probes designed as misses share no key with the
+list.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ PROFILES: dict[str, tuple[str, int]] = {
     "small": ("fedcheck-conformance-profile-small-v1", 40),
 }
 
-_LIST_SYLLABLES = ("ka", "ro", "vin", "tal", "mer", "su", "dan", "lo", "pek", "ri", "zan", "vo", "quil", "bar",
+_LIST_SYLLABLES = ("ka", "ro", "vin", "tal", "mer", "su", "dan", "lo", "pek", "ri", "zan", "vo", "quil",
+                   "bar",
                    "nes", "tor", "hul", "gre", "mi", "sab")
 _MISS_SYLLABLES = ("xu", "ophe", "yla", "wim", "fjo", "ence", "ub", "ith", "aav", "eel", "oor", "iwa")
 _NATIONS = ("FRA", "KEN", "DEU", "IND", "BRA", "EGY", "CHN", "NOR", "PER", "VNM", "GHA", "CAN")
@@ -122,7 +127,8 @@ class Profile:
 
     def query_keys(self) -> list[QueryKey]:
         """Every probe's match keys, in probe order (the suite's screening batch)."""
-        return [QueryKey(i, k) for i, p in enumerate(self.probes) for k in match_keys(p.record, self.key_types)]
+        return [QueryKey(i, k) for i, p in enumerate(self.probes) for k in match_keys(p.record,
+                                                                                      self.key_types)]
 
     def index_keys(self) -> int:
         """Distinct match keys of the watchlist (a lower bound for the node's index size)."""

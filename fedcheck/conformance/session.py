@@ -1,9 +1,12 @@
 """The suite's side of the wire: channels, signed requests and raw calls against the node under test.
 
-Why the suite speaks protobuf directly instead of going through :mod:`fedcheck.rpc`: it must be able to send what
-a correct client never would (wrong versions, tampered signatures, identity elements, oversized batches) and it
+Why the suite speaks protobuf directly instead of going through :mod:`fedcheck.rpc`: it must be able to send
+what
+a correct client never would (wrong versions, tampered signatures, identity elements, oversized batches) and
+it
 must not inherit the bugs of the implementation it judges. So this is the one place in the suite that builds
-and parses generated messages; cases ask it for "a round like this, but with X changed" and get back either the
+and parses generated messages; cases ask it for "a round like this, but with X changed" and get back either
+the
 response or the status the node ended the call with.
 """
 
@@ -51,7 +54,8 @@ def status_name(code: grpc.StatusCode | None) -> str:
 class TargetConfig:
     """Where the node under test is and who the suite is when it talks to it.
 
-    ``cert``/``key`` are the TLS client identity (an ``evaluator`` or ``node`` certificate of the federation CA);
+    ``cert``/``key`` are the TLS client identity (an ``evaluator`` or ``node`` certificate of the federation
+    CA);
     ``partner_cert``/``partner_key`` sign round and index requests as the test partner State the node's policy
     knows (default: the TLS identity). Without TLS material, ``insecure_dev`` must be set explicitly.
     """
@@ -173,7 +177,8 @@ class Session:
         return opts
 
     def open_channel(
-        self, *, plaintext: bool = False, client_cert: bool = True, client_pair: tuple[bytes, bytes] | None = None
+        self, *, plaintext: bool = False, client_cert: bool = True, client_pair: tuple[bytes,
+                                                                                       bytes] | None = None
     ) -> grpc.Channel:
         """A new channel to the target; the variants exist for the transport cases (plain text, no client
         certificate, a foreign certificate)."""
@@ -183,7 +188,8 @@ class Session:
             key, cert = client_pair
             creds = grpc.ssl_channel_credentials(self._ca, private_key=key, certificate_chain=cert)
         elif client_cert and self._cert is not None:
-            creds = grpc.ssl_channel_credentials(self._ca, private_key=self._key, certificate_chain=self._cert)
+            creds = grpc.ssl_channel_credentials(self._ca, private_key=self._key,
+                                                 certificate_chain=self._cert)
         else:
             creds = grpc.ssl_channel_credentials(self._ca)
         return grpc.secure_channel(self.config.target, creds, options=self._options())
@@ -245,7 +251,8 @@ class Session:
 
     @property
     def has_partner(self) -> bool:
-        return self.config.insecure_dev or (self.partner_cert_pem is not None and self.partner_key_pem is not None)
+        has_pair = self.partner_cert_pem is not None and self.partner_key_pem is not None
+        return self.config.insecure_dev or has_pair
 
     def require_partner(self) -> None:
         if not self.has_partner:

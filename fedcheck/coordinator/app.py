@@ -26,20 +26,30 @@ class CoordinatorApp:
     def __init__(self, cfg: CoordinatorConfig) -> None:
         self.cfg = cfg
         kek = load_kek(cfg.kek) if cfg.kek else None
-        self.tls = (TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
-                    if cfg.tls is not None else None)
+        self.tls = (
+            TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
+            if cfg.tls is not None
+            else None
+        )
         self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
         self.clients = {
-            state: GrpcNodeClient(make_channel(addr, self.tls, insecure_dev=cfg.insecure_dev),
-                                  dev_identity="coordinator.FED" if self.tls is None else None)
+            state: GrpcNodeClient(
+                make_channel(addr, self.tls, insecure_dev=cfg.insecure_dev),
+                dev_identity="coordinator.FED" if self.tls is None else None,
+            )
             for state, addr in cfg.nodes.items()
         }
         transports: dict[str, NodeTransport] = dict(self.clients)
         self.store = RoundStore(cfg.data_dir / "rounds.sqlite")
         self.engine = RoundEngine(
-            transports, self.store, ca_pem=self.tls.ca_pem if self.tls else b"", crl=self.verifier.crl,
-            max_batch=cfg.max_batch, max_deadline_seconds=cfg.max_deadline_seconds,
-            result_ttl_seconds=cfg.result_ttl_seconds, verify_signatures=self.tls is not None,
+            transports,
+            self.store,
+            ca_pem=self.tls.ca_pem if self.tls else b"",
+            crl=self.verifier.crl,
+            max_batch=cfg.max_batch,
+            max_deadline_seconds=cfg.max_deadline_seconds,
+            result_ttl_seconds=cfg.result_ttl_seconds,
+            verify_signatures=self.tls is not None,
         )
         self.server: RunningServer | None = None
 
@@ -48,9 +58,12 @@ class CoordinatorApp:
             metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
         servicer = CoordinatorServicer(self.engine, self.verifier)
         self.server = start_server(
-            self.cfg.listen, [lambda s: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, s)],
+            self.cfg.listen,
+            [lambda s: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, s)],
             [coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name],
-            tls=self.tls, insecure_dev=self.cfg.insecure_dev, max_workers=32,
+            tls=self.tls,
+            insecure_dev=self.cfg.insecure_dev,
+            max_workers=32,
         )
         self.server.set_serving(True)
         _log.info("coordinator serving", extra={"port": self.server.port, "states": sorted(self.cfg.nodes)})

@@ -49,12 +49,18 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     if isinstance(tls_t, dict):
         try:
             crl = tls_t.get("crl")
-            tls = TlsPaths(resolve_path(base, tls_t["cert"]), resolve_path(base, tls_t["key"]),
-                           resolve_path(base, tls_t["ca"]), resolve_path(base, crl) if crl else None)
+            tls = TlsPaths(
+                resolve_path(base, tls_t["cert"]),
+                resolve_path(base, tls_t["key"]),
+                resolve_path(base, tls_t["ca"]),
+                resolve_path(base, crl) if crl else None,
+            )
         except KeyError as exc:
             raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
     elif not insecure:
-        raise ConfigError("a [tls] table is required (or coordinator.insecure_dev = true)", reason="config_tls")
+        raise ConfigError(
+            "a [tls] table is required (or coordinator.insecure_dev = true)", reason="config_tls"
+        )
     nodes_t = doc.get("nodes", {})
     nodes: dict[str, str] = {}
     for state, table in nodes_t.items():

@@ -1,7 +1,8 @@
 """The round engine: fan a signed round out to its holders in parallel, enforce the deadline, keep metadata.
 
-Why it is safe to run anywhere: it relays blinded elements and evaluations it cannot open, holds no keys besides
-its TLS identity, and persists only round metadata (ids, States, sizes, timings, statuses). Evaluations are kept
+Why it is safe to run anywhere: it relays blinded elements and evaluations it cannot open, holds no keys
+besides
+its TLS identity, and persists only round metadata (ids, States, sizes, timings, statuses). Evaluations stay
 in memory for ``result_ttl`` so a resubmission of the same round id returns the same answer without asking the
 holders again (which would burn the querier's budget); after that window the id stays taken.
 """
@@ -67,31 +68,54 @@ class RoundStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
 
-    def claim(self, round_id: str, payload_sha: str, querier: str, payload: RoundPayload, items: int) -> str | None:
+    def claim(
+        self, round_id: str, payload_sha: str, querier: str, payload: RoundPayload, items: int
+    ) -> str | None:
         """Record a new round; returns ``None`` if claimed now, else the stored payload digest."""
         with self._lock:
-            row = self._db.execute("SELECT payload_sha256 FROM rounds WHERE round_id=?", (round_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT payload_sha256 FROM rounds WHERE round_id=?", (round_id,)
+            ).fetchone()
             if row is not None:
                 return str(row[0])
-            self._db.execute("INSERT INTO rounds VALUES (?,?,?,?,?,?,?,NULL)",
-                             (round_id, payload_sha, querier, payload.mode, len(payload.targets), items,
-                              int(time.time() * 1000)))
+            self._db.execute(
+                "INSERT INTO rounds VALUES (?,?,?,?,?,?,?,NULL)",
+                (
+                    round_id,
+                    payload_sha,
+                    querier,
+                    payload.mode,
+                    len(payload.targets),
+                    items,
+                    int(time.time() * 1000),
+                ),
+            )
             return None
 
     def finish(self, result: RoundResult, items: Mapping[str, int]) -> None:
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.execute("UPDATE rounds SET finished_ms=? WHERE round_id=?",
-                             (result.finished_unix_ms, result.round_id))
-            self._db.executemany("INSERT OR REPLACE INTO round_holders VALUES (?,?,?,?,?,?)",
-                                 [(result.round_id, h.state, str(h.status), h.reason, items.get(h.state, 0),
-                                   h.latency_ms) for h in result.results])
+            self._db.execute(
+                "UPDATE rounds SET finished_ms=? WHERE round_id=?", (result.finished_unix_ms, result.round_id)
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO round_holders VALUES (?,?,?,?,?,?)",
+                [
+                    (result.round_id, h.state, str(h.status), h.reason, items.get(h.state, 0), h.latency_ms)
+                    for h in result.results
+                ],
+            )
             self._db.execute("COMMIT")
 
     def holders(self, round_id: str) -> list[tuple[str, str, str]]:
         with self._lock:
-            return [(str(a), str(b), str(c)) for a, b, c in self._db.execute(
-                "SELECT state, status, reason FROM round_holders WHERE round_id=? ORDER BY state", (round_id,))]
+            return [
+                (str(a), str(b), str(c))
+                for a, b, c in self._db.execute(
+                    "SELECT state, status, reason FROM round_holders WHERE round_id=? ORDER BY state",
+                    (round_id,),
+                )
+            ]
 
     def close(self) -> None:
         with self._lock:
@@ -139,14 +163,18 @@ class RoundEngine:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    # -- rounds -------------------------------------------------------------------------------------------------
+    # -- rounds ----------------------------------------------------------------------------------------------
 
     def submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
         env = request.round
         if self._verify:
-            querier = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
+            querier = verify_payload(
+                env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
+            )
             if querier.state != peer.state or querier.role != "node":
-                raise Unauthenticated("the round must be signed by the submitting node", reason="identity_mismatch")
+                raise Unauthenticated(
+                    "the round must be signed by the submitting node", reason="identity_mismatch"
+                )
         else:
             querier = peer
         payload = serde.round_payload_from_bytes(env.payload)
@@ -165,8 +193,9 @@ class RoundEngine:
             done = self._results.get(rid)
             if done is not None:
                 if done[0] != payload_sha:
-                    raise PreconditionFailed("round_id already used with a different payload",
-                                             reason="round_id_reused")
+                    raise PreconditionFailed(
+                        "round_id already used with a different payload", reason="round_id_reused"
+                    )
                 return _replayed(done[2])
             running = self._inflight.get(rid)
             if running is None:
@@ -174,17 +203,20 @@ class RoundEngine:
                 stored = self._store.claim(rid, payload_sha, querier.state, payload, items)
                 if stored is not None:
                     if stored != payload_sha:
-                        raise PreconditionFailed("round_id already used with a different payload",
-                                                 reason="round_id_reused")
-                    raise PreconditionFailed("round results are no longer held; submit a new round id",
-                                             reason="round_expired")
+                        raise PreconditionFailed(
+                            "round_id already used with a different payload", reason="round_id_reused"
+                        )
+                    raise PreconditionFailed(
+                        "round results are no longer held; submit a new round id", reason="round_expired"
+                    )
                 fut: Future[RoundResult] = Future()
                 self._inflight[rid] = (payload_sha, fut)
                 owner = True
             else:
                 if running[0] != payload_sha:
-                    raise PreconditionFailed("round_id already used with a different payload",
-                                             reason="round_id_reused")
+                    raise PreconditionFailed(
+                        "round_id already used with a different payload", reason="round_id_reused"
+                    )
                 fut, owner = running[1], False
         if not owner:
             return _replayed(fut.result())
@@ -221,12 +253,24 @@ class RoundEngine:
         for t in payload.targets:
             f = futures.get(t.state)
             if f is None:
-                results.append(HolderResult(t.state, HolderStatus.UNAVAILABLE, "unknown_state",
-                                            "State is not a member of this federation"))
+                results.append(
+                    HolderResult(
+                        t.state,
+                        HolderStatus.UNAVAILABLE,
+                        "unknown_state",
+                        "State is not a member of this federation",
+                    )
+                )
             elif not f.done():
-                results.append(HolderResult(t.state, HolderStatus.TIMEOUT, "deadline",
-                                            "holder did not answer before the deadline",
-                                            latency_ms=int((time.time() - started) * 1000)))
+                results.append(
+                    HolderResult(
+                        t.state,
+                        HolderStatus.TIMEOUT,
+                        "deadline",
+                        "holder did not answer before the deadline",
+                        latency_ms=int((time.time() - started) * 1000),
+                    )
+                )
             else:
                 results.append(f.result())
         result = RoundResult(payload.round_id, tuple(results), int(started * 1000), int(time.time() * 1000))
@@ -234,14 +278,22 @@ class RoundEngine:
         for h in results:
             metrics.ROUNDS.labels(role="coordinator", state=h.state, status=str(h.status)).inc()
         metrics.ROUND_SECONDS.labels(role="coordinator").observe(time.time() - started)
-        _log.info("round finished", extra={
-            "round_id": payload.round_id, "partner": querier.state, "mode": payload.mode,
-            "targets": {h.state: str(h.status) for h in results},
-            "ms": result.finished_unix_ms - result.started_unix_ms})
+        _log.info(
+            "round finished",
+            extra={
+                "round_id": payload.round_id,
+                "partner": querier.state,
+                "mode": payload.mode,
+                "targets": {h.state: str(h.status) for h in results},
+                "ms": result.finished_unix_ms - result.started_unix_ms,
+            },
+        )
         return result
 
     @staticmethod
-    def _ask(state: str, transport: NodeTransport, req: BlindEvaluateRequest, deadline: float) -> HolderResult:
+    def _ask(
+        state: str, transport: NodeTransport, req: BlindEvaluateRequest, deadline: float
+    ) -> HolderResult:
         t0 = time.time()
         timeout = deadline - t0
         if timeout <= 0:
@@ -250,15 +302,26 @@ class RoundEngine:
             ev = transport.blind_evaluate(req, timeout=timeout)
         except FedcheckError as exc:
             retry = exc.retry_after_s if isinstance(exc, BudgetExhausted) else 0
-            return HolderResult(state, _status_of(exc), exc.reason, exc.message[:300], retry,
-                                latency_ms=int((time.time() - t0) * 1000))
+            return HolderResult(
+                state,
+                _status_of(exc),
+                exc.reason,
+                exc.message[:300],
+                retry,
+                latency_ms=int((time.time() - t0) * 1000),
+            )
         except Exception:  # a transport bug must not sink the round
             _log.exception("holder call failed", extra={"state": state})
-            return HolderResult(state, HolderStatus.UNAVAILABLE, "internal", "holder call failed",
-                                latency_ms=int((time.time() - t0) * 1000))
+            return HolderResult(
+                state,
+                HolderStatus.UNAVAILABLE,
+                "internal",
+                "holder call failed",
+                latency_ms=int((time.time() - t0) * 1000),
+            )
         return HolderResult(state, HolderStatus.OK, evaluation=ev, latency_ms=int((time.time() - t0) * 1000))
 
-    # -- relays -------------------------------------------------------------------------------------------------
+    # -- relays ----------------------------------------------------------------------------------------------
 
     def list_nodes(self, peer: PeerIdentity) -> list[NodeEntry]:
         def info(item: tuple[str, NodeTransport]) -> NodeEntry:

@@ -2,7 +2,8 @@
 
 ``phe`` generates keys and is the reference for (de)cryption; this module only re-implements, on raw
 ``mpz`` values with ``g = n + 1``: the key owner's CRT encryption and decryption (it knows p and q), the
-holder's fixed-base re-randomiser, ciphertext (de)serialisation and on-receipt validation. Nothing here may log
+holder's fixed-base re-randomiser, ciphertext (de)serialisation and on-receipt validation.
+Nothing here may log
 or put key material into exception messages.
 """
 

@@ -11,7 +11,6 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from fedcheck._proto.fedcheck.v1 import node_pb2, node_pb2_grpc
@@ -21,6 +20,7 @@ from fedcheck.node.config import NodeConfig, resolve_path
 from fedcheck.node.epochs import Audience, Epoch, EpochManager
 from fedcheck.node.querier import QuerierCache, QueryRunner
 from fedcheck.node.service import AuditFn, NodeService, audience_key
+from fedcheck.protocol.exact import IndexEntry
 from fedcheck.rpc.clients import GrpcCoordinatorClient, make_channel
 from fedcheck.rpc.server import RunningServer, start_server
 from fedcheck.rpc.servicers import NodeServicer
@@ -54,10 +54,16 @@ def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callabl
     """The node's signed, hash-chained audit log (:mod:`fedcheck.trust.audit`); the signing key is created on
     first start, sealed under the KEK, with its public half next to it for the oversight body."""
     table = cfg.raw.get("audit", {})
-    key_path = resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["signing_key"])) \
-        if "signing_key" in table else cfg.data_dir / "audit-signing.key"
-    log_path = resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["log"])) \
-        if "log" in table else cfg.data_dir / "audit.jsonl"
+    key_path = (
+        resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["signing_key"]))
+        if "signing_key" in table
+        else cfg.data_dir / "audit-signing.key"
+    )
+    log_path = (
+        resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["log"]))
+        if "log" in table
+        else cfg.data_dir / "audit.jsonl"
+    )
     if not key_path.exists():
         save_signing_key(key_path, generate_signing_key(), kek)
     log = AuditLog(log_path, load_signing_key(key_path, kek), retention_days=table.get("retention_days"))
@@ -78,18 +84,33 @@ class NodeApp:
         self.tls = load_tls(cfg, kek)
         self.verifier = PeerVerifier(None if cfg.insecure_dev else self.tls, insecure_dev=cfg.insecure_dev)
         self.policy = NodePolicy.from_toml(cfg.raw)
-        self.budget = BudgetLedger(cfg.data_dir / "budget.sqlite", self.policy.holder.budget_limits(),
-                                   epoch_retry_after_s=cfg.epoch_seconds)
+        self.budget = BudgetLedger(
+            cfg.data_dir / "budget.sqlite",
+            self.policy.holder.budget_limits(),
+            epoch_retry_after_s=cfg.epoch_seconds,
+        )
         self.audit, self._close_audit = open_audit(cfg, kek)
         self.epochs = EpochManager(
-            self.store, cfg.state, epoch_seconds=cfg.epoch_seconds, audiences=self._audiences,
-            workers=cfg.workers, poll_seconds=cfg.list_poll_seconds,
-            on_progress=metrics.EPOCH_BUILD_PROGRESS.set, on_epoch=self._on_epoch,
+            self.store,
+            cfg.state,
+            epoch_seconds=cfg.epoch_seconds,
+            audiences=self._audiences,
+            workers=cfg.workers,
+            poll_seconds=cfg.list_poll_seconds,
+            on_progress=metrics.EPOCH_BUILD_PROGRESS.set,
+            on_epoch=self._on_epoch,
         )
         self.service = NodeService(
-            state=cfg.state, epochs=self.epochs, policy=self.policy.holder, budget=self.budget, audit=self.audit,
-            ca_pem=self.tls.ca_pem if self.tls else b"", crl=self.verifier.crl, max_batch=cfg.max_batch,
-            index_chunk_bytes=cfg.index_chunk_bytes, max_skew_seconds=cfg.max_skew_seconds,
+            state=cfg.state,
+            epochs=self.epochs,
+            policy=self.policy.holder,
+            budget=self.budget,
+            audit=self.audit,
+            ca_pem=self.tls.ca_pem if self.tls else b"",
+            crl=self.verifier.crl,
+            max_batch=cfg.max_batch,
+            index_chunk_bytes=cfg.index_chunk_bytes,
+            max_skew_seconds=cfg.max_skew_seconds,
         )
         self.server: RunningServer | None = None
         self._stopped = threading.Event()
@@ -104,9 +125,14 @@ class NodeApp:
                 if key in seen:
                     continue
                 seen.add(key)
-                out.append(Audience(key, lambda entries, c=code: self.policy.holder.filter_entries(c, entries),
-                                    with_labels="exact" in p.modes))
+                out.append(Audience(key, self._selector(code), with_labels="exact" in p.modes))
         return out
+
+    def _selector(self, partner: str) -> Callable[[list[IndexEntry]], list[IndexEntry]]:
+        def select(entries: list[IndexEntry]) -> list[IndexEntry]:
+            return self.policy.holder.filter_entries(partner, entries)
+
+        return select
 
     @staticmethod
     def _on_epoch(epoch: Epoch) -> None:
@@ -120,9 +146,11 @@ class NodeApp:
         self.epochs.start()
         servicer = NodeServicer(self.service, self.verifier)
         self.server = start_server(
-            self.cfg.listen, [lambda s: node_pb2_grpc.add_NodeServicer_to_server(servicer, s)],
+            self.cfg.listen,
+            [lambda s: node_pb2_grpc.add_NodeServicer_to_server(servicer, s)],
             [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name],
-            tls=None if self.cfg.insecure_dev else self.tls, insecure_dev=self.cfg.insecure_dev,
+            tls=None if self.cfg.insecure_dev else self.tls,
+            insecure_dev=self.cfg.insecure_dev,
         )
         threading.Thread(target=self._mark_ready, name="ready", daemon=True).start()
         return self.server.port
@@ -132,8 +160,10 @@ class NodeApp:
             if self.epochs.wait_ready(0.2):
                 if self.server is not None:
                     self.server.set_serving(True)
-                _log.info("node serving", extra={"state": self.cfg.state,
-                                                 "port": self.server.port if self.server else 0})
+                _log.info(
+                    "node serving",
+                    extra={"state": self.cfg.state, "port": self.server.port if self.server else 0},
+                )
                 return
 
     def stop(self) -> None:
@@ -163,14 +193,10 @@ class NodeApp:
         return 0
 
 
-
-
-
-
 def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
     """A :class:`QueryRunner` with this node's identity, talking to the configured coordinator.
 
-    Returns the runner and a ``close()`` callable. Request signatures need the node's certificate key even when
+    Returns the runner and a ``close()`` callable. Request signatures need the node's certificate key, even if
     the transport is ``insecure_dev``.
     """
     if not cfg.coordinator:
@@ -186,8 +212,14 @@ def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
     channel = make_channel(cfg.coordinator, None if cfg.insecure_dev else tls, insecure_dev=cfg.insecure_dev)
     client = GrpcCoordinatorClient(channel, dev_identity=f"node.{cfg.state}" if cfg.insecure_dev else None)
     policy = NodePolicy.from_toml(cfg.raw).querier
-    runner = QueryRunner(state=cfg.state, coordinator=client, cache=cache, cert_pem=tls.cert_pem,
-                         key_pem=tls.key_pem, policy=policy)
+    runner = QueryRunner(
+        state=cfg.state,
+        coordinator=client,
+        cache=cache,
+        cert_pem=tls.cert_pem,
+        key_pem=tls.key_pem,
+        policy=policy,
+    )
 
     def close() -> None:
         client.close()

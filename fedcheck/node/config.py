@@ -14,7 +14,14 @@ from typing import Any
 
 from fedcheck.errors import ConfigError
 
-__all__ = ["NodeConfig", "QuerierSettings", "TlsPaths", "load_node_config", "resolve_kek_spec", "resolve_path"]
+__all__ = [
+    "NodeConfig",
+    "QuerierSettings",
+    "TlsPaths",
+    "load_node_config",
+    "resolve_kek_spec",
+    "resolve_path",
+]
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -107,13 +114,18 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if isinstance(tls_t, dict):
         crl = _get(tls_t, "crl", str, where="tls")
         try:
-            tls = TlsPaths(resolve_path(base, tls_t["cert"]), resolve_path(base, tls_t["key"]),
-                           resolve_path(base, tls_t["ca"]), resolve_path(base, crl) if crl else None)
+            tls = TlsPaths(
+                resolve_path(base, tls_t["cert"]),
+                resolve_path(base, tls_t["key"]),
+                resolve_path(base, tls_t["ca"]),
+                resolve_path(base, crl) if crl else None,
+            )
         except KeyError as exc:
             raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
     elif not insecure:
-        raise ConfigError("a [tls] table is required (or node.insecure_dev = true for development)",
-                          reason="config_tls")
+        raise ConfigError(
+            "a [tls] table is required (or node.insecure_dev = true for development)", reason="config_tls"
+        )
     metrics = doc.get("metrics", {})
     logging_t = doc.get("logging", {})
     coord = doc.get("coordinator", {})
@@ -152,8 +164,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
         path=p,
     )
     if not cfg.kek:
-        raise ConfigError("node.kek is required (file:PATH or env:VAR): the store is sealed at rest",
-                          reason="config_kek")
+        raise ConfigError(
+            "node.kek is required (file:PATH or env:VAR): the store is sealed at rest", reason="config_kek"
+        )
     if not 1 <= cfg.max_batch <= 1_000_000:
         raise ConfigError("node.max_batch must be in 1..1000000", reason="config_limits")
     if not 1024 <= cfg.index_chunk_bytes <= 4 * 1024 * 1024:

@@ -1,7 +1,7 @@
 """Epochs: the node's OPRF key and per-audience indexes, rebuilt in the background and swapped atomically.
 
 Why: building an index costs one scalar multiplication per match key, so it runs on a background thread using
-all cores (the OPRF layer releases the GIL) while the node keeps serving the previous epoch; the previous epoch
+all cores (the OPRF layer releases the GIL) while the node still serves the previous epoch; the previous epoch
 also stays available for queriers that downloaded its index just before the swap. An epoch ends when its time
 is up or the watchlist changed. Epochs are persisted (key sealed) so a restart serves the same epoch.
 """
@@ -28,7 +28,7 @@ _log = logging.getLogger("fedcheck.node.epochs")
 
 @dataclass(frozen=True)
 class Audience:
-    """One shape of index: a filter over entries (withheld, key types, label fields) and whether labels go in."""
+    """One shape of index: an entry filter (withheld, key types, label fields) and whether labels go in."""
 
     audience_id: str
     select: Callable[[list[IndexEntry]], list[IndexEntry]]
@@ -61,11 +61,15 @@ class Epoch:
     def index_for(self, audience_id: str) -> IndexBlob:
         blob = self.indexes.get(audience_id)
         if blob is None:
-            raise PreconditionFailed("no index for this partner in the current epoch yet", reason="index_not_ready")
+            raise PreconditionFailed(
+                "no index for this partner in the current epoch yet", reason="index_not_ready"
+            )
         return blob
 
 
-def index_entries(records: Sequence[object], key_types: Sequence[KeyType] = DEFAULT_KEY_TYPES) -> list[IndexEntry]:
+def index_entries(
+    records: Sequence[object], key_types: Sequence[KeyType] = DEFAULT_KEY_TYPES
+) -> list[IndexEntry]:
     """Every match key of every listed person, carrying the person's full label (audiences narrow it)."""
     out: list[IndexEntry] = []
     for rec in records:
@@ -164,8 +168,11 @@ class EpochManager:
             key = EpochKey.from_bytes(rec.key_bytes)
             indexes = {a: IndexBlob(b, hashlib.sha256(b).digest(), 0) for a, b in rec.indexes.items()}
             size = int(self._store.get_meta(f"epoch_size:{rec.epoch_id}") or b"0")
-            restored.append(Epoch(rec.epoch_id, key, ExactHolder(key), rec.created_unix_ms, rec.list_version,
-                                  size, indexes))
+            restored.append(
+                Epoch(
+                    rec.epoch_id, key, ExactHolder(key), rec.created_unix_ms, rec.list_version, size, indexes
+                )
+            )
         if restored:
             with self._lock:
                 self._current = restored[0]
@@ -218,17 +225,26 @@ class EpochManager:
                 indexes[aud.audience_id] = IndexBlob(data, hashlib.sha256(data).digest(), len(idx))
             started = int(time.time() * 1000)
             epoch = Epoch(epoch_id, key, holder, started, version, len({e.key for e in entries}), indexes)
-            self._store.save_epoch(EpochRecord(epoch_id, started, version, key.to_bytes(),
-                                               {a: b.data for a, b in indexes.items()}))
+            self._store.save_epoch(
+                EpochRecord(
+                    epoch_id, started, version, key.to_bytes(), {a: b.data for a, b in indexes.items()}
+                )
+            )
             self._store.put_meta(f"epoch_size:{epoch_id}", str(epoch.size).encode())
             with self._lock:
                 self._previous, self._current = self._current, epoch
             self._ready.set()
             self._on_progress(1.0)
             self._on_epoch(epoch)
-            _log.info("epoch built", extra={"epoch_id": epoch_id, "index_size": epoch.size,
-                                            "audiences": len(indexes),
-                                            "ms": round((time.perf_counter() - t0) * 1000)})
+            _log.info(
+                "epoch built",
+                extra={
+                    "epoch_id": epoch_id,
+                    "index_size": epoch.size,
+                    "audiences": len(indexes),
+                    "ms": round((time.perf_counter() - t0) * 1000),
+                },
+            )
             return epoch
         finally:
             self._building = False

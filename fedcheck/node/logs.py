@@ -17,17 +17,42 @@ from typing import Any, TextIO
 __all__ = ["ALLOWED_FIELDS", "JsonFormatter", "configure_json_logging"]
 
 #: ``extra`` keys that may appear in a log line.
-ALLOWED_FIELDS = frozenset({
-    "round_id", "epoch_id", "partner", "state", "states", "mode", "status", "reason", "method", "ms", "items",
-    "count", "index_size", "audiences", "address", "port", "records", "added", "updated", "removed",
-    "rejected", "budget_remaining", "purpose", "targets", "replayed",
-})
+ALLOWED_FIELDS = frozenset(
+    {
+        "round_id",
+        "epoch_id",
+        "partner",
+        "state",
+        "states",
+        "mode",
+        "status",
+        "reason",
+        "method",
+        "ms",
+        "items",
+        "count",
+        "index_size",
+        "audiences",
+        "address",
+        "port",
+        "records",
+        "added",
+        "updated",
+        "removed",
+        "rejected",
+        "budget_remaining",
+        "purpose",
+        "targets",
+        "replayed",
+    }
+)
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -40,8 +65,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
-def configure_json_logging(level: int = logging.INFO, *, file: Path | None = None,
-                           stream: TextIO | None = None) -> None:
+def configure_json_logging(
+    level: int = logging.INFO, *, file: Path | None = None, stream: TextIO | None = None
+) -> None:
     """Replace root handlers with one JSON-lines handler (stderr, or ``file`` when given)."""
     handler: logging.Handler
     if file is not None:

@@ -1,7 +1,8 @@
 """The querier side of a round, run with a node's identity (``fedcheck query``).
 
 Steps: ask the coordinator which holders are up and their epochs; fetch (resumably, integrity-checked) each
-holder's index for us unless cached for that epoch; keep flagged travellers away from their State of nationality
+holder's index for us unless cached for that epoch; keep flagged travellers away from their State of
+nationality
 (querier policy); blind locally; send only keys never finalised before against that holder's epoch (re-checks
 never burn budget: results are cached per holder + epoch); sign and submit one round through the coordinator;
 verify proofs, finalise, open labels, cache, and map hits back to travellers.
@@ -22,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcheck.errors import FedcheckError, IntegrityError, PreconditionFailed, Unavailable
 from fedcheck.core.index import ExactIndex
+from fedcheck.errors import FedcheckError, IntegrityError, PreconditionFailed, Unavailable
 from fedcheck.node import metrics
 from fedcheck.protocol.exact import BlindedBatch, ExactQuerier, Mode
 from fedcheck.protocol.exact import Evaluation as ExactEvaluation
@@ -72,8 +73,10 @@ class QuerierCache:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT v FROM meta WHERE k='mac_key'").fetchone()
         if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('mac_key', ?)",
-                             (sealer.seal(secrets.token_bytes(32), b"fedcheck-querier-mac"),))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('mac_key', ?)",
+                (sealer.seal(secrets.token_bytes(32), b"fedcheck-querier-mac"),),
+            )
             row = self._db.execute("SELECT v FROM meta WHERE k='mac_key'").fetchone()
         self._mac_key = sealer.open(bytes(row[0]), b"fedcheck-querier-mac")
 
@@ -82,8 +85,9 @@ class QuerierCache:
 
     def index(self, state: str, epoch_id: str) -> ExactIndex | None:
         with self._lock:
-            row = self._db.execute("SELECT blob FROM indexes WHERE state=? AND epoch_id=?", (state, epoch_id)
-                                   ).fetchone()
+            row = self._db.execute(
+                "SELECT blob FROM indexes WHERE state=? AND epoch_id=?", (state, epoch_id)
+            ).fetchone()
         if row is None:
             return None
         try:
@@ -104,8 +108,10 @@ class QuerierCache:
         out: dict[bytes, list[list[object]]] = {}
         with self._lock:
             for mac in macs:
-                row = self._db.execute("SELECT blob FROM results WHERE state=? AND epoch_id=? AND key_mac=?",
-                                       (state, epoch_id, mac)).fetchone()
+                row = self._db.execute(
+                    "SELECT blob FROM results WHERE state=? AND epoch_id=? AND key_mac=?",
+                    (state, epoch_id, mac),
+                ).fetchone()
                 if row is not None:
                     out[mac] = json.loads(self._sealer.open(bytes(row[0]), aad))
         return out
@@ -114,8 +120,13 @@ class QuerierCache:
         aad = f"{state}/{epoch_id}".encode()
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?)", [
-                (state, epoch_id, mac, self._sealer.seal(json.dumps(v).encode(), aad)) for mac, v in items.items()])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?)",
+                [
+                    (state, epoch_id, mac, self._sealer.seal(json.dumps(v).encode(), aad))
+                    for mac, v in items.items()
+                ],
+            )
             self._db.execute("COMMIT")
 
     def close(self) -> None:
@@ -150,8 +161,16 @@ class _HolderPlan:
 class QueryRunner:
     """Runs one query round for a querying node."""
 
-    def __init__(self, *, state: str, coordinator: CoordinatorTransport, cache: QuerierCache, cert_pem: bytes,
-                 key_pem: bytes, policy: QuerierPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        state: str,
+        coordinator: CoordinatorTransport,
+        cache: QuerierCache,
+        cert_pem: bytes,
+        key_pem: bytes,
+        policy: QuerierPolicy | None = None,
+    ) -> None:
         self._state = state
         self._coord = coordinator
         self._cache = cache
@@ -164,25 +183,33 @@ class QueryRunner:
     def _sign(self, payload: bytes) -> SignedEnvelope:
         return SignedEnvelope(payload, sign_payload(self._key, payload), self._cert)
 
-    # -- index download -----------------------------------------------------------------------------------------
+    # -- index download --------------------------------------------------------------------------------------
 
     def fetch_index(self, state: str, epoch_id: str, *, timeout: float = 60.0) -> ExactIndex:
-        """Download ``state``'s index for ``epoch_id`` via the coordinator, resuming after transient failures."""
+        """Download ``state``'s index for ``epoch_id`` via the coordinator; resumes after transient errors."""
         buf = bytearray()
         failures = 0
         while True:
             payload = serde.index_request_to_bytes(IndexRequest(state, epoch_id, int(time.time() * 1000)))
             try:
-                for chunk in self._coord.get_index(state, GetIndexRequest(self._sign(payload), len(buf)),
-                                                   timeout=timeout):
+                for chunk in self._coord.get_index(
+                    state, GetIndexRequest(self._sign(payload), len(buf)), timeout=timeout
+                ):
                     if chunk.epoch_id != epoch_id:
-                        raise PreconditionFailed("holder changed epoch during download", reason="epoch_changed")
+                        raise PreconditionFailed(
+                            "holder changed epoch during download", reason="epoch_changed"
+                        )
                     if chunk.offset != len(buf) or hashlib.sha256(chunk.data).digest() != chunk.chunk_sha256:
                         raise IntegrityError("index chunk failed its integrity check", reason="chunk_corrupt")
                     buf += chunk.data
                     if chunk.last:
-                        if len(buf) != chunk.total_bytes or hashlib.sha256(buf).digest() != chunk.index_sha256:
-                            raise IntegrityError("downloaded index failed its digest check", reason="index_corrupt")
+                        if (
+                            len(buf) != chunk.total_bytes
+                            or hashlib.sha256(buf).digest() != chunk.index_sha256
+                        ):
+                            raise IntegrityError(
+                                "downloaded index failed its digest check", reason="index_corrupt"
+                            )
                         data = bytes(buf)
                         index = ExactIndex.from_bytes(data)
                         self._cache.put_index(state, epoch_id, data)
@@ -194,7 +221,7 @@ class QueryRunner:
                     raise
                 time.sleep(0.2 * failures)
 
-    # -- the round ----------------------------------------------------------------------------------------------
+    # -- the round -------------------------------------------------------------------------------------------
 
     def run(self, manifest: Sequence[PersonRecord], options: QueryOptions) -> ScreenReport:
         t_start = time.perf_counter()
@@ -216,7 +243,9 @@ class QueryRunner:
             try:
                 index = self._cache.index(state, epoch_id) or self.fetch_index(state, epoch_id)
             except FedcheckError as exc:
-                statuses[state] = f"{'unavailable' if isinstance(exc, Unavailable) else 'refused'} ({exc.reason})"
+                statuses[state] = (
+                    f"{'unavailable' if isinstance(exc, Unavailable) else 'refused'} ({exc.reason})"
+                )
                 continue
             if index.public_key != entry.info.epoch_public_key:
                 statuses[state] = "refused (epoch_key_mismatch)"
@@ -238,22 +267,29 @@ class QueryRunner:
         timings["index+blind"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        to_send = {s: p for s, p in plans.items() if p.batch is not None and p.batch.blinded}
+        to_send: dict[str, list[bytes]] = {
+            s: p.batch.blinded for s, p in plans.items() if p.batch is not None and p.batch.blinded
+        }
         result: RoundResult | None = None
         if to_send:
             round_id = options.round_id or str(uuid.uuid4())
             now_ms = int(time.time() * 1000)
             payload = RoundPayload(
-                round_id=round_id, purpose=options.purpose, legal_basis=options.legal_basis, mode=str(mode),
-                targets=tuple(RoundTarget(s, p.epoch_id, len(p.batch.blinded),  # type: ignore[union-attr]
-                                          hashlib.sha256(b"".join(p.batch.blinded)).digest())  # type: ignore[union-attr]
-                              for s, p in to_send.items()),
-                deadline_unix_ms=now_ms + int(options.deadline_seconds * 1000), issued_at_unix_ms=now_ms,
-                unit=options.unit, official=options.official,
+                round_id=round_id,
+                purpose=options.purpose,
+                legal_basis=options.legal_basis,
+                mode=str(mode),
+                targets=tuple(
+                    RoundTarget(s, plans[s].epoch_id, len(b), hashlib.sha256(b"".join(b)).digest())
+                    for s, b in to_send.items()
+                ),
+                deadline_unix_ms=now_ms + int(options.deadline_seconds * 1000),
+                issued_at_unix_ms=now_ms,
+                unit=options.unit,
+                official=options.official,
             )
             env = self._sign(serde.round_payload_to_bytes(payload))
-            request = SubmitRoundRequest(env, {s: tuple(p.batch.blinded) for s, p in to_send.items()  # type: ignore[union-attr]
-                                               }, round_id)
+            request = SubmitRoundRequest(env, {s: tuple(b) for s, b in to_send.items()}, round_id)
             self.last_request = request
             result = self._coord.submit_round(request, timeout=options.deadline_seconds + 10)
             self.last_round = result
@@ -263,8 +299,9 @@ class QueryRunner:
         counts: list[StateCount] = []
         by_state = result.by_state() if result is not None else {}
         for state, plan in plans.items():
-            outputs: dict[int, list[list[object]]] = {i: plan.cached[m] for i, m in enumerate(plan.macs)
-                                                      if m in plan.cached}
+            outputs: dict[int, list[list[object]]] = {
+                i: plan.cached[m] for i, m in enumerate(plan.macs) if m in plan.cached
+            }
             if state in to_send:
                 hr = by_state.get(state)
                 if hr is None or hr.status is not HolderStatus.OK or hr.evaluation is None:
@@ -275,9 +312,12 @@ class QueryRunner:
                     continue
                 assert plan.batch is not None
                 try:
-                    fin = querier.finalize(plan.batch, ExactEvaluation(list(hr.evaluation.evaluated),
-                                                                       hr.evaluation.proof or None),
-                                           public_key=plan.index.public_key, index=plan.index)
+                    fin = querier.finalize(
+                        plan.batch,
+                        ExactEvaluation(list(hr.evaluation.evaluated), hr.evaluation.proof or None),
+                        public_key=plan.index.public_key,
+                        index=plan.index,
+                    )
                 except FedcheckError as exc:
                     statuses[state] = f"refused ({exc.reason})"
                     continue
@@ -302,14 +342,21 @@ class QueryRunner:
                 for key_type, label in outputs[key_pos]:
                     lab = {str(a): str(b) for a, b in dict(label).items()}  # type: ignore[call-overload]
                     for owner in owners:
-                        review = self._policy.requires_human_review(state, lab,
-                                                                    record_flags=manifest[owner].flags)
+                        review = self._policy.requires_human_review(
+                            state, lab, record_flags=manifest[owner].flags
+                        )
                         travellers[owner].hits.append(Hit(state, "exact", str(key_type), lab, review))
         timings["finalise"] = time.perf_counter() - t2
         timings["total"] = time.perf_counter() - t_start
         metrics.ROUND_SECONDS.labels(role="querier").observe(timings["total"])
         for state in targets:
             statuses.setdefault(state, "unavailable")
-        _log.info("query finished", extra={"round_id": result.round_id if result else "",
-                                           "states": statuses, "ms": round(timings["total"] * 1000)})
+        _log.info(
+            "query finished",
+            extra={
+                "round_id": result.round_id if result else "",
+                "states": statuses,
+                "ms": round(timings["total"] * 1000),
+            },
+        )
         return ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings)

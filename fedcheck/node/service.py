@@ -1,7 +1,7 @@
 """The holder node's request handling (a :class:`fedcheck.rpc.handlers.NodeHandler`).
 
 Order of checks for an evaluation, each refusal audited: querier signature and certificate (the querying State
-comes from the certificate, never a field) -> the batch is the one the querier signed for this State -> deadline
+comes from the certificate, never a field) -> the batch is the one signed for this State -> deadline
 and freshness -> epoch still served -> holder policy -> budget (charged before evaluating) -> verifiable blind
 evaluation -> audit entry durable -> answer. Response sizes depend only on request sizes.
 """
@@ -85,7 +85,7 @@ class NodeService:
     def max_batch(self) -> int:
         return self._max_batch
 
-    # -- common checks ------------------------------------------------------------------------------------------
+    # -- common checks ---------------------------------------------------------------------------------------
 
     def _querier(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
         querier = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
@@ -98,7 +98,9 @@ class NodeService:
     def _fresh(self, issued_at_ms: int) -> None:
         now = time.time() * 1000
         if abs(now - issued_at_ms) > self._skew_ms:
-            raise PreconditionFailed("request is stale or from the future; check clocks", reason="stale_request")
+            raise PreconditionFailed(
+                "request is stale or from the future; check clocks", reason="stale_request"
+            )
 
     def _refuse(self, event: dict[str, Any], exc: FedcheckError) -> None:
         partner = str(event.get("partner", "?"))
@@ -107,10 +109,12 @@ class NodeService:
         if isinstance(exc, BudgetExhausted):
             event["retry_after_s"] = exc.retry_after_s
         self._audit(event)
-        _log.info("request refused", extra={"round_id": event.get("round_id", ""), "partner": partner,
-                                           "reason": exc.reason})
+        _log.info(
+            "request refused",
+            extra={"round_id": event.get("round_id", ""), "partner": partner, "reason": exc.reason},
+        )
 
-    # -- handler interface --------------------------------------------------------------------------------------
+    # -- handler interface -----------------------------------------------------------------------------------
 
     def node_info(self) -> NodeInfo:
         try:
@@ -118,8 +122,18 @@ class NodeService:
             epoch_id, pk, size, started = ep.epoch_id, ep.public_key, ep.size, ep.started_unix_ms
         except PreconditionFailed:
             epoch_id, pk, size, started = "", b"", 0, 0
-        return NodeInfo(self._state, SUPPORTED_VERSIONS, MODES, epoch_id, pk, size, self._max_batch, self._chunk,
-                        started, self._epochs.building)
+        return NodeInfo(
+            self._state,
+            SUPPORTED_VERSIONS,
+            MODES,
+            epoch_id,
+            pk,
+            size,
+            self._max_batch,
+            self._chunk,
+            started,
+            self._epochs.building,
+        )
 
     def get_index(self, peer: PeerIdentity, request: GetIndexRequest) -> Iterator[IndexChunk]:
         querier = self._querier(peer, request.request)
@@ -140,16 +154,28 @@ class NodeService:
             self._refuse(event, exc)
             raise
         if request.offset == 0:
-            event.update(outcome="ok", epoch_id=epoch.epoch_id, index_size=len(blob.data),
-                         index_digest=blob.sha256.hex())
+            event.update(
+                outcome="ok",
+                epoch_id=epoch.epoch_id,
+                index_size=len(blob.data),
+                index_digest=blob.sha256.hex(),
+            )
             self._audit(event)
         total = len(blob.data)
         pos = request.offset
         while True:
-            data = blob.data[pos:pos + self._chunk]
+            data = blob.data[pos : pos + self._chunk]
             last = pos + len(data) >= total
-            yield IndexChunk(epoch.epoch_id, pos, data, hashlib.sha256(data).digest(), total, blob.sha256, last,
-                             epoch.public_key)
+            yield IndexChunk(
+                epoch.epoch_id,
+                pos,
+                data,
+                hashlib.sha256(data).digest(),
+                total,
+                blob.sha256,
+                last,
+                epoch.public_key,
+            )
             pos += len(data)
             if last:
                 return
@@ -160,31 +186,51 @@ class NodeService:
         payload = serde.round_payload_from_bytes(request.round.payload)
         n = len(request.blinded)
         event: dict[str, Any] = {
-            "type": "request", "round_id": payload.round_id, "partner": querier.state, "peer": peer.name,
-            "unit": payload.unit, "official": payload.official, "purpose": payload.purpose,
-            "legal_basis": payload.legal_basis, "mode": payload.mode, "items": n,
+            "type": "request",
+            "round_id": payload.round_id,
+            "partner": querier.state,
+            "peer": peer.name,
+            "unit": payload.unit,
+            "official": payload.official,
+            "purpose": payload.purpose,
+            "legal_basis": payload.legal_basis,
+            "mode": payload.mode,
+            "items": n,
         }
         try:
             if request.round_id and request.round_id != payload.round_id:
-                raise InvalidInput("header round_id differs from the signed round", reason="round_id_mismatch")
+                raise InvalidInput(
+                    "header round_id differs from the signed round", reason="round_id_mismatch"
+                )
             target = payload.target(self._state)
             if target is None:
                 raise InvalidInput("the signed round does not target this State", reason="not_a_target")
             digest = hashlib.sha256(b"".join(request.blinded)).digest()
             if target.count != n or digest != target.batch_sha256:
-                raise InvalidInput("blinded batch differs from the one the querier signed", reason="batch_mismatch")
+                raise InvalidInput(
+                    "blinded batch differs from the one the querier signed", reason="batch_mismatch"
+                )
             if time.time() * 1000 > payload.deadline_unix_ms:
                 raise PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
             self._fresh(payload.issued_at_unix_ms)
             epoch = self._epochs.get(target.epoch_id)
             event["epoch_id"] = epoch.epoch_id
-            decision = self._policy.decide(RoundRequest(
-                partner=querier.state, modes=(payload.mode,), purpose=payload.purpose,
-                legal_basis=payload.legal_basis, batch_size=n, unit=payload.unit, official=payload.official))
+            decision = self._policy.decide(
+                RoundRequest(
+                    partner=querier.state,
+                    modes=(payload.mode,),
+                    purpose=payload.purpose,
+                    legal_basis=payload.legal_basis,
+                    batch_size=n,
+                    unit=payload.unit,
+                    official=payload.official,
+                )
+            )
             event.update(decision=decision.status, reasons=list(decision.reasons))
             decision.raise_for_status()
-            remaining = self._budget.charge(querier.state, n, epoch.epoch_id,
-                                            epoch_ends_unix=self._epochs.epoch_ends_unix(epoch))
+            remaining = self._budget.charge(
+                querier.state, n, epoch.epoch_id, epoch_ends_unix=self._epochs.epoch_ends_unix(epoch)
+            )
         except FedcheckError as exc:
             self._refuse(event, exc)
             raise
@@ -196,7 +242,16 @@ class NodeService:
         ms = round((time.perf_counter() - t0) * 1000, 1)
         event.update(outcome="ok", duration_ms=ms, budget_remaining=left)
         self._audit(event)
-        _log.info("batch evaluated", extra={"round_id": payload.round_id, "partner": querier.state,
-                                            "items": n, "ms": ms, "mode": payload.mode})
-        return Evaluation(epoch.epoch_id, tuple(result.evaluated), result.proof or b"",
-                          0 if left is None else int(left))
+        _log.info(
+            "batch evaluated",
+            extra={
+                "round_id": payload.round_id,
+                "partner": querier.state,
+                "items": n,
+                "ms": ms,
+                "mode": payload.mode,
+            },
+        )
+        return Evaluation(
+            epoch.epoch_id, tuple(result.evaluated), result.proof or b"", 0 if left is None else int(left)
+        )

@@ -59,6 +59,7 @@ OPRF_MODE = oprf.OprfMode.VOPRF
 _EPOCH_INFO = b"fedcheck/v1/epoch-key"
 _KEY_MAGIC = b"FCEK"
 _KEY_VERSION = 1
+_LABEL_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 _PARALLEL_MIN = 2048  # below this, thread start-up costs more than it saves
 
 T = TypeVar("T")
@@ -274,9 +275,9 @@ class ExactHolder:
             )
         outputs = oprf.finalize_unblinded(keys, unblinded)
         sealed: list[bytes] = []
-        dumps = json.dumps
+        dumps = _LABEL_JSON.encode  # one encoder: json.dumps with options builds a new one per call
         for i in order.tolist():
-            plaintext = dumps(grouped[keys[i]], separators=(",", ":"), sort_keys=True).encode()
+            plaintext = dumps(grouped[keys[i]]).encode()
             tag = tag_bytes[TAG_SIZE * i : TAG_SIZE * (i + 1)]
             sealed.append(seal_label(outputs[i], epoch_id, salt, tag, plaintext))
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)

@@ -96,24 +96,27 @@ class GrpcNodeClient:
 
     def node_info(self, *, timeout: float) -> NodeInfo:
         try:
-            reply = self._stub.GetNodeInfo(pb.NodeInfoRequest(header=serde.header()), timeout=timeout,
-                                           metadata=self._md)
+            reply = self._stub.GetNodeInfo(
+                pb.NodeInfoRequest(header=serde.header()), timeout=timeout, metadata=self._md
+            )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return serde.node_info_from_pb(reply)
 
     def get_index(self, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]:
         try:
-            for chunk in self._stub.GetIndex(serde.get_index_request_to_pb(request), timeout=timeout,
-                                             metadata=self._md):
+            for chunk in self._stub.GetIndex(
+                serde.get_index_request_to_pb(request), timeout=timeout, metadata=self._md
+            ):
                 yield serde.chunk_from_pb(chunk)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     def blind_evaluate(self, request: BlindEvaluateRequest, *, timeout: float) -> Evaluation:
         try:
-            reply = self._stub.BlindEvaluate(serde.blind_evaluate_request_to_pb(request), timeout=timeout,
-                                             metadata=self._md)
+            reply = self._stub.BlindEvaluate(
+                serde.blind_evaluate_request_to_pb(request), timeout=timeout, metadata=self._md
+            )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return serde.evaluation_from_pb(reply)
@@ -132,22 +135,26 @@ class GrpcCoordinatorClient:
 
     def submit_round(self, request: SubmitRoundRequest, *, timeout: float) -> RoundResult:
         try:
-            reply = self._stub.SubmitRound(serde.submit_round_to_pb(request), timeout=timeout, metadata=self._md)
+            reply = self._stub.SubmitRound(
+                serde.submit_round_to_pb(request), timeout=timeout, metadata=self._md
+            )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return serde.round_result_from_pb(reply)
 
     def list_nodes(self, *, timeout: float) -> list[NodeEntry]:
         try:
-            reply = self._stub.ListNodes(cpb.ListNodesRequest(header=serde.header()), timeout=timeout,
-                                         metadata=self._md)
+            reply = self._stub.ListNodes(
+                cpb.ListNodesRequest(header=serde.header()), timeout=timeout, metadata=self._md
+            )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return serde.node_entries_from_pb(reply)
 
     def get_index(self, state: str, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]:
-        msg = cpb.RelayIndexRequest(header=serde.header(), state=state,
-                                    request=serde.get_index_request_to_pb(request))
+        msg = cpb.RelayIndexRequest(
+            header=serde.header(), state=state, request=serde.get_index_request_to_pb(request)
+        )
         try:
             for chunk in self._stub.GetIndex(msg, timeout=timeout, metadata=self._md):
                 yield serde.chunk_from_pb(chunk)
@@ -174,7 +181,9 @@ class InMemoryNodeClient:
             yield serde.chunk_from_pb(serde.chunk_to_pb(chunk))
 
     def blind_evaluate(self, request: BlindEvaluateRequest, *, timeout: float) -> Evaluation:
-        req = serde.blind_evaluate_request_from_pb(serde.blind_evaluate_request_to_pb(request), self._h.max_batch)
+        req = serde.blind_evaluate_request_from_pb(
+            serde.blind_evaluate_request_to_pb(request), self._h.max_batch
+        )
         return serde.evaluation_from_pb(serde.evaluation_to_pb(self._h.blind_evaluate(self._peer, req)))
 
 
@@ -195,5 +204,3 @@ class InMemoryCoordinatorClient:
     def get_index(self, state: str, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]:
         req = serde.get_index_request_from_pb(serde.get_index_request_to_pb(request))
         yield from self._h.get_index(self._peer, state, req)
-
-

@@ -9,7 +9,7 @@ stays opaque. The reason code and retry-after hint travel as trailing metadata.
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -77,7 +77,7 @@ _BY_REASON: dict[str, type[e.FedcheckError]] = {
 def status_for(exc: BaseException) -> grpc.StatusCode:
     """The status code of ``exc`` (INTERNAL for anything that is not a FedcheckError)."""
     for cls in type(exc).__mro__:
-        code = STATUS_TABLE.get(cls)  # type: ignore[arg-type]
+        code = STATUS_TABLE.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
@@ -101,7 +101,11 @@ def from_rpc_error(err: grpc.RpcError) -> e.FedcheckError:
     code: grpc.StatusCode = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (err.details() if isinstance(err, grpc.Call) else None) or code.name.lower()
     trailing = err.trailing_metadata() if isinstance(err, grpc.Call) else None
-    meta = {k: v for k, v in (trailing or ()) if isinstance(v, str)}
+    meta: dict[str, str] = {}
+    pairs: Any = trailing or ()
+    for key, value in pairs:
+        if isinstance(value, str):
+            meta[str(key)] = value
     reason = meta.get(REASON_KEY) or code.name.lower()
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and RETRY_AFTER_KEY in meta:
         return e.BudgetExhausted(details, retry_after_s=int(meta[RETRY_AFTER_KEY]), reason=reason)

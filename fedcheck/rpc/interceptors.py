@@ -1,6 +1,6 @@
 """Server interceptor recording every call: requests by method and status, and latency.
 
-Why an interceptor: the counts must be complete (including calls refused before a handler runs) and the same for
+Why an interceptor: the counts must be complete (including calls refused before a handler runs) and alike for
 the node and the coordinator, without servicer code remembering to count.
 """
 
@@ -19,11 +19,16 @@ __all__ = ["REQUESTS", "REQUEST_LATENCY", "MetricsInterceptor"]
 _log = logging.getLogger("fedcheck.rpc")
 
 #: ``fedcheck_requests_total{method,status}``
-REQUESTS = Counter("fedcheck_requests_total", "gRPC requests served, by method and status code",
-                   ["method", "status"])
+REQUESTS = Counter(
+    "fedcheck_requests_total", "gRPC requests served, by method and status code", ["method", "status"]
+)
 #: ``fedcheck_request_seconds{method}``
-REQUEST_LATENCY = Histogram("fedcheck_request_seconds", "gRPC request latency by method", ["method"],
-                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+REQUEST_LATENCY = Histogram(
+    "fedcheck_request_seconds",
+    "gRPC request latency by method",
+    ["method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 def _status(context: grpc.ServicerContext, failed: bool) -> str:
@@ -33,7 +38,7 @@ def _status(context: grpc.ServicerContext, failed: bool) -> str:
     return "UNKNOWN" if failed else "OK"
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps unary-unary and unary-stream handlers with counting and timing."""
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
@@ -55,8 +60,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     _record(method, _status(context, failed), time.perf_counter() - start)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_stream is not None:
             inner_s = handler.unary_stream
 
@@ -70,8 +77,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     _record(method, _status(context, failed), time.perf_counter() - start)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
 

@@ -1,6 +1,8 @@
-"""Domain messages of the wire protocol: frozen dataclasses that handlers, the coordinator and the querier use.
+"""Domain messages of the wire protocol: frozen dataclasses that handlers, the coordinator and the querier
+use.
 
-Why separate from the generated classes: only :mod:`fedcheck.rpc.serde` touches protobuf objects, so handlers are
+Why separate from the generated classes: only :mod:`fedcheck.rpc.serde` touches protobuf objects, so handlers
+are
 testable without gRPC, validation happens once at the edge, and the coordinator never sees raw wire bytes.
 """
 

@@ -1,8 +1,9 @@
 """``make proto``: regenerate :mod:`fedcheck._proto` from ``proto/`` with grpcio-tools.
 
-Generated modules are committed so a clone runs without grpcio-tools; ``tests/test_rpc_protogen.py`` regenerates
+Generated modules are committed so a clone runs without grpcio-tools; ``tests/test_rpc_protogen.py``
+regenerates
 into a temporary directory and fails when the committed code drifts from the ``.proto`` files. protoc emits
-absolute imports (``from fedcheck.v1 import common_pb2``) that would collide with our own ``fedcheck`` package, so
+absolute imports (``from fedcheck.v1 import common_pb2``) that collide with our own ``fedcheck`` package, so
 they are rewritten to package-relative imports; nothing else is touched.
 """
 
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["PROTO_ROOT", "PROTO_FILES", "OUTPUT_ROOT", "generate", "main"]
+__all__ = ["OUTPUT_ROOT", "PROTO_FILES", "PROTO_ROOT", "generate", "main"]
 
 _REPO = Path(__file__).resolve().parents[2]
 #: Root of the ``.proto`` tree (``-I`` for protoc).

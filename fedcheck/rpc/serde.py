@@ -1,8 +1,8 @@
 """All proto <-> domain conversion, with the wire validation that goes with it.
 
-Why one module: it is the only place that touches generated classes (STYLE.md), so every request is checked the
+Why one module: it is the only place that touches generated classes (STYLE.md), so each request is checked the
 same way before a handler sees it: protocol version (FAILED_PRECONDITION), field shapes and element lengths
-(INVALID_ARGUMENT). Group-membership checks of elements belong to the OPRF layer, which the handler calls next.
+(INVALID_ARGUMENT). Group-membership checks of elements belong to the OPRF layer (called by the handler).
 """
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ __all__ = [
     "holder_result_to_pb",
     "index_request_from_bytes",
     "index_request_to_bytes",
-    "node_info_from_pb",
-    "node_info_to_pb",
     "node_entries_from_pb",
     "node_entries_to_pb",
+    "node_info_from_pb",
+    "node_info_to_pb",
     "round_payload_from_bytes",
     "round_payload_to_bytes",
     "round_result_from_pb",
     "round_result_to_pb",
     "submit_round_from_pb",
     "submit_round_to_pb",
-    "validate_state",
     "validate_round_id",
+    "validate_state",
 ]
 
 _STATE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
@@ -81,15 +81,18 @@ def _text(value: str, field: str, *, required: bool = False) -> str:
     if required and not value:
         raise InvalidInput(f"{field} is required", reason=f"missing_{field}")
     if len(value) > _TEXT_MAX or not value.isprintable():
-        raise InvalidInput(f"{field} must be at most {_TEXT_MAX} printable characters", reason=f"invalid_{field}")
+        raise InvalidInput(
+            f"{field} must be at most {_TEXT_MAX} printable characters", reason=f"invalid_{field}"
+        )
     return value
 
 
 def _elements(values: Sequence[bytes], field: str) -> tuple[bytes, ...]:
     for i, v in enumerate(values):
         if len(v) != m.ELEMENT_BYTES:
-            raise InvalidElement(f"{field}[{i}] must be {m.ELEMENT_BYTES} bytes, got {len(v)}",
-                                 reason="invalid_element_length")
+            raise InvalidElement(
+                f"{field}[{i}] must be {m.ELEMENT_BYTES} bytes, got {len(v)}", reason="invalid_element_length"
+            )
     return tuple(values)
 
 
@@ -110,7 +113,9 @@ def header(round_id: str = "", version: int = m.PROTOCOL_VERSION) -> pb.RequestH
 def check_header(h: pb.RequestHeader, has_header: bool = True) -> str:
     """Validate the protocol version and return the round id (for logs)."""
     if not has_header:
-        raise UnsupportedVersion("request header with protocol_version is required", reason="unsupported_version")
+        raise UnsupportedVersion(
+            "request header with protocol_version is required", reason="unsupported_version"
+        )
     if h.protocol_version not in m.SUPPORTED_VERSIONS:
         raise UnsupportedVersion(
             f"protocol version {h.protocol_version} not supported; this node speaks "
@@ -123,7 +128,9 @@ def check_header(h: pb.RequestHeader, has_header: bool = True) -> str:
 
 
 def envelope_to_pb(env: m.SignedEnvelope) -> pb.SignedEnvelope:
-    return pb.SignedEnvelope(payload=env.payload, signature=env.signature, certificate_pem=env.certificate_pem)
+    return pb.SignedEnvelope(
+        payload=env.payload, signature=env.signature, certificate_pem=env.certificate_pem
+    )
 
 
 def envelope_from_pb(env: pb.SignedEnvelope, field: str = "envelope") -> m.SignedEnvelope:
@@ -139,10 +146,17 @@ def envelope_from_pb(env: pb.SignedEnvelope, field: str = "envelope") -> m.Signe
 
 def round_payload_to_bytes(p: m.RoundPayload) -> bytes:
     msg = pb.RoundPayload(
-        round_id=p.round_id, purpose=p.purpose, legal_basis=p.legal_basis, mode=_MODE_TO_PB[p.mode],
-        targets=[pb.RoundTarget(state=t.state, epoch_id=t.epoch_id, count=t.count, batch_sha256=t.batch_sha256)
-                 for t in p.targets],
-        deadline_unix_ms=p.deadline_unix_ms, issued_at_unix_ms=p.issued_at_unix_ms, unit=p.unit,
+        round_id=p.round_id,
+        purpose=p.purpose,
+        legal_basis=p.legal_basis,
+        mode=_MODE_TO_PB[p.mode],
+        targets=[
+            pb.RoundTarget(state=t.state, epoch_id=t.epoch_id, count=t.count, batch_sha256=t.batch_sha256)
+            for t in p.targets
+        ],
+        deadline_unix_ms=p.deadline_unix_ms,
+        issued_at_unix_ms=p.issued_at_unix_ms,
+        unit=p.unit,
         official=p.official,
     )
     return msg.SerializeToString(deterministic=True)
@@ -153,7 +167,9 @@ def round_payload_from_bytes(data: bytes) -> m.RoundPayload:
     try:
         msg.ParseFromString(data)
     except DecodeError:
-        raise FormatError("round payload is not a valid RoundPayload message", reason="malformed_payload") from None
+        raise FormatError(
+            "round payload is not a valid RoundPayload message", reason="malformed_payload"
+        ) from None
     targets: list[m.RoundTarget] = []
     seen: set[str] = set()
     for t in msg.targets:
@@ -163,8 +179,11 @@ def round_payload_from_bytes(data: bytes) -> m.RoundPayload:
         seen.add(t.state)
         if len(t.batch_sha256) != 32:
             raise InvalidInput("targets.batch_sha256 must be 32 bytes", reason="invalid_digest")
-        targets.append(m.RoundTarget(t.state, _text(t.epoch_id, "epoch_id", required=True), int(t.count),
-                                     bytes(t.batch_sha256)))
+        targets.append(
+            m.RoundTarget(
+                t.state, _text(t.epoch_id, "epoch_id", required=True), int(t.count), bytes(t.batch_sha256)
+            )
+        )
     if not targets:
         raise InvalidInput("round payload has no target States", reason="no_targets")
     if msg.deadline_unix_ms <= 0 or msg.issued_at_unix_ms <= 0:
@@ -183,8 +202,9 @@ def round_payload_from_bytes(data: bytes) -> m.RoundPayload:
 
 
 def index_request_to_bytes(r: m.IndexRequest) -> bytes:
-    msg = pb.IndexRequestPayload(holder_state=r.holder_state, epoch_id=r.epoch_id,
-                                 issued_at_unix_ms=r.issued_at_unix_ms)
+    msg = pb.IndexRequestPayload(
+        holder_state=r.holder_state, epoch_id=r.epoch_id, issued_at_unix_ms=r.issued_at_unix_ms
+    )
     return msg.SerializeToString(deterministic=True)
 
 
@@ -193,9 +213,14 @@ def index_request_from_bytes(data: bytes) -> m.IndexRequest:
     try:
         msg.ParseFromString(data)
     except DecodeError:
-        raise FormatError("index request is not a valid IndexRequestPayload", reason="malformed_payload") from None
-    return m.IndexRequest(validate_state(msg.holder_state, "holder_state"), _text(msg.epoch_id, "epoch_id"),
-                          int(msg.issued_at_unix_ms))
+        raise FormatError(
+            "index request is not a valid IndexRequestPayload", reason="malformed_payload"
+        ) from None
+    return m.IndexRequest(
+        validate_state(msg.holder_state, "holder_state"),
+        _text(msg.epoch_id, "epoch_id"),
+        int(msg.issued_at_unix_ms),
+    )
 
 
 # -- node messages ------------------------------------------------------------------------------------------
@@ -203,32 +228,57 @@ def index_request_from_bytes(data: bytes) -> m.IndexRequest:
 
 def node_info_to_pb(i: m.NodeInfo) -> pb.NodeInfo:
     return pb.NodeInfo(
-        state=i.state, protocol_versions=list(i.protocol_versions), modes=[_MODE_TO_PB[x] for x in i.modes],
-        epoch_id=i.epoch_id, epoch_public_key=i.epoch_public_key, index_size=i.index_size,
+        state=i.state,
+        protocol_versions=list(i.protocol_versions),
+        modes=[_MODE_TO_PB[x] for x in i.modes],
+        epoch_id=i.epoch_id,
+        epoch_public_key=i.epoch_public_key,
+        index_size=i.index_size,
         limits=pb.Limits(max_batch=i.max_batch, index_chunk_bytes=i.index_chunk_bytes),
-        epoch_started_unix_ms=i.epoch_started_unix_ms, epoch_building=i.epoch_building,
+        epoch_started_unix_ms=i.epoch_started_unix_ms,
+        epoch_building=i.epoch_building,
     )
 
 
 def node_info_from_pb(i: pb.NodeInfo) -> m.NodeInfo:
     return m.NodeInfo(
-        state=i.state, protocol_versions=tuple(i.protocol_versions),
+        state=i.state,
+        protocol_versions=tuple(i.protocol_versions),
         modes=tuple(str(_MODE_FROM_PB[x]) for x in i.modes if x in _MODE_FROM_PB),
-        epoch_id=i.epoch_id, epoch_public_key=bytes(i.epoch_public_key), index_size=int(i.index_size),
-        max_batch=int(i.limits.max_batch), index_chunk_bytes=int(i.limits.index_chunk_bytes),
-        epoch_started_unix_ms=int(i.epoch_started_unix_ms), epoch_building=bool(i.epoch_building),
+        epoch_id=i.epoch_id,
+        epoch_public_key=bytes(i.epoch_public_key),
+        index_size=int(i.index_size),
+        max_batch=int(i.limits.max_batch),
+        index_chunk_bytes=int(i.limits.index_chunk_bytes),
+        epoch_started_unix_ms=int(i.epoch_started_unix_ms),
+        epoch_building=bool(i.epoch_building),
     )
 
 
 def chunk_to_pb(c: m.IndexChunk) -> pb.IndexChunk:
-    return pb.IndexChunk(epoch_id=c.epoch_id, offset=c.offset, data=c.data, chunk_sha256=c.chunk_sha256,
-                         total_bytes=c.total_bytes, index_sha256=c.index_sha256, last=c.last,
-                         epoch_public_key=c.epoch_public_key)
+    return pb.IndexChunk(
+        epoch_id=c.epoch_id,
+        offset=c.offset,
+        data=c.data,
+        chunk_sha256=c.chunk_sha256,
+        total_bytes=c.total_bytes,
+        index_sha256=c.index_sha256,
+        last=c.last,
+        epoch_public_key=c.epoch_public_key,
+    )
 
 
 def chunk_from_pb(c: pb.IndexChunk) -> m.IndexChunk:
-    return m.IndexChunk(c.epoch_id, int(c.offset), bytes(c.data), bytes(c.chunk_sha256), int(c.total_bytes),
-                        bytes(c.index_sha256), bool(c.last), bytes(c.epoch_public_key))
+    return m.IndexChunk(
+        c.epoch_id,
+        int(c.offset),
+        bytes(c.data),
+        bytes(c.chunk_sha256),
+        int(c.total_bytes),
+        bytes(c.index_sha256),
+        bool(c.last),
+        bytes(c.epoch_public_key),
+    )
 
 
 def get_index_request_to_pb(r: m.GetIndexRequest) -> pb.GetIndexRequest:
@@ -241,8 +291,9 @@ def get_index_request_from_pb(r: pb.GetIndexRequest) -> m.GetIndexRequest:
 
 
 def blind_evaluate_request_to_pb(r: m.BlindEvaluateRequest) -> pb.BlindEvaluateRequest:
-    return pb.BlindEvaluateRequest(header=header(r.round_id), round=envelope_to_pb(r.round),
-                                   blinded=list(r.blinded))
+    return pb.BlindEvaluateRequest(
+        header=header(r.round_id), round=envelope_to_pb(r.round), blinded=list(r.blinded)
+    )
 
 
 def blind_evaluate_request_from_pb(r: pb.BlindEvaluateRequest, max_batch: int) -> m.BlindEvaluateRequest:
@@ -250,21 +301,29 @@ def blind_evaluate_request_from_pb(r: pb.BlindEvaluateRequest, max_batch: int) -
 
     round_id = check_header(r.header, r.HasField("header"))
     if len(r.blinded) > max_batch:
-        raise LimitExceeded(f"batch of {len(r.blinded)} elements exceeds the limit of {max_batch}",
-                            reason="batch_too_large")
+        raise LimitExceeded(
+            f"batch of {len(r.blinded)} elements exceeds the limit of {max_batch}", reason="batch_too_large"
+        )
     if not r.blinded:
         raise InvalidInput("blinded batch is empty", reason="empty_batch")
-    return m.BlindEvaluateRequest(envelope_from_pb(r.round, "round"), _elements(r.blinded, "blinded"), round_id)
+    return m.BlindEvaluateRequest(
+        envelope_from_pb(r.round, "round"), _elements(r.blinded, "blinded"), round_id
+    )
 
 
 def evaluation_to_pb(ev: m.Evaluation) -> pb.BlindEvaluateResponse:
-    return pb.BlindEvaluateResponse(epoch_id=ev.epoch_id, evaluated=list(ev.evaluated), proof=ev.proof,
-                                    budget_remaining=ev.budget_remaining)
+    return pb.BlindEvaluateResponse(
+        epoch_id=ev.epoch_id,
+        evaluated=list(ev.evaluated),
+        proof=ev.proof,
+        budget_remaining=ev.budget_remaining,
+    )
 
 
 def evaluation_from_pb(ev: pb.BlindEvaluateResponse) -> m.Evaluation:
-    return m.Evaluation(ev.epoch_id, _elements(ev.evaluated, "evaluated"), bytes(ev.proof),
-                        int(ev.budget_remaining))
+    return m.Evaluation(
+        ev.epoch_id, _elements(ev.evaluated, "evaluated"), bytes(ev.proof), int(ev.budget_remaining)
+    )
 
 
 # -- coordinator messages -----------------------------------------------------------------------------------
@@ -272,7 +331,8 @@ def evaluation_from_pb(ev: pb.BlindEvaluateResponse) -> m.Evaluation:
 
 def submit_round_to_pb(r: m.SubmitRoundRequest) -> cpb.SubmitRoundRequest:
     return cpb.SubmitRoundRequest(
-        header=header(r.round_id), round=envelope_to_pb(r.round),
+        header=header(r.round_id),
+        round=envelope_to_pb(r.round),
         batches=[cpb.HolderBatch(state=s, blinded=list(b)) for s, b in r.batches.items()],
     )
 
@@ -287,22 +347,30 @@ def submit_round_from_pb(r: cpb.SubmitRoundRequest, max_batch: int) -> m.SubmitR
         if b.state in batches:
             raise InvalidInput("batches lists a State twice", reason="duplicate_batch")
         if len(b.blinded) > max_batch:
-            raise LimitExceeded(f"batch of {len(b.blinded)} elements exceeds the limit of {max_batch}",
-                                reason="batch_too_large")
+            raise LimitExceeded(
+                f"batch of {len(b.blinded)} elements exceeds the limit of {max_batch}",
+                reason="batch_too_large",
+            )
         batches[b.state] = _elements(b.blinded, "blinded")
     return m.SubmitRoundRequest(envelope_from_pb(r.round, "round"), batches, round_id)
 
 
 def holder_result_to_pb(h: m.HolderResult) -> cpb.HolderResult:
-    out = cpb.HolderResult(state=h.state, status=_STATUS_TO_PB[h.status], reason=h.reason, message=h.message,
-                           retry_after_s=h.retry_after_s, latency_ms=h.latency_ms)
+    out = cpb.HolderResult(
+        state=h.state,
+        status=_STATUS_TO_PB[h.status],
+        reason=h.reason,
+        message=h.message,
+        retry_after_s=h.retry_after_s,
+        latency_ms=h.latency_ms,
+    )
     if h.evaluation is not None:
         out.evaluation.CopyFrom(evaluation_to_pb(h.evaluation))
     return out
 
 
 def holder_result_from_pb(h: cpb.HolderResult) -> m.HolderResult:
-    status = _STATUS_FROM_PB.get(h.status)  # type: ignore[call-overload]
+    status = _STATUS_FROM_PB.get(h.status)
     if status is None:
         raise InvalidInput("holder result has no status", reason="invalid_status")
     ev = evaluation_from_pb(h.evaluation) if h.HasField("evaluation") else None
@@ -310,14 +378,23 @@ def holder_result_from_pb(h: cpb.HolderResult) -> m.HolderResult:
 
 
 def round_result_to_pb(r: m.RoundResult) -> cpb.RoundResult:
-    return cpb.RoundResult(round_id=r.round_id, results=[holder_result_to_pb(h) for h in r.results],
-                           started_unix_ms=r.started_unix_ms, finished_unix_ms=r.finished_unix_ms,
-                           replayed=r.replayed)
+    return cpb.RoundResult(
+        round_id=r.round_id,
+        results=[holder_result_to_pb(h) for h in r.results],
+        started_unix_ms=r.started_unix_ms,
+        finished_unix_ms=r.finished_unix_ms,
+        replayed=r.replayed,
+    )
 
 
 def round_result_from_pb(r: cpb.RoundResult) -> m.RoundResult:
-    return m.RoundResult(r.round_id, tuple(holder_result_from_pb(h) for h in r.results), int(r.started_unix_ms),
-                         int(r.finished_unix_ms), bool(r.replayed))
+    return m.RoundResult(
+        r.round_id,
+        tuple(holder_result_from_pb(h) for h in r.results),
+        int(r.started_unix_ms),
+        int(r.finished_unix_ms),
+        bool(r.replayed),
+    )
 
 
 def node_entries_to_pb(entries: Iterable[m.NodeEntry]) -> cpb.ListNodesResponse:
@@ -330,5 +407,7 @@ def node_entries_to_pb(entries: Iterable[m.NodeEntry]) -> cpb.ListNodesResponse:
 
 
 def node_entries_from_pb(r: cpb.ListNodesResponse) -> list[m.NodeEntry]:
-    return [m.NodeEntry(n.state, bool(n.reachable), node_info_from_pb(n.info) if n.HasField("info") else None)
-            for n in r.nodes]
+    return [
+        m.NodeEntry(n.state, bool(n.reachable), node_info_from_pb(n.info) if n.HasField("info") else None)
+        for n in r.nodes
+    ]

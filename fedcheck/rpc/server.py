@@ -37,12 +37,14 @@ class RunningServer:
     service_names: tuple[str, ...]
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in (*self.service_names, ""):
             self.health.set(name, status)
 
     def stop(self, grace: float = 5.0) -> None:
-        """Flip health to NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` seconds."""
+        """Flip health to NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` s."""
         self.set_serving(False)
         done: threading.Event = self.server.stop(grace)
         done.wait(grace + 1.0)
@@ -58,9 +60,12 @@ def start_server(
     max_workers: int = 16,
 ) -> RunningServer:
     """Bind ``address``, register services, health and reflection; health starts NOT_SERVING."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-                         interceptors=[MetricsInterceptor()], options=CHANNEL_OPTIONS,
-                         maximum_concurrent_rpcs=max_workers * 4)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[MetricsInterceptor()],
+        options=CHANNEL_OPTIONS,
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
     for add in register:
         add(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

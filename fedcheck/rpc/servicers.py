@@ -27,7 +27,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         self._h = handler
         self._v = verifier
 
-    def GetNodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:  # noqa: N802
+    def GetNodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
         try:
             self._v.identify(context)
             serde.check_header(request.header, request.HasField("header"))
@@ -35,8 +35,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         except Exception as exc:
             abort(context, exc)
 
-    def GetIndex(self, request: pb.GetIndexRequest, context: grpc.ServicerContext  # noqa: N802
-                 ) -> Iterator[pb.IndexChunk]:
+    def GetIndex(self, request: pb.GetIndexRequest, context: grpc.ServicerContext) -> Iterator[pb.IndexChunk]:
         try:
             peer = self._v.identify(context)
             req = serde.get_index_request_from_pb(request)
@@ -45,8 +44,9 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         except Exception as exc:
             abort(context, exc)
 
-    def BlindEvaluate(self, request: pb.BlindEvaluateRequest, context: grpc.ServicerContext  # noqa: N802
-                      ) -> pb.BlindEvaluateResponse:
+    def BlindEvaluate(
+        self, request: pb.BlindEvaluateRequest, context: grpc.ServicerContext
+    ) -> pb.BlindEvaluateResponse:
         try:
             peer = self._v.identify(context)
             req = serde.blind_evaluate_request_from_pb(request, self._h.max_batch)
@@ -60,8 +60,7 @@ class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
         self._h = handler
         self._v = verifier
 
-    def SubmitRound(self, request: cpb.SubmitRoundRequest, context: grpc.ServicerContext  # noqa: N802
-                    ) -> cpb.RoundResult:
+    def SubmitRound(self, request: cpb.SubmitRoundRequest, context: grpc.ServicerContext) -> cpb.RoundResult:
         try:
             peer = self._v.identify(context, roles=("node",))
             req = serde.submit_round_from_pb(request, self._h.max_batch)
@@ -69,8 +68,9 @@ class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
         except Exception as exc:
             abort(context, exc)
 
-    def ListNodes(self, request: cpb.ListNodesRequest, context: grpc.ServicerContext  # noqa: N802
-                  ) -> cpb.ListNodesResponse:
+    def ListNodes(
+        self, request: cpb.ListNodesRequest, context: grpc.ServicerContext
+    ) -> cpb.ListNodesResponse:
         try:
             peer = self._v.identify(context, roles=("node", "evaluator"))
             serde.check_header(request.header, request.HasField("header"))
@@ -78,8 +78,9 @@ class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
         except Exception as exc:
             abort(context, exc)
 
-    def GetIndex(self, request: cpb.RelayIndexRequest, context: grpc.ServicerContext  # noqa: N802
-                 ) -> Iterator[pb.IndexChunk]:
+    def GetIndex(
+        self, request: cpb.RelayIndexRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.IndexChunk]:
         try:
             peer = self._v.identify(context, roles=("node",))
             serde.check_header(request.header, request.HasField("header"))

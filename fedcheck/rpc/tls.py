@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -38,7 +39,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Metadata key an insecure-dev client uses to claim an identity (honoured ONLY when the server is insecure_dev).
+# : Metadata key an insecure-dev client uses to claim an identity (honoured ONLY when the server is
+# insecure_dev).
 DEV_IDENTITY_KEY = "fedcheck-dev-identity"
 
 
@@ -52,14 +54,17 @@ class TlsIdentity:
     crl_path: Path | None = None
 
     @classmethod
-    def load(cls, cert: Path, key: Path, ca: Path, crl: Path | None = None, *, kek: KeyEncryptionKey | None = None
-             ) -> TlsIdentity:
+    def load(
+        cls, cert: Path, key: Path, ca: Path, crl: Path | None = None, *, kek: KeyEncryptionKey | None = None
+    ) -> TlsIdentity:
         """Read PEM files; ``key`` may be sealed under the operator KEK (``fedcheck.trust.atrest``)."""
         try:
             cert_pem = Path(cert).read_bytes()
             ca_pem = Path(ca).read_bytes()
         except OSError:
-            raise ConfigError("TLS certificate or CA file missing or unreadable", reason="tls_files") from None
+            raise ConfigError(
+                "TLS certificate or CA file missing or unreadable", reason="tls_files"
+            ) from None
         key_pem = load_private_key_pem(Path(key), kek)
         if crl is not None and not Path(crl).exists():
             raise ConfigError("revocation list file missing", reason="crl_unreadable")
@@ -119,16 +124,18 @@ class PeerVerifier:
                 self._cache.clear()
             return self._crl
 
-    def identify(self, context: grpc.ServicerContext, *, roles: Sequence[str] = ("node", "coordinator")
-                 ) -> PeerIdentity:
-        """Verified identity of the caller; raises Unauthenticated when missing, revoked or of a wrong role."""
+    def identify(
+        self, context: grpc.ServicerContext, *, roles: Sequence[str] = ("node", "coordinator")
+    ) -> PeerIdentity:
+        """Verified identity of the caller; Unauthenticated if missing, revoked or of a wrong role."""
         if self._insecure:
             claimed = dict(context.invocation_metadata() or ()).get(DEV_IDENTITY_KEY, "node.DEV")
             role, _, state = str(claimed).partition(".")
             ident = PeerIdentity(role=role, state=state, serial=0)
         else:
             auth = context.auth_context()
-            pems = auth.get("x509_pem_cert") or []
+            raw: Any = auth.get("x509_pem_cert") or []
+            pems: list[bytes] = [raw] if isinstance(raw, bytes) else list(raw)
             if not pems:
                 raise Unauthenticated("a client certificate is required", reason="no_client_cert")
             pem = bytes(pems[0])

@@ -39,7 +39,9 @@ class QueryKeys:
         return [self.pair_owner[order[a:b]].tolist() for a, b in zip(lo, hi, strict=True)]
 
 
-def query_keys(manifest: Sequence[PersonRecord], key_types: Sequence[KeyType] = DEFAULT_KEY_TYPES) -> QueryKeys:
+def query_keys(
+    manifest: Sequence[PersonRecord], key_types: Sequence[KeyType] = DEFAULT_KEY_TYPES
+) -> QueryKeys:
     index: dict[bytes, int] = {}
     keys: list[bytes] = []
     types: list[str] = []
@@ -54,4 +56,6 @@ def query_keys(manifest: Sequence[PersonRecord], key_types: Sequence[KeyType] = 
                 types.append(str(mk.key_type))
             pair_key.append(pos)
             pair_owner.append(owner)
-    return QueryKeys(keys, types, np.asarray(pair_key, dtype=np.int64), np.asarray(pair_owner, dtype=np.int64))
+    return QueryKeys(
+        keys, types, np.asarray(pair_key, dtype=np.int64), np.asarray(pair_owner, dtype=np.int64)
+    )

@@ -49,7 +49,7 @@ def screen_exact(
     qk = query_keys(manifest, key_types)
     querier = ExactQuerier()
     batch = querier.blind(qk.keys, mode=mode)
-    evaluation = holder.blind_evaluate(batch.blinded, mode=mode, verifiable=mode is Mode.EXACT)
+    evaluation = holder.blind_evaluate(batch.blinded, mode=mode, verifiable=True)
     result = querier.finalize(batch, evaluation, public_key=index.public_key, index=index)
     timings["query"] = time.perf_counter() - t1
 

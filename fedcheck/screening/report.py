@@ -76,7 +76,9 @@ class ScreenReport:
             lines.append("States: " + ", ".join(f"{s}={st}" for s, st in sorted(self.statuses.items())))
         for c in self.counts:
             lines.append(f"{c.state}: {c.hits} traveller key(s) hit ({c.mode} mode, identities not revealed)")
-        rows = [("TRAVELLER", "NAME" if show_names else "", "STATE", "MODE", "KEY TYPE", "CATEGORY", "REFERENCE")]
+        header = ("TRAVELLER", "NAME" if show_names else "", "STATE", "MODE", "KEY TYPE", "CATEGORY",
+                  "REFERENCE")
+        rows = [header]
         for t in self.hit_travellers:
             for h in _dedupe(t.hits):
                 rows.append((t.traveller, t.name if show_names else "", h.state, h.mode, h.key_type,

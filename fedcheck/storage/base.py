@@ -36,8 +36,15 @@ class ImportReport:
         return bool(self.added or self.updated or self.removed)
 
     def to_dict(self) -> dict[str, object]:
-        return {"read": self.read, "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
-                "removed": self.removed, "rejected": len(self.rejected), "version": self.version}
+        return {
+            "read": self.read,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "rejected": len(self.rejected),
+            "version": self.version,
+        }
 
 
 @dataclass(frozen=True)
@@ -54,8 +61,14 @@ class EpochRecord:
 class WatchlistStore(Protocol):
     """Watchlist records plus the node's durable epoch state."""
 
-    def replace_list(self, records: Iterable[PersonRecord], *, source: str = "default",
-                     progress: ProgressFn | None = None, total: int | None = None) -> ImportReport:
+    def replace_list(
+        self,
+        records: Iterable[PersonRecord],
+        *,
+        source: str = "default",
+        progress: ProgressFn | None = None,
+        total: int | None = None,
+    ) -> ImportReport:
         """Make ``source``'s list exactly ``records``, atomically: on any failure the previous list stays."""
         ...
 

@@ -1,6 +1,6 @@
 """PersonRecord <-> JSON bytes for storage, independent of any input file format.
 
-Why here: the store must round-trip every field of the canonical record exactly (so a restart rebuilds the same
+Why here: the store must round-trip every field of the canonical record (so a restart rebuilds the same
 index), whatever reader produced it.
 """
 

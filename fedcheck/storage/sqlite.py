@@ -1,6 +1,7 @@
 """SQLite watchlist store: WAL, one transaction per import, records and epoch keys sealed at rest.
 
-Why SQLite: embedded, no server to run for a small State, crash-safe. An import is a single ``BEGIN IMMEDIATE``
+Why SQLite: embedded, no server to run for a small State, crash-safe. An import is a single ``BEGIN
+IMMEDIATE``
 transaction, so a killed import leaves the previous list intact and concurrent readers (the serving node) see
 either the old or the new list. Each record is sealed with the node's :class:`~fedcheck.trust.atrest.Sealer`
 (AAD binds it to its row); unchanged-detection uses an HMAC under a sealed store key, so no plaintext-derived
@@ -14,7 +15,6 @@ import hmac
 import secrets
 import sqlite3
 import threading
-
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS records (
     source TEXT NOT NULL, record_id TEXT NOT NULL, mac BLOB NOT NULL, blob BLOB NOT NULL,
     PRIMARY KEY (source, record_id));
 CREATE TABLE IF NOT EXISTS epochs (
-    epoch_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, list_version TEXT NOT NULL, key_blob BLOB NOT NULL);
+    epoch_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, list_version TEXT NOT NULL,
+    key_blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS epoch_indexes (
     epoch_id TEXT NOT NULL, audience TEXT NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (epoch_id, audience));
 """
@@ -40,7 +41,7 @@ _PROGRESS_EVERY = 500
 
 
 class SqliteWatchlistStore:
-    """:class:`~fedcheck.storage.base.WatchlistStore` over one SQLite file. Thread-safe (one connection, a lock)."""
+    """:class:`~fedcheck.storage.base.WatchlistStore` over one SQLite file; thread-safe."""
 
     def __init__(self, path: Path, sealer: Sealer) -> None:
         self._path = Path(path)
@@ -53,7 +54,7 @@ class SqliteWatchlistStore:
         self._db.executescript(_SCHEMA)
         self._mac_key = self._store_key()
 
-    # -- helpers ------------------------------------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------------------------
 
     def _store_key(self) -> bytes:
         with self._lock:
@@ -64,8 +65,10 @@ class SqliteWatchlistStore:
                 except VerificationError:
                     raise VerificationError() from None
             key = secrets.token_bytes(32)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('mac_key', ?)",
-                             (self._sealer.seal(key, b"fedcheck-store-mac-key"),))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('mac_key', ?)",
+                (self._sealer.seal(key, b"fedcheck-store-mac-key"),),
+            )
             row = self._db.execute("SELECT v FROM meta WHERE k='mac_key'").fetchone()
             return self._sealer.open(bytes(row[0]), b"fedcheck-store-mac-key")
 
@@ -79,14 +82,24 @@ class SqliteWatchlistStore:
             h.update(bytes(mac))
         return h.hexdigest()[:32]
 
-    # -- records ------------------------------------------------------------------------------------------------
+    # -- records ---------------------------------------------------------------------------------------------
 
-    def replace_list(self, records: Iterable[PersonRecord], *, source: str = "default",
-                     progress: ProgressFn | None = None, total: int | None = None) -> ImportReport:
+    def replace_list(
+        self,
+        records: Iterable[PersonRecord],
+        *,
+        source: str = "default",
+        progress: ProgressFn | None = None,
+        total: int | None = None,
+    ) -> ImportReport:
         report = ImportReport()
         with self._lock:
-            existing = {rid: bytes(mac) for rid, mac in
-                        self._db.execute("SELECT record_id, mac FROM records WHERE source=?", (source,))}
+            existing = {
+                rid: bytes(mac)
+                for rid, mac in self._db.execute(
+                    "SELECT record_id, mac FROM records WHERE source=?", (source,)
+                )
+            }
             seen: set[str] = set()
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -103,8 +116,10 @@ class SqliteWatchlistStore:
                         report.unchanged += 1
                     else:
                         blob = self._sealer.seal(plain, self._aad(source, rec.record_id))
-                        self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
-                                         (source, rec.record_id, mac, blob))
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+                            (source, rec.record_id, mac, blob),
+                        )
                         if old is None:
                             report.added += 1
                         else:
@@ -112,11 +127,14 @@ class SqliteWatchlistStore:
                     if progress is not None and report.read % _PROGRESS_EVERY == 0:
                         progress(report.read, total)
                 gone = [rid for rid in existing if rid not in seen]
-                self._db.executemany("DELETE FROM records WHERE source=? AND record_id=?",
-                                     [(source, rid) for rid in gone])
+                self._db.executemany(
+                    "DELETE FROM records WHERE source=? AND record_id=?", [(source, rid) for rid in gone]
+                )
                 report.removed = len(gone)
                 version = self._version_of_macs()
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('list_version', ?)", (version.encode(),))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('list_version', ?)", (version.encode(),)
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -128,8 +146,9 @@ class SqliteWatchlistStore:
 
     def iter_records(self) -> Iterator[PersonRecord]:
         with self._lock:
-            rows = self._db.execute("SELECT source, record_id, blob FROM records ORDER BY source, record_id"
-                                    ).fetchall()
+            rows = self._db.execute(
+                "SELECT source, record_id, blob FROM records ORDER BY source, record_id"
+            ).fetchall()
         for source, rid, blob in rows:
             yield record_from_json(self._sealer.open(bytes(blob), self._aad(source, rid)))
 
@@ -141,7 +160,7 @@ class SqliteWatchlistStore:
         value = self.get_meta("list_version")
         return value.decode() if value else "empty"
 
-    # -- meta and epochs ----------------------------------------------------------------------------------------
+    # -- meta and epochs -------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> bytes | None:
         with self._lock:
@@ -157,13 +176,25 @@ class SqliteWatchlistStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?)",
-                                 (epoch.epoch_id, epoch.created_unix_ms, epoch.list_version,
-                                  self._sealer.seal(epoch.key_bytes, aad)))
-                self._db.executemany("INSERT OR REPLACE INTO epoch_indexes VALUES (?, ?, ?)",
-                                     [(epoch.epoch_id, a, b) for a, b in epoch.indexes.items()])
-                old = [r[0] for r in self._db.execute(
-                    "SELECT epoch_id FROM epochs ORDER BY created_ms DESC, epoch_id DESC").fetchall()[keep:]]
+                self._db.execute(
+                    "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?)",
+                    (
+                        epoch.epoch_id,
+                        epoch.created_unix_ms,
+                        epoch.list_version,
+                        self._sealer.seal(epoch.key_bytes, aad),
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO epoch_indexes VALUES (?, ?, ?)",
+                    [(epoch.epoch_id, a, b) for a, b in epoch.indexes.items()],
+                )
+                old = [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT epoch_id FROM epochs ORDER BY created_ms DESC, epoch_id DESC"
+                    ).fetchall()[keep:]
+                ]
                 for eid in old:
                     self._db.execute("DELETE FROM epochs WHERE epoch_id=?", (eid,))
                     self._db.execute("DELETE FROM epoch_indexes WHERE epoch_id=?", (eid,))
@@ -183,9 +214,15 @@ class SqliteWatchlistStore:
                 try:
                     key = self._sealer.open(bytes(key_blob), aad)
                 except VerificationError:
-                    raise IntegrityError("stored epoch key does not open", reason="epoch_key_corrupt") from None
-                idx = {str(a): bytes(b) for a, b in self._db.execute(
-                    "SELECT audience, blob FROM epoch_indexes WHERE epoch_id=?", (eid,))}
+                    raise IntegrityError(
+                        "stored epoch key does not open", reason="epoch_key_corrupt"
+                    ) from None
+                idx = {
+                    str(a): bytes(b)
+                    for a, b in self._db.execute(
+                        "SELECT audience, blob FROM epoch_indexes WHERE epoch_id=?", (eid,)
+                    )
+                }
                 out.append(EpochRecord(str(eid), int(created), str(version), key, idx))
         return out
 
@@ -195,5 +232,3 @@ class SqliteWatchlistStore:
 
     def __repr__(self) -> str:
         return f"SqliteWatchlistStore({self._path.name})"
-
-

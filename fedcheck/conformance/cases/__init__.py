@@ -1,6 +1,8 @@
-"""The suite's cases, one module per group; importing this package fills :data:`~fedcheck.conformance.model.REGISTRY`.
+"""The suite's cases, one module per group; importing this package fills
+:data:`~fedcheck.conformance.model.REGISTRY`.
 
-Why modules per group: a reviewer checking, say, the OPRF cases reads one file next to the spec section it cites.
+Why modules per group: a reviewer checking, say, the OPRF cases reads one file next to the spec section it
+cites.
 """
 
 from __future__ import annotations

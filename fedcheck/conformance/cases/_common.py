@@ -1,6 +1,7 @@
 """Helpers shared by the case modules: the suite's own OPRF client side and screening of the profile.
 
-Why the suite does its own blinding: known answers must not come from the node. The suite blinds inputs with its
+Why the suite does its own blinding: known answers must not come from the node. The suite blinds inputs with
+its
 own scalars (:mod:`fedcheck.crypto.oprf`), so it knows what the unblinded evaluation of each input must be
 once the proof checks out, and can recognise a permutation of its own batch.
 """
@@ -45,7 +46,8 @@ def expect_ok(call: Call, what: str) -> pb.BlindEvaluateResponse:
     if not call.ok:
         raise CaseFailed(f"{what}: node answered {call.describe()}", status=call.status,
                          reason=call.trailing.get("fedcheck-reason", ""))
-    return call.response
+    resp: pb.BlindEvaluateResponse = call.response
+    return resp
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Bad input, data-driven: every row of ``bad_inputs.json`` becomes one case ``bad_input.<name>``.
 
-Why data: the malformed and adversarial messages (non-canonical encodings, the identity element, wrong lengths,
-oversized batches, wrong protocol versions, tampered signatures, broken round bindings, impossible resume offsets)
+Why data: the malformed and adversarial messages (non-canonical encodings, the identity element, wrong
+lengths,
+oversized batches, wrong protocol versions, tampered signatures, broken round bindings, impossible resume
+offsets)
 and the status each must get are reviewable and reusable without reading Python. This module only knows how to
 turn a row into a request; it decides nothing about what is expected.
 """
@@ -27,7 +29,8 @@ _COUNT = re.compile(r"^(?:(\d+)\*)?max_batch(?:\+(\d+))?$")
 #: ``batch_at_limit`` spends max_batch items of budget; beyond this it is skipped.
 _AT_LIMIT_MAX = 2048
 _SPEC = {
-    "BlindedElement": "RFC 9497 §3.3 (DeserializeElement, identity), RFC 9496 §4.3.1; common.proto BlindEvaluateRequest",
+    "BlindedElement": ("RFC 9497 §3.3 (DeserializeElement, identity), RFC 9496 §4.3.1; "
+                       "common.proto BlindEvaluateRequest"),
     "BatchSize": "common.proto Limits.max_batch; issue #3 (batched blind evaluation with size limits)",
     "ProtocolVersion": "common.proto RequestHeader.protocol_version (FAILED_PRECONDITION)",
     "RoundBinding": "common.proto RoundPayload/RoundTarget/SignedEnvelope",
@@ -109,7 +112,8 @@ def _version(session: Session, t: BadInput) -> Call:
             ireq.ClearField("header")
         _, call = session.invoke_stream(session.node.GetIndex, ireq)
         return call
-    return session.blind_evaluate(valid_blinded(1), version=int(version or 0), with_header=version is not None)
+    return session.blind_evaluate(valid_blinded(1), version=int(version or 0),
+                                  with_header=version is not None)
 
 
 def _round(session: Session, t: BadInput) -> Call:

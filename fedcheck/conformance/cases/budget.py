@@ -1,6 +1,7 @@
 """Query budgets (issue #5 "Abuse resistance"): counted in items evaluated, all-or-nothing, with a retry hint.
 
-Why: budgets are what stop a partner enumerating a list (10^5 candidate document numbers). This group spends the
+Why: budgets are what stop a partner enumerating a list (10^5 candidate document numbers). This group spends
+the
 test partner's budget for the current period, so it runs after every other evaluating case, and only when the
 remaining budget is at most ``--budget-cap`` items.
 """
@@ -20,7 +21,8 @@ def _send(session: Session, n: int) -> Call:
     return session.blind_evaluate(valid_blinded(1) * n)
 
 
-@case("budget.exhaustion", title="the budget is charged per item, refuses whole batches, then stops the partner",
+@case("budget.exhaustion",
+      title="the budget is charged per item, refuses whole batches, then stops the partner",
       spec="issue #5 (budgets counted in items evaluated per epoch; BudgetExhausted RESOURCE_EXHAUSTED); "
       "common.proto BlindEvaluateResponse.budget_remaining", needs=("partner",))
 def exhaustion(session: Session) -> str:
@@ -65,7 +67,8 @@ def exhaustion(session: Session) -> str:
       spec="issue #5 (a retry-after hint when a budget is exhausted); rpc/errors.py RETRY_AFTER_KEY",
       needs=("partner",))
 def retry_after(session: Session) -> str:
-    """The RESOURCE_EXHAUSTED refusal must carry ``fedcheck-retry-after`` trailing metadata, a positive number of
+    """The RESOURCE_EXHAUSTED refusal must carry ``fedcheck-retry-after`` trailing metadata, a positive
+    number of
     seconds."""
     call = session.memo.get("budget.refusal")
     if not isinstance(call, Call):

@@ -18,7 +18,8 @@ from fedcheck.records import match_keys
 
 __all__: list[str] = []
 
-#: Batch whose order the suite recognises; 48 elements make a chance identity permutation impossible in practice.
+#: Batch whose order the suite recognises; 48 elements make a chance identity permutation impossible in
+#: practice.
 _N = 48
 #: A uniform random permutation has on average one fixed point; P(>= 8) is below 1e-5.
 _MAX_FIXED = 8
@@ -85,7 +86,8 @@ def proof(session: Session) -> str:
 @case("cardinality.count", title="cardinality mode counts the profile's hits",
       spec="common.proto Mode MODE_CARDINALITY; protocol/exact", needs=("partner",))
 def count(session: Session) -> str:
-    """Screening the profile's probes in cardinality mode must count exactly the distinct probe keys that are on
+    """Screening the profile's probes in cardinality mode must count exactly the distinct probe keys that are
+    on
     the list."""
     _require_mode(session)
     from fedcheck.protocol.exact import Evaluation, ExactIndex, ExactQuerier, Mode
@@ -106,11 +108,13 @@ def count(session: Session) -> str:
     got = 0
     for start in range(0, len(keys), limit):
         batch = querier.blind(keys[start:start + limit], mode=Mode.CARDINALITY)
-        resp = expect_ok(session.blind_evaluate(batch.blinded, pb.MODE_CARDINALITY), "cardinality BlindEvaluate")
+        resp = expect_ok(session.blind_evaluate(batch.blinded, pb.MODE_CARDINALITY),
+                         "cardinality BlindEvaluate")
         try:
             got += querier.finalize(batch, Evaluation(list(resp.evaluated), bytes(resp.proof)), public_key=pk,
                                     index=index).count
         except FedcheckError as exc:
-            raise CaseFailed(f"finalising the cardinality batch failed: {exc.message} [{exc.reason}]") from None
+            raise CaseFailed(f"finalising the cardinality batch failed: {exc.message} "
+                             f"[{exc.reason}]") from None
     check(got == want, f"count {got}, expected {want} of {len(keys)} distinct keys")
     return f"count {got} of {len(keys)} keys, as expected"

@@ -1,7 +1,8 @@
 """Exact-match results and labels against the conformance profile (issue #3 query rounds; protocol/exact).
 
 Why: the point of a node is that listed persons hit, with the label the holder attached, and nobody else does.
-The suite screens the profile's probes as a querier would (its own blinding, the node's index, proof checked) and
+The suite screens the profile's probes as a querier would (its own blinding, the node's index, proof checked)
+and
 compares with the expected hits computed from the profile by plain key intersection.
 """
 
@@ -83,14 +84,16 @@ def profile_loaded(session: Session) -> str:
 
 
 @case("exact.must_hit", title="every listed probe hits its listed entry",
-      spec="issue #3 (which States hit, on which key type, with the label); protocol/exact", needs=("partner",))
+      spec="issue #3 (which States hit, on which key type, with the label); protocol/exact",
+      needs=("partner",))
 def must_hit(session: Session) -> str:
     """Probes copied from the list, or sharing its document or name and date of birth, must each hit the entry
     they were derived from."""
     s = screen(session)
     missed = []
     for i, p in enumerate(session.profile.probes):
-        if p.must_hit and not ({e.reference for e in p.expected} & {e.reference for e in s.hits.get(i, set())}):
+        if p.must_hit and not ({e.reference for e in p.expected} & {e.reference for e in s.hits.get(i,
+                                                                                                    set())}):
             missed.append(f"{p.probe_id}({p.kind})")
     n = sum(p.must_hit for p in session.profile.probes)
     check(not missed, f"{len(missed)}/{n} expected hits missing: {', '.join(missed[:8])}",
@@ -101,7 +104,8 @@ def must_hit(session: Session) -> str:
 @case("exact.must_not_hit", title="probes that are not listed do not hit",
       spec="issue #3; protocol/exact", needs=("partner",))
 def must_not_hit(session: Session) -> str:
-    """Fresh travellers and near misses (same name, other birth year and passport) must produce no hit at all."""
+    """Fresh travellers and near misses (same name, other birth year and passport) must produce no hit at
+    all."""
     s = screen(session)
     wrong = [f"{p.probe_id}({p.kind})" for i, p in enumerate(session.profile.probes)
              if not p.must_hit and s.hits.get(i)]

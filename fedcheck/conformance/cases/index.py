@@ -1,7 +1,9 @@
-"""Index download: the streamed epoch index is complete, integrity-checked, resumable and under the published key
+"""Index download: the streamed epoch index is complete, integrity-checked, resumable and under the published
+key
 (common.proto IndexChunk; issue #3 "index download as a server-stream of chunks").
 
-Why: a querier finalises against this index; a truncated, inconsistent or foreign-key index silently loses hits.
+Why: a querier finalises against this index; a truncated, inconsistent or foreign-key index silently loses
+hits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def _full(session: Session) -> IndexDownload:
 
 
 @case("index.download", title="the index streams completely with valid chunk and index digests",
-      spec="common.proto IndexChunk (offset, chunk_sha256, total_bytes, index_sha256, last)", needs=("partner",))
+      spec="common.proto IndexChunk (offset, chunk_sha256, total_bytes, index_sha256, last)",
+      needs=("partner",))
 def download(session: Session) -> str:
     """Chunks must be contiguous, each match its SHA-256, the last be marked ``last``, and the whole match
     ``index_sha256`` and ``total_bytes``; epoch and key must not change within one download."""
@@ -40,7 +43,8 @@ def epoch_key(session: Session) -> str:
     dl = _full(session)
     info = session.info()
     check(dl.epoch_id == info.epoch_id, f"index epoch {dl.epoch_id!r} != NodeInfo epoch {info.epoch_id!r}")
-    check(dl.public_key == bytes(info.epoch_public_key), "chunk epoch_public_key != NodeInfo.epoch_public_key")
+    check(dl.public_key == bytes(info.epoch_public_key),
+          "chunk epoch_public_key != NodeInfo.epoch_public_key")
     from fedcheck.protocol.exact import ExactIndex
 
     try:
@@ -66,7 +70,8 @@ def chunk_limit(session: Session) -> str:
 @case("index.resume", title="a download resumes from an offset",
       spec="common.proto GetIndexRequest.offset; issue #3 (resumable by offset)", needs=("partner",))
 def resume(session: Session) -> str:
-    """A download from offset ``total_bytes // 2`` must return exactly the remaining bytes of the same index."""
+    """A download from offset ``total_bytes // 2`` must return exactly the remaining bytes of the same
+    index."""
     full = _full(session)
     off = full.total_bytes // 2
     try:

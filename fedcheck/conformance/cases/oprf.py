@@ -1,6 +1,7 @@
 """OPRF/VOPRF correctness (RFC 9497 VOPRF, ristretto255-SHA512) judged with the suite's own blinding.
 
-Why: the proof is what lets a querier trust a holder it cannot see; the suite checks that the node's answers are
+Why: the proof is what lets a querier trust a holder it cannot see; the suite checks that the node's answers
+are
 ``k * B`` for the published key (the DLEQ proof verifies), that ``k`` is a fixed function of the epoch
 (re-blinded inputs give the same outputs), and that a new epoch really brings a new key.
 """
@@ -66,7 +67,8 @@ def proof_binds_key(session: Session) -> str:
 @case("oprf.deterministic", title="re-blinded inputs give the same PRF outputs; distinct inputs differ",
       spec="RFC 9497 §3.3.2 Finalize", needs=("partner",))
 def deterministic(session: Session) -> str:
-    """Two evaluations of the same 8 inputs under independent blinds must finalise to the same outputs, and the
+    """Two evaluations of the same 8 inputs under independent blinds must finalise to the same outputs, and
+    the
     8 outputs must be pairwise distinct: the node applies one fixed key, not per-call randomness."""
     pk = bytes(session.info().epoch_public_key)
     inputs = own_inputs("det", 8)
@@ -115,7 +117,8 @@ def epoch_rotation(session: Session) -> str:
         raise CaseSkipped(f"no new epoch observed (epoch {old_epoch!r}); use --epoch-wait to wait for one")
     new_pk = bytes(new.epoch_public_key)
     check(new_pk != old_pk, f"epoch {old_epoch!r} -> {new.epoch_id!r} kept the same public key "
-          f"({new_pk.hex()[:16]}…): the key is reused across epochs", old_epoch=old_epoch, new_epoch=new.epoch_id)
+          f"({new_pk.hex()[:16]}…): the key is reused across epochs", old_epoch=old_epoch,
+          new_epoch=new.epoch_id)
     out = evaluate_inputs(session, inputs).verified_outputs(new_pk)
     same = sum(x == y for x, y in zip(out, old_out, strict=True))
     check(same == 0, f"{same}/{len(inputs)} outputs unchanged across epochs: the key is reused")

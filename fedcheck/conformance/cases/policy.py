@@ -37,7 +37,8 @@ def purpose_refused(session: Session) -> str:
 @case("policy.legal_basis_required", title="a round without a legal-basis reference is refused",
       spec="issue #5 (requirement of a legal-basis reference)", needs=("partner",))
 def legal_basis_required(session: Session) -> str:
-    """With the profile's policy (``require_legal_basis = true``) an empty legal basis gets PERMISSION_DENIED."""
+    """With the profile's policy (``require_legal_basis = true``) an empty legal basis gets
+    PERMISSION_DENIED."""
     call = _refused(session, legal_basis="")
     check(call.status == "PERMISSION_DENIED", f"expected PERMISSION_DENIED, got {call.describe()}")
     return f"PERMISSION_DENIED [{call.trailing.get(REASON_KEY, '')}]"

@@ -65,7 +65,8 @@ def _reflect(session: Session, **request: str) -> object:
 @case("services.reflection_lists", title="server reflection lists the node and health services",
       spec="grpc.reflection.v1alpha; issue #3 Services")
 def reflection_lists(session: Session) -> str:
-    """ListServices through server reflection must include ``fedcheck.v1.Node`` and ``grpc.health.v1.Health``."""
+    """ListServices through server reflection must include ``fedcheck.v1.Node`` and
+    ``grpc.health.v1.Health``."""
     reply = _reflect(session, list_services="")
     names = sorted(s.name for s in reply.list_services_response.service)  # type: ignore[attr-defined]
     missing = [n for n in (NODE_SERVICE, HEALTH_SERVICE) if n not in names]

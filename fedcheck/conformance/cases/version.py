@@ -1,6 +1,7 @@
 """Protocol version and capabilities: what GetNodeInfo advertises (common.proto NodeInfo).
 
-Why: callers size their requests and pick modes from NodeInfo, and the epoch key published here is the one every
+Why: callers size their requests and pick modes from NodeInfo, and the epoch key published here is the one
+every
 proof is checked against; a node that advertises nonsense breaks every caller.
 """
 

@@ -1,0 +1,75 @@
+"""Watchlist store: transactional imports, idempotence, sealing at rest, epoch persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedcheck.errors import VerificationError
+from fedcheck.records.model import Label, PersonName, PersonRecord
+from fedcheck.storage import EpochRecord, SqliteWatchlistStore
+from fedcheck.trust.atrest import EnvelopeSealer, KeyEncryptionKey
+
+
+def _records(n: int, tag: str = "") -> list[PersonRecord]:
+    return [
+        PersonRecord(f"R{i}", (PersonName(f"PERSON{tag} NUMBER{i}"),), label=Label("cat", f"ref-{i}"))
+        for i in range(n)
+    ]
+
+
+def _store(path: Path, kek: KeyEncryptionKey) -> SqliteWatchlistStore:
+    return SqliteWatchlistStore(path / "w.sqlite", EnvelopeSealer.open_or_create(path / "keyring.json", kek))
+
+
+def test_import_is_idempotent_and_replaces(tmp_path: Path) -> None:
+    kek = KeyEncryptionKey.generate()
+    store = _store(tmp_path, kek)
+    r1 = store.replace_list(_records(10))
+    assert (r1.added, r1.updated, r1.removed) == (10, 0, 0)
+    v1 = store.list_version()
+    r2 = store.replace_list(_records(10))
+    assert not r2.changed and r2.unchanged == 10 and store.list_version() == v1
+    r3 = store.replace_list(_records(8, "X"))
+    assert (r3.updated, r3.removed) == (8, 2) and store.list_version() != v1
+    assert next(r.names[0].full_name for r in store.iter_records()).startswith("PERSONX")
+
+
+def test_interrupted_import_leaves_previous_list(tmp_path: Path) -> None:
+    store = _store(tmp_path, KeyEncryptionKey.generate())
+    store.replace_list(_records(5))
+    version = store.list_version()
+
+    def exploding() -> Iterator[PersonRecord]:
+        yield from _records(3, "NEW")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.replace_list(exploding())
+    assert store.count() == 5 and store.list_version() == version
+    assert all("NEW" not in r.names[0].full_name for r in store.iter_records())
+
+
+def test_records_sealed_at_rest(tmp_path: Path) -> None:
+    store = _store(tmp_path, KeyEncryptionKey.generate())
+    store.replace_list(_records(3))
+    store.close()
+    raw = (tmp_path / "w.sqlite").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("w.sqlite-*"))
+    assert b"PERSON" not in raw and b"NUMBER1" not in raw
+    with pytest.raises(VerificationError):
+        _store(tmp_path, KeyEncryptionKey.generate())
+
+
+def test_epochs_persist_sealed_and_pruned(tmp_path: Path) -> None:
+    kek = KeyEncryptionKey.generate()
+    store = _store(tmp_path, kek)
+    for i in range(3):
+        store.save_epoch(EpochRecord(f"E{i}", 1000 + i, "v", b"secret-key-%d" % i, {"a": b"index"}))
+    store.close()
+    store = _store(tmp_path, kek)
+    epochs = store.load_epochs()
+    assert [e.epoch_id for e in epochs] == ["E2", "E1"]
+    assert epochs[0].key_bytes == b"secret-key-2" and epochs[0].indexes == {"a": b"index"}
+    assert b"secret-key" not in (tmp_path / "w.sqlite").read_bytes()

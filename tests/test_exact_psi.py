@@ -139,14 +139,6 @@ def test_label_opens_only_in_its_epoch_and_index() -> None:
             open_label(*args, sealed)
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.binary(max_size=80), st.binary(max_size=70), st.binary(max_size=40), st.integers(1, 64))
-def test_fast_hkdf_equals_cryptography(ikm: bytes, salt: bytes, info: bytes, length: int) -> None:
-    from fedcheck.crypto.labels import hkdf_sha512, hkdf_sha512_reference
-
-    assert hkdf_sha512(ikm, salt, info, length) == hkdf_sha512_reference(ikm, salt, info, length)
-
-
 def test_index_serialisation_and_corruption() -> None:
     index = HOLDER.build_index(_entries([b"a", b"b", b"c"]))
     data = index.to_bytes()

@@ -21,6 +21,7 @@ __all__ = ["build_parser", "main"]
 
 #: Sub-command modules, in the order ``fedcheck --help`` lists them.
 COMMANDS: tuple[str, ...] = (
+    "fedcheck.cli.demo",
     "fedcheck.cli.screen",
     "fedcheck.cli.node",
     "fedcheck.cli.coordinator",

@@ -76,12 +76,12 @@ class ScreenReport:
             lines.append("States: " + ", ".join(f"{s}={st}" for s, st in sorted(self.statuses.items())))
         for c in self.counts:
             lines.append(f"{c.state}: {c.hits} traveller key(s) hit ({c.mode} mode, identities not revealed)")
-        header = ("TRAVELLER", "NAME" if show_names else "", "STATE", "MODE", "KEY TYPE", "CATEGORY",
+        header = ("TRAVELLER", "NAME" if show_names else "", "STATE", "MODE", "KEY TYPES", "CATEGORY",
                   "REFERENCE")
         rows = [header]
         for t in self.hit_travellers:
-            for h in _dedupe(t.hits):
-                rows.append((t.traveller, t.name if show_names else "", h.state, h.mode, h.key_type,
+            for h, key_types in _group(t.hits):
+                rows.append((t.traveller, t.name if show_names else "", h.state, h.mode, key_types,
                              h.label.get("category", ""),
                              h.label.get("reference", "") + (" [REVIEW]" if h.review_required else "")))
         if len(rows) > 1:
@@ -95,12 +95,12 @@ class ScreenReport:
         return "\n".join(lines)
 
 
-def _dedupe(hits: Sequence[Hit]) -> list[Hit]:
-    seen: set[tuple[str, str, str, str]] = set()
-    out = []
+def _group(hits: Sequence[Hit]) -> list[tuple[Hit, str]]:
+    """One table row per (State, mode, listed entry), with the key types that matched it."""
+    groups: dict[tuple[str, str, str], tuple[Hit, list[str]]] = {}
     for h in hits:
-        k = (h.state, h.mode, h.key_type, h.label.get("reference", ""))
-        if k not in seen:
-            seen.add(k)
-            out.append(h)
-    return out
+        k = (h.state, h.mode, h.label.get("reference", ""))
+        _, types = groups.setdefault(k, (h, []))
+        if h.key_type not in types:
+            types.append(h.key_type)
+    return [(h, ",".join(types)) for h, types in groups.values()]

@@ -29,6 +29,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet --no-deps 'openmined.psi>=2,<3'
 	$(PY) -m fedcheck bench psi
 	$(PY) -m fedcheck bench similarity
 

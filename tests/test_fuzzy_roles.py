@@ -186,7 +186,7 @@ def test_leakage_measured_on_transcripts(key: QuerierKey, monkeypatch: pytest.Mo
     are recovered exactly. Per-pair blinding (pack_size = 1, default): the calibration slot says nothing
     about other pairs' r; the best estimate floor(v / E[r]) is mostly wrong.
     """
-    tn, en = [""] + _names(39), _names(150)
+    tn, en = ["", *_names(39)], _names(150)
     ents = _entries(en, [None] * len(en))
     xs, ys = [name_bigrams(n) for n in tn], [name_bigrams(n) for n in en]
     m = name_margins(xs, [None] * 40, ys, [None] * 150, THETA)
@@ -211,10 +211,8 @@ def test_leakage_measured_on_transcripts(key: QuerierKey, monkeypatch: pytest.Mo
         perms = h._rounds[req.round_id].perms
         true = np.stack([m[t, perms[t // k]] for t in range(40)])
         assert np.array_equal(v >= 0, true >= 0)
-        if k > 1:
-            r_est = -(v[0] // 100)  # ceil(-v/100), shared by the column
-        else:
-            r_est = np.full(v.shape[1], 3 << 12)  # no calibration possible: E[r] for r in [2^13, 2^14)
+        # shared: r = ceil(-v_cal/100) for the column; per-pair: no calibration, best guess E[r] = 1.5·2^13
+        r_est = -(v[0] // 100) if k > 1 else np.full(v.shape[1], 3 << 12)
         rec = np.floor_divide(v[1:], r_est[None, :])
         out[k] = float(np.mean(rec == true[1:]))
         corr = float(np.corrcoef(v[1:][true[1:] < 0], true[1:][true[1:] < 0])[0, 1])

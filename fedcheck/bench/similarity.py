@@ -7,7 +7,6 @@ Prints a Markdown report (pasted into docs/benchmarks.md) and writes the DET plo
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import random
@@ -251,10 +250,10 @@ def bench_quality(path: str, rng: random.Random, plot: str) -> None:
     pool_last = ["SMITH", "MUELLER", "CHEN", "OKAFOR", "SHARMA", "GARCIA", "KOWALSKI", "TANAKA", "YILMAZ",
                  "IVANOVA", "ROSSI", "MARTIN", "HAQ", "RAHMAN", "KHAN", "AHMED", "NOVAK", "SILVA", "LEE",
                  "HUSSEIN", "ABDULLAH", "CHOI", "PETROV", "DIALLO", "TRAORE", "BAKR", "NASSER", "SALEH"]
-    others = []
+    others: list[str] = []
     while len(others) < 10_000:
-        nm = f"{rng.choice(pool_first)} {rng.choice(pool_first + [''])} {rng.choice(pool_last)}".replace("  ", " ")
-        others.append(nm)
+        first, mid, last = rng.choice(pool_first), rng.choice([*pool_first, ""]), rng.choice(pool_last)
+        others.append(" ".join(filter(None, (first, mid, last))))
     others += [" ".join(rng.sample(sorted(listed_tokens), 2)) for _ in range(2000)]  # shared-token decoys
     thresholds = ["0.5", "0.6", "0.65", "0.7", "0.75", "0.8", "0.85", "0.9"]
     q_sets = [name_bigrams(v) for _, v, _ in queries]
@@ -279,7 +278,8 @@ def bench_quality(path: str, rng: random.Random, plot: str) -> None:
         recall = float(np.mean([(mq[i] & (rec_arr == q_rid[i])).any() for i in range(len(queries))]))
         fm = float(mo.any(axis=1).mean() * 1e4)
         rq = rf_q >= float(theta) * 100
-        r_recall = float(np.mean([(rq[i] & (ent_name_rec_arr == q_rid[i])).any() for i in range(len(queries))]))
+        r_recall = float(np.mean([(rq[i] & (ent_name_rec_arr == q_rid[i])).any()
+                                  for i in range(len(queries))]))
         r_fm = float((rf_o >= float(theta) * 100).any(axis=1).mean() * 1e4)
         det["dice"].append((fm, 1 - recall))
         det["rapidfuzz"].append((r_fm, 1 - r_recall))
@@ -288,7 +288,8 @@ def bench_quality(path: str, rng: random.Random, plot: str) -> None:
             for kind in sorted({k for _, _, k in queries}):
                 idx = [i for i, (_, _, k) in enumerate(queries) if k == kind]
                 by_kind[kind] = [float(np.mean([(mq[i] & (rec_arr == q_rid[i])).any() for i in idx]))]
-    _line("\nRecall by variant kind at θ = 0.7 (Dice): " + ", ".join(f"{k} {v[0]:.3f}" for k, v in by_kind.items()))
+    kinds = ", ".join(f"{k} {v[0]:.3f}" for k, v in by_kind.items())
+    _line(f"\nRecall by variant kind at θ = 0.7 (Dice): {kinds}")
     try:
         import matplotlib
 
@@ -332,5 +333,5 @@ def run(args: argparse.Namespace) -> int:
         bench_e2e(key, names, rng, args.e2e_entries)
     if "quality" not in skip:
         bench_quality(args.list, rng, args.plot)
-    del recs, math
+    del recs
     return 0

@@ -53,11 +53,13 @@ class FedcheckError(Exception):
 
     status: str = "INTERNAL"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, reasons: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         #: short machine-readable reason code, e.g. ``"batch_too_large"``
         self.reason = reason or type(self).__name__
+        #: every reason code found (a policy refusal lists all of them); starts with :attr:`reason`
+        self.reasons: tuple[str, ...] = tuple(reasons) or (self.reason,)
 
 
 class InvalidInput(FedcheckError):
@@ -95,8 +97,10 @@ class LimitExceeded(FedcheckError):
 class BudgetExhausted(LimitExceeded):
     """The partner's budget for the current period is spent; ``retry_after_s`` says when it resets."""
 
-    def __init__(self, message: str, *, retry_after_s: int, reason: str | None = None) -> None:
-        super().__init__(message, reason=reason or "budget_exhausted")
+    def __init__(
+        self, message: str, *, retry_after_s: int, reason: str | None = None, reasons: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, reason=reason or "budget_exhausted", reasons=reasons)
         self.retry_after_s = retry_after_s
 
 

@@ -207,12 +207,12 @@ def test_leakage_measured_on_transcripts(key: QuerierKey, monkeypatch: pytest.Mo
     out = {}
     for k in (1, 40):
         q, h, req, resp = _run(key, [Traveller(n) for n in tn], ents, pack_size=k)
-        v = q.slot_values(req, resp).astype(np.int64) - (1 << 23)
+        v = q.slot_values(req, resp).astype(np.int64) - (1 << 23)  # w = 24, b = 15
         perms = h._rounds[req.round_id].perms
         true = np.stack([m[t, perms[t // k]] for t in range(40)])
         assert np.array_equal(v >= 0, true >= 0)
-        # shared: r = ceil(-v_cal/100) for the column; per-pair: no calibration, best guess E[r] = 1.5·2^13
-        r_est = -(v[0] // 100) if k > 1 else np.full(v.shape[1], 3 << 12)
+        # shared: r = ceil(-v_cal/100) for the column; per-pair: no calibration, best guess E[r] = 1.5·2^14
+        r_est = -(v[0] // 100) if k > 1 else np.full(v.shape[1], 3 << 13)
         rec = np.floor_divide(v[1:], r_est[None, :])
         out[k] = float(np.mean(rec == true[1:]))
         corr = float(np.corrcoef(v[1:][true[1:] < 0], true[1:][true[1:] < 0])[0, 1])

@@ -3,12 +3,18 @@
 Scriptable: prints a JSON line ``{"event": "listening", "port": ...}`` on stdout when bound; readiness is the
 standard gRPC health check turning SERVING once the first epoch index is ready. Logs are JSON lines on stderr
 (or the configured file). Exit 0 after a graceful drain, 2 on configuration errors.
+
+``fedcheck node rotate-kek --config NODE.toml --new-kek file:PATH`` re-wraps every data key of a stopped
+node under a new operator KEK: the store keyring (watchlist rows, sealed OPRF epoch keys, querier cache),
+the sealed TLS key and the audit signing key. Ciphertexts are untouched; re-running after an interruption
+completes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -29,6 +35,12 @@ def register(sub: Any) -> None:
     sec.add_argument("--out", required=True, help="directory the nodes/ configs point at (e.g. var)")
     sec.add_argument("--states", default="FRA,KEN,UNX", help="comma-separated State codes")
     sec.set_defaults(func=_dev_secrets)
+    rot = node_sub.add_parser(
+        "rotate-kek", help="re-wrap the node's data keys under a new KEK (node stopped)"
+    )
+    rot.add_argument("--config", required=True, help="node TOML file (its node.kek is the current KEK)")
+    rot.add_argument("--new-kek", required=True, help="the new KEK: file:PATH or env:VAR")
+    rot.set_defaults(func=_rotate_kek)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -54,4 +66,59 @@ def _dev_secrets(args: argparse.Namespace) -> int:
     states = [s.strip() for s in args.states.split(",") if s.strip()]
     files = prepare_secrets(Path(args.out), states)
     print(json.dumps({name: str(f.cert) for name, f in files.items()}))
+    return 0
+
+
+def _rotate_kek(args: argparse.Namespace) -> int:
+    import fcntl
+    import json
+    import os
+
+    from fedcheck.errors import ConfigError, VerificationError
+    from fedcheck.node.app import audit_paths
+    from fedcheck.node.config import load_node_config
+    from fedcheck.trust.atrest import EnvelopeSealer, is_sealed_file, load_kek, rewrap_sealed_file
+
+    cfg = load_node_config(args.config)
+    old, new = load_kek(cfg.kek), load_kek(args.new_kek)
+    if old.same_key(new):
+        raise ConfigError("the new KEK is the current KEK", reason="kek_unchanged")
+    key_path, log_path = audit_paths(cfg)
+    lock_path = log_path.with_name(log_path.name + ".lock")
+    if lock_path.exists():  # a running node holds the audit log lock (and a keyring copy in memory)
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError("stop the node before rotating its KEK", reason="node_running") from None
+        finally:
+            os.close(fd)
+    done: dict[str, str] = {}
+    keyring = cfg.data_dir / "keyring.json"
+    if keyring.exists():
+        try:
+            EnvelopeSealer.load(keyring, old).rotate_kek(new)
+            done["keyring"] = "rewrapped"
+        except VerificationError:
+            EnvelopeSealer.load(keyring, new)  # already rotated (an interrupted earlier run), else raises
+            done["keyring"] = "already under the new KEK"
+    files = {"audit_signing_key": key_path}
+    if cfg.tls is not None:
+        files["tls_key"] = cfg.tls.key
+    for name, path in files.items():
+        if not path.exists() or not is_sealed_file(path):
+            done[name] = "absent or not sealed (skipped)"
+            continue
+        try:
+            rewrap_sealed_file(path, old, new)
+            done[name] = "rewrapped"
+        except VerificationError:
+            rewrap_sealed_file(path, new, new)  # opens only if already under the new KEK
+            done[name] = "already under the new KEK"
+    print(json.dumps({"state": cfg.state, "rotated": done}))
+    print(
+        f"now point node.kek in {args.config} at the new KEK ({args.new_kek.split(':', 1)[0]}:...), "
+        "then destroy the old one",
+        file=sys.stderr,
+    )
     return 0

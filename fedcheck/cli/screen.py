@@ -27,6 +27,12 @@ def register(sub: Any) -> None:
     p.add_argument("--key-types", default=",".join(str(k) for k in DEFAULT_KEY_TYPES),
                    help="comma-separated match key types (default: %(default)s)")
     p.add_argument("--state", default="LOCAL", help="label for the holder in the output")
+    p.add_argument("--threshold", default="0.8",
+                   help="fuzzy modes: Dice similarity threshold in (0, 1] (default: %(default)s)")
+    p.add_argument("--year-tolerance", type=int, default=0,
+                   help="fuzzy modes: birth years may differ by this much (default: %(default)s)")
+    p.add_argument("--key-bits", type=int, choices=[1024, 2048, 3072], default=2048,
+                   help="fuzzy modes: Paillier modulus size (1024 for tests only; default: %(default)s)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run)
 
@@ -44,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
         report = screen_exact(watchlist, manifest, state=args.state, mode=Mode.EXACT, key_types=key_types) \
             if mode == "both" else None
-        report = screen_fuzzy_into(report, watchlist, manifest, state=args.state)
+        report = screen_fuzzy_into(report, watchlist, manifest, state=args.state, threshold=args.threshold,
+                                   year_tolerance=args.year_tolerance, key_bits=args.key_bits)
     else:
         report = screen_exact(watchlist, manifest, state=args.state, mode=Mode(mode), key_types=key_types)
     out = report.to_json() if args.format == "json" else report.to_table()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -36,26 +35,24 @@ def register(sub: Any) -> None:
     show.set_defaults(func=_status)
 
 
-def _progress(done: int, total: int | None) -> None:
-    if not sys.stderr.isatty():
-        return
-    text = f"\rimported {done}" + (f"/{total}" if total else "") + " records"
-    print(text, end="", file=sys.stderr, flush=True)
-
-
 def _import(args: argparse.Namespace) -> int:
+    from fedcheck.cli.progress import Progress
     from fedcheck.node.app import open_store
     from fedcheck.node.config import load_node_config
 
     cfg = load_node_config(args.config)
     records, rejected = _read(args.file, args.fmt)
     store = open_store(cfg)
-    try:
-        report = store.replace_list(records, source=args.source, progress=_progress, total=len(records))
-    finally:
-        store.close()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    # a bar on an interactive stderr only (silent when not a TTY, in CI, or with NO_PROGRESS)
+    with Progress(len(records), desc=f"import {cfg.state}", unit="records") as bar:
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(done - bar.count)
+
+        try:
+            report = store.replace_list(records, source=args.source, progress=progress, total=len(records))
+        finally:
+            store.close()
     report.rejected = rejected + report.rejected
     doc = report.to_dict()
     doc["read"] = report.read + len(rejected)

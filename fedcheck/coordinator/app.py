@@ -16,6 +16,7 @@ from fedcheck.rpc.server import RunningServer, start_server
 from fedcheck.rpc.servicers import CoordinatorServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.trust.atrest import load_kek
+from fedcheck.trust.audit import AuditLog, generate_signing_key, load_signing_key, save_signing_key
 
 __all__ = ["CoordinatorApp"]
 
@@ -41,6 +42,17 @@ class CoordinatorApp:
         }
         transports: dict[str, NodeTransport] = dict(self.clients)
         self.store = RoundStore(cfg.data_dir / "rounds.sqlite")
+        key_path = cfg.audit_key or cfg.data_dir / "audit-signing.key"
+        if not key_path.exists():  # normally created by `fedcheck node dev-secrets` or `audit keygen`
+            key_path.parent.mkdir(parents=True, exist_ok=True)
+            if kek is None:
+                _log.warning("no coordinator KEK: audit signing key written unencrypted (development only)")
+            save_signing_key(key_path, generate_signing_key(), kek)
+        self.audit_log = AuditLog(
+            cfg.audit_log or cfg.data_dir / "audit.jsonl",
+            load_signing_key(key_path, kek),
+            retention_days=cfg.audit_retention_days,
+        )
         self.engine = RoundEngine(
             transports,
             self.store,
@@ -50,6 +62,7 @@ class CoordinatorApp:
             max_deadline_seconds=cfg.max_deadline_seconds,
             result_ttl_seconds=cfg.result_ttl_seconds,
             verify_signatures=self.tls is not None,
+            audit=self.audit_log.append,
         )
         self.server: RunningServer | None = None
 
@@ -76,6 +89,7 @@ class CoordinatorApp:
         for c in self.clients.values():
             c.close()
         self.store.close()
+        self.audit_log.close()
 
     def serve_forever(self) -> int:
         port = self.start()

@@ -28,6 +28,10 @@ class CoordinatorConfig:
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
     log_file: Path | None = None
+    #: the coordinator's own signed audit log (``[audit]``: ``signing_key``, ``log``, ``retention_days``)
+    audit_key: Path | None = None
+    audit_log: Path | None = None
+    audit_retention_days: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -71,10 +75,14 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         raise ConfigError("the coordinator needs at least one [nodes.<STATE>] entry", reason="config_nodes")
     metrics = doc.get("metrics", {})
     log_file = doc.get("logging", {}).get("file")
+    audit_t = doc.get("audit", {})
+    if not isinstance(audit_t, dict):
+        raise ConfigError("[audit] must be a table", reason="config_type")
+    data_dir = resolve_path(base, str(c.get("data_dir", "var/coordinator")))
     try:
         return CoordinatorConfig(
             listen=str(c.get("listen", "127.0.0.1:0")),
-            data_dir=resolve_path(base, str(c.get("data_dir", "var/coordinator"))),
+            data_dir=data_dir,
             nodes=nodes,
             tls=tls,
             kek=resolve_kek_spec(base, str(c.get("kek", ""))),
@@ -86,6 +94,13 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
             metrics_port=int(metrics["port"]) if "port" in metrics else None,
             metrics_address=str(metrics.get("address", "127.0.0.1")),
             log_file=resolve_path(base, str(log_file)) if log_file else None,
+            audit_key=resolve_path(base, str(audit_t["signing_key"]))
+            if "signing_key" in audit_t
+            else data_dir / "audit-signing.key",
+            audit_log=resolve_path(base, str(audit_t["log"]))
+            if "log" in audit_t
+            else data_dir / "audit.jsonl",
+            audit_retention_days=int(audit_t["retention_days"]) if "retention_days" in audit_t else None,
             raw=doc,
         )
     except (TypeError, ValueError):

@@ -5,6 +5,13 @@ besides
 its TLS identity, and persists only round metadata (ids, States, sizes, timings, statuses). Evaluations stay
 in memory for ``result_ttl`` so a resubmission of the same round id returns the same answer without asking the
 holders again (which would burn the querier's budget); after that window the id stays taken.
+
+Accountability: every round (and every refused submission) is appended to the coordinator's own signed,
+hash-chained audit log before the answer leaves (querier State from its verified certificate, unit,
+official, purpose, legal basis, mode, sizes, per-State statuses and reasons, timings -- never payloads). The
+signed audit heads the holders return with their evaluations are kept per round (``audit_anchors`` table,
+and ``anchors`` in the round's audit entry) so an oversight body can check each holder's log against them
+(``fedcheck audit verify --expected-head``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
+from typing import Any
 
+from fedcheck.coordinator.fuzzy import FuzzyRelay
 from fedcheck.errors import (
     BudgetExhausted,
     FedcheckError,
@@ -33,6 +42,7 @@ from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
+    FuzzyReleaseRequest,
     GetIndexRequest,
     HolderResult,
     HolderStatus,
@@ -40,13 +50,17 @@ from fedcheck.rpc.messages import (
     NodeEntry,
     RoundPayload,
     RoundResult,
+    SubmitFuzzyRoundRequest,
     SubmitRoundRequest,
 )
 from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
 
-__all__ = ["RoundEngine", "RoundStore"]
+__all__ = ["AuditSink", "RoundEngine", "RoundStore"]
 
 _log = logging.getLogger("fedcheck.coordinator")
+
+#: Appends one audit event durably before returning (``AuditLog.append``); raising fails the round.
+AuditSink = Callable[[Mapping[str, Any]], object]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -55,6 +69,9 @@ CREATE TABLE IF NOT EXISTS rounds (
 CREATE TABLE IF NOT EXISTS round_holders (
     round_id TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
     items INTEGER NOT NULL, latency_ms INTEGER NOT NULL, PRIMARY KEY (round_id, state));
+CREATE TABLE IF NOT EXISTS audit_anchors (
+    round_id TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    signature BLOB NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (round_id, state));
 """
 
 
@@ -105,7 +122,33 @@ class RoundStore:
                     for h in result.results
                 ],
             )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO audit_anchors VALUES (?,?,?,?,?,?)",
+                [
+                    (
+                        result.round_id,
+                        h.state,
+                        h.evaluation.audit_seq,
+                        h.evaluation.audit_hash,
+                        h.evaluation.audit_signature,
+                        result.finished_unix_ms,
+                    )
+                    for h in result.results
+                    if h.evaluation is not None and h.evaluation.audit_hash
+                ],
+            )
             self._db.execute("COMMIT")
+
+    def anchors(self, state: str | None = None) -> list[tuple[str, str, int, str, bytes]]:
+        """Audit heads received from holders: (round_id, state, seq, hash, signature), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT round_id, state, seq, hash, signature FROM audit_anchors"
+                + (" WHERE state=?" if state else "")
+                + " ORDER BY received_ms, state",
+                (state,) if state else (),
+            ).fetchall()
+        return [(str(r), str(s), int(q), str(h), bytes(g)) for r, s, q, h, g in rows]
 
     def holders(self, round_id: str) -> list[tuple[str, str, str]]:
         with self._lock:
@@ -142,8 +185,11 @@ class RoundEngine:
         max_deadline_seconds: float = 120.0,
         result_ttl_seconds: float = 900.0,
         verify_signatures: bool = True,
+        audit: AuditSink | None = None,
     ) -> None:
         self._nodes = dict(nodes)
+        self._audit = audit
+        self._fuzzy: FuzzyRelay | None = None
         self._store = store
         self._ca_pem = ca_pem
         self._crl = crl
@@ -166,6 +212,24 @@ class RoundEngine:
     # -- rounds ----------------------------------------------------------------------------------------------
 
     def submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
+        try:
+            return self._submit_round(peer, request)
+        except FedcheckError as exc:
+            if self._audit is not None:
+                self._audit(
+                    {
+                        "type": "refusal",
+                        "peer": peer.name,
+                        "querier": peer.state,
+                        "round_id": request.round_id or "",
+                        "outcome": "refused",
+                        "status": exc.status,
+                        "reason": exc.reason,
+                    }
+                )
+            raise
+
+    def _submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
         env = request.round
         if self._verify:
             querier = verify_payload(
@@ -274,7 +338,10 @@ class RoundEngine:
             else:
                 results.append(f.result())
         result = RoundResult(payload.round_id, tuple(results), int(started * 1000), int(time.time() * 1000))
-        self._store.finish(result, {s: len(b) for s, b in request.batches.items()})
+        items = {s: len(b) for s, b in request.batches.items()}
+        self._store.finish(result, items)
+        if self._audit is not None:  # durable before the answer leaves
+            self._audit(_round_event(querier, payload, result, items))
         for h in results:
             metrics.ROUNDS.labels(role="coordinator", state=h.state, status=str(h.status)).inc()
         metrics.ROUND_SECONDS.labels(role="coordinator").observe(time.time() - started)
@@ -302,13 +369,16 @@ class RoundEngine:
             ev = transport.blind_evaluate(req, timeout=timeout)
         except FedcheckError as exc:
             retry = exc.retry_after_s if isinstance(exc, BudgetExhausted) else 0
+            status = _status_of(exc)
             return HolderResult(
                 state,
-                _status_of(exc),
+                status,
                 exc.reason,
                 exc.message[:300],
                 retry,
                 latency_ms=int((time.time() - t0) * 1000),
+                reasons=exc.reasons,
+                code=exc.status if status is HolderStatus.REFUSED else "",
             )
         except Exception:  # a transport bug must not sink the round
             _log.exception("holder call failed", extra={"state": state})
@@ -322,6 +392,24 @@ class RoundEngine:
         return HolderResult(state, HolderStatus.OK, evaluation=ev, latency_ms=int((time.time() - t0) * 1000))
 
     # -- relays ----------------------------------------------------------------------------------------------
+
+    # -- fuzzy (Paillier) rounds: fedcheck.coordinator.fuzzy -------------------------------------------------
+
+    def _fuzzy_relay(self) -> FuzzyRelay:
+        with self._lock:
+            if self._fuzzy is None:
+                self._fuzzy = FuzzyRelay(
+                    self._nodes, self._store, self._pool, ca_pem=self._ca_pem, crl=self._crl,
+                    verify_signatures=self._verify, max_deadline_seconds=self._max_deadline,
+                    result_ttl_seconds=self._ttl, audit=self._audit,
+                )
+            return self._fuzzy
+
+    def submit_fuzzy_round(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult:
+        return self._fuzzy_relay().submit(peer, request)
+
+    def fuzzy_release(self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest) -> bytes:
+        return self._fuzzy_relay().release(peer, state, request)
 
     def list_nodes(self, peer: PeerIdentity) -> list[NodeEntry]:
         def info(item: tuple[str, NodeTransport]) -> NodeEntry:
@@ -338,6 +426,41 @@ class RoundEngine:
         if transport is None:
             raise NotFound("State is not a member of this federation", reason="unknown_state")
         yield from transport.get_index(request, timeout=self._max_deadline)
+
+
+def _round_event(
+    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+) -> dict[str, Any]:
+    """The coordinator's audit entry for a round: metadata, per-State outcome and the holders' audit heads."""
+    statuses = {
+        h.state: str(h.status) + (f"/{','.join(h.reasons or (h.reason,))}" if h.reason else "")
+        for h in result.results
+    }
+    anchors = {
+        h.state: f"{h.evaluation.audit_seq}:{h.evaluation.audit_hash}"
+        for h in result.results
+        if h.evaluation is not None and h.evaluation.audit_hash
+    }
+    ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
+    return {
+        "type": "round",
+        "round_id": payload.round_id,
+        "querier": querier.state,
+        "cert_serial": str(querier.serial),
+        "unit": payload.unit,
+        "official": payload.official,
+        "purpose": payload.purpose,
+        "legal_basis": payload.legal_basis,
+        "mode": payload.mode,
+        "targets": [t.state for t in payload.targets],
+        "items": sum(items.values()),
+        "items_by_state": dict(items),
+        "holders": {s: v[:200] for s, v in statuses.items()},
+        "latency_ms": {h.state: h.latency_ms for h in result.results},
+        "anchors": anchors,
+        "outcome": "ok" if ok == len(result.results) else ("partial" if ok else "failed"),
+        "duration_ms": result.finished_unix_ms - result.started_unix_ms,
+    }
 
 
 def _replayed(r: RoundResult) -> RoundResult:

@@ -176,6 +176,22 @@ class FuzzyHolder:
             raise InvalidInput("ciphertexts: count does not match the layout", reason="bad_count")
         return blind_bits
 
+    def validate(self, request: ScoreRequest) -> None:
+        """Every check :meth:`score` makes, without scoring or keeping round state.
+
+        Why separate: a node validates a request completely *before* it charges the partner's budget (a
+        malformed request must cost nothing), then scores. Costs one gcd per ciphertext.
+        """
+        if len(request.round_id) != 16:
+            raise InvalidInput("round_id: must be 16 bytes", reason="bad_field")
+        if request.round_id in self._rounds:
+            raise InvalidInput("round_id: already used", reason="round_reused")
+        if len(request.public_key) not in {k // 8 for k in self.limits.key_bits}:
+            raise InvalidInput("public_key: modulus size not allowed", reason="bad_key_size")
+        pk = PublicKey._unchecked(int.from_bytes(request.public_key, "big"))
+        self._check(request, pk)
+        ciphertexts_from_bytes(request.ciphertexts, pk.ciphertext_bytes, pk.n)
+
     def score(self, request: ScoreRequest) -> ScoreResponse:
         """Validate ``request`` (raises InvalidInput/InvalidCiphertext/LimitExceeded) and score it."""
         if len(request.round_id) != 16:

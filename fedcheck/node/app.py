@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fedcheck._proto.fedcheck.v1 import node_pb2, node_pb2_grpc
@@ -18,7 +19,9 @@ from fedcheck.errors import ConfigError
 from fedcheck.node import metrics
 from fedcheck.node.config import NodeConfig, resolve_path
 from fedcheck.node.epochs import Audience, Epoch, EpochManager
+from fedcheck.node.fuzzy import FuzzyService, FuzzySettings
 from fedcheck.node.querier import QuerierCache, QueryRunner
+from fedcheck.node.replay import ReplayGuard
 from fedcheck.node.service import AuditFn, NodeService, audience_key
 from fedcheck.protocol.exact import IndexEntry
 from fedcheck.rpc.clients import GrpcCoordinatorClient, make_channel
@@ -27,11 +30,17 @@ from fedcheck.rpc.servicers import NodeServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.storage.sqlite import SqliteWatchlistStore
 from fedcheck.trust.atrest import EnvelopeSealer, KeyEncryptionKey, load_kek
-from fedcheck.trust.audit import AuditLog, generate_signing_key, load_signing_key, save_signing_key
+from fedcheck.trust.audit import (
+    AuditLog,
+    SignedHead,
+    generate_signing_key,
+    load_signing_key,
+    save_signing_key,
+)
 from fedcheck.trust.budget import BudgetLedger
 from fedcheck.trust.policy import NodePolicy
 
-__all__ = ["NodeApp", "load_tls", "open_audit", "open_querier", "open_store"]
+__all__ = ["NodeApp", "audit_paths", "load_tls", "open_audit", "open_querier", "open_store"]
 
 _log = logging.getLogger("fedcheck.node")
 
@@ -50,9 +59,8 @@ def load_tls(cfg: NodeConfig, kek: KeyEncryptionKey | None) -> TlsIdentity | Non
     return TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
 
 
-def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callable[[], None]]:
-    """The node's signed, hash-chained audit log (:mod:`fedcheck.trust.audit`); the signing key is created on
-    first start, sealed under the KEK, with its public half next to it for the oversight body."""
+def audit_paths(cfg: NodeConfig) -> tuple[Path, Path]:
+    """(signing key, log) paths of the node's audit log: ``[audit] signing_key`` / ``log`` or ``data_dir``."""
     table = cfg.raw.get("audit", {})
     key_path = (
         resolve_path(cfg.path.parent if cfg.path else cfg.data_dir, str(table["signing_key"]))
@@ -64,12 +72,21 @@ def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callabl
         if "log" in table
         else cfg.data_dir / "audit.jsonl"
     )
+    return key_path, log_path
+
+
+def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callable[[], None]]:
+    """The node's signed, hash-chained audit log (:mod:`fedcheck.trust.audit`); the signing key is created on
+    first start (or by ``fedcheck node dev-secrets``), sealed under the KEK, with its public half next to it
+    for the oversight body. Appending returns the signed head, which travels with each evaluation reply."""
+    table = cfg.raw.get("audit", {})
+    key_path, log_path = audit_paths(cfg)
     if not key_path.exists():
         save_signing_key(key_path, generate_signing_key(), kek)
     log = AuditLog(log_path, load_signing_key(key_path, kek), retention_days=table.get("retention_days"))
 
-    def append(event: Mapping[str, Any]) -> None:
-        log.append(event)
+    def append(event: Mapping[str, Any]) -> SignedHead:
+        return log.append_anchored(event)[1]
 
     return append, log.close
 
@@ -90,6 +107,7 @@ class NodeApp:
             epoch_retry_after_s=cfg.epoch_seconds,
         )
         self.audit, self._close_audit = open_audit(cfg, kek)
+        self.replay = ReplayGuard(cfg.data_dir / "replay.sqlite", window_seconds=cfg.max_skew_seconds)
         self.epochs = EpochManager(
             self.store,
             cfg.state,
@@ -111,7 +129,16 @@ class NodeApp:
             max_batch=cfg.max_batch,
             index_chunk_bytes=cfg.index_chunk_bytes,
             max_skew_seconds=cfg.max_skew_seconds,
+            replay=self.replay,
         )
+        fuzzy = FuzzySettings.from_toml(cfg.raw)
+        if fuzzy.enabled:  # fuzzy (Paillier) rounds: served and advertised in NodeInfo.modes
+            self.service.fuzzy = FuzzyService(
+                state=cfg.state, store=self.store, epochs=self.epochs, policy=self.policy.holder,
+                budget=self.budget, audit=self.audit, ca_pem=self.tls.ca_pem if self.tls else b"",
+                crl=self.verifier.crl, settings=fuzzy, max_skew_seconds=cfg.max_skew_seconds,
+                replay=self.replay,
+            )
         self.server: RunningServer | None = None
         self._stopped = threading.Event()
 
@@ -173,6 +200,7 @@ class NodeApp:
             self.server.stop(self.cfg.grace_seconds)
         self.epochs.stop()
         self.budget.close()
+        self.replay.close()
         self._close_audit()
         self.store.close()
 

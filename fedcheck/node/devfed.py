@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcheck.trust.atrest import KeyEncryptionKey, atomic_write, generate_kek_text
+from fedcheck.trust.audit import generate_signing_key, save_signing_key
 from fedcheck.trust.pki import CertFiles, create_ca, issue_certificate, write_crl
 
 __all__ = ["DevFederation", "free_port", "prepare_secrets", "write_federation"]
@@ -51,7 +52,10 @@ def _q(p: Path) -> str:
 def prepare_secrets(root: Path, states: Sequence[str], *, coordinator: str = "FED") -> dict[str, CertFiles]:
     """CA, CRL, a KEK and sealed certificate per node and for the coordinator, in the layout of ``nodes/``:
     ``root/pki/ca``, ``root/pki/<STATE>/node.<STATE>.{crt.pem,key.sealed}``, ``root/<STATE>/kek``,
-    ``root/coordinator/kek``. Returns the certificate files by State (coordinator under ``coordinator``)."""
+    ``root/coordinator/kek``, and an Ed25519 audit signing key sealed under each KEK at
+    ``root/<STATE>/data/audit-signing.key`` and ``root/coordinator/data/audit-signing.key`` (public halves
+    beside them as ``*.pub.pem`` for the oversight body). Returns the certificate files by State (coordinator
+    under ``coordinator``)."""
     root = Path(root).resolve()
     ca_dir = root / "pki" / "ca"
     ca_kek = _kek(root / "pki" / "ca.kek")
@@ -61,9 +65,13 @@ def prepare_secrets(root: Path, states: Sequence[str], *, coordinator: str = "FE
         kek = _kek(root / state / "kek")
         out[state] = issue_certificate(ca_dir, root / "pki" / state, role="node", state=state, kek=kek,
                                        ca_kek=ca_kek)
+        (root / state / "data").mkdir(parents=True, exist_ok=True)
+        save_signing_key(root / state / "data" / "audit-signing.key", generate_signing_key(), kek)
     ckek = _kek(root / "coordinator" / "kek")
     out["coordinator"] = issue_certificate(ca_dir, root / "pki" / coordinator, role="coordinator",
                                            state=coordinator, kek=ckek, ca_kek=ca_kek)
+    (root / "coordinator" / "data").mkdir(parents=True, exist_ok=True)
+    save_signing_key(root / "coordinator" / "data" / "audit-signing.key", generate_signing_key(), ckek)
     write_crl(ca_dir, kek=ca_kek)
     return out
 

@@ -28,6 +28,7 @@ from fedcheck.errors import FedcheckError, IntegrityError, PreconditionFailed, U
 from fedcheck.node import metrics
 from fedcheck.protocol.exact import BlindedBatch, ExactQuerier, Mode
 from fedcheck.protocol.exact import Evaluation as ExactEvaluation
+from fedcheck.records.keys import KeyType
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import CoordinatorTransport
@@ -144,6 +145,10 @@ class QueryOptions:
     official: str = ""
     deadline_seconds: float = 30.0
     round_id: str = ""
+    #: match-key types to use (empty = all defaults); sent, signed, so holders can report narrowing
+    key_types: tuple[str, ...] = ()
+    #: label fields asked of holders (empty = whatever each holder discloses)
+    label_fields: tuple[str, ...] = ()
 
 
 @dataclass
@@ -230,6 +235,7 @@ class QueryRunner:
         nodes = {e.state: e for e in self._coord.list_nodes(timeout=10.0)}
         targets = list(options.states) or sorted(s for s in nodes if s != self._state)
         statuses: dict[str, str] = {}
+        details: dict[str, dict[str, object]] = {}
         travellers = [TravellerResult(r.record_id, r.names[0].full_name if r.names else "") for r in manifest]
         plans: dict[str, _HolderPlan] = {}
         querier = ExactQuerier()
@@ -246,14 +252,23 @@ class QueryRunner:
                 statuses[state] = (
                     f"{'unavailable' if isinstance(exc, Unavailable) else 'refused'} ({exc.reason})"
                 )
+                if not isinstance(exc, Unavailable):
+                    retry = int(getattr(exc, "retry_after_s", 0))
+                    details[state] = _refusal_details(exc.status, exc.reasons, retry)
                 continue
             if index.public_key != entry.info.epoch_public_key:
                 statuses[state] = "refused (epoch_key_mismatch)"
                 continue
-            kept, _excluded = self._policy.filter_manifest(manifest, [state])
+            kept, excluded = self._policy.filter_manifest(manifest, [state])
+            if excluded:
+                details.setdefault(state, {})["excluded"] = len(excluded)
             kept_ids = {id(r) for r in kept}
             positions = [i for i, r in enumerate(manifest) if id(r) in kept_ids]
-            qk = query_keys([manifest[i] for i in positions])
+            qk = (
+                query_keys([manifest[i] for i in positions], [KeyType(k) for k in options.key_types])
+                if options.key_types
+                else query_keys([manifest[i] for i in positions])
+            )
             qk = QueryKeys(qk.keys, qk.key_types, qk.pair_key, qk.pair_owner.copy())
             if len(positions):
                 qk.pair_owner[:] = [positions[int(o)] for o in qk.pair_owner]
@@ -287,6 +302,9 @@ class QueryRunner:
                 issued_at_unix_ms=now_ms,
                 unit=options.unit,
                 official=options.official,
+                key_types=options.key_types
+                or tuple(sorted({p.keys.key_types[i] for p in plans.values() for i in p.send_positions})),
+                label_fields=options.label_fields,
             )
             env = self._sign(serde.round_payload_to_bytes(payload))
             request = SubmitRoundRequest(env, {s: tuple(b) for s, b in to_send.items()}, round_id)
@@ -308,9 +326,22 @@ class QueryRunner:
                     status = str(hr.status) if hr is not None else "unavailable"
                     reason = f" ({hr.reason})" if hr is not None and hr.reason else ""
                     statuses[state] = status + reason
+                    if hr is not None and hr.status is HolderStatus.REFUSED:
+                        details.setdefault(state, {}).update(
+                            _refusal_details(hr.code, hr.reasons or (hr.reason,), hr.retry_after_s)
+                        )
                     metrics.ROUNDS.labels(role="querier", state=state, status=status).inc()
                     continue
                 assert plan.batch is not None
+                ev = hr.evaluation
+                if ev.narrowed:
+                    details.setdefault(state, {}).update(
+                        narrowed=list(ev.narrowed),
+                        key_types=list(ev.effective_key_types),
+                        label_fields=list(ev.effective_label_fields),
+                    )
+                if ev.audit_hash:
+                    details.setdefault(state, {})["audit_head"] = f"{ev.audit_seq}:{ev.audit_hash}"
                 try:
                     fin = querier.finalize(
                         plan.batch,
@@ -359,4 +390,12 @@ class QueryRunner:
                 "ms": round(timings["total"] * 1000),
             },
         )
-        return ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings)
+        return ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings, details=details)
+
+
+def _refusal_details(code: str, reasons: Sequence[str], retry_after_s: int) -> dict[str, object]:
+    """What a holder's refusal tells the querier: status name, every reason code, retry-after."""
+    out: dict[str, object] = {"code": code, "reasons": list(reasons)}
+    if retry_after_s:
+        out["retry_after_s"] = int(retry_after_s)
+    return out

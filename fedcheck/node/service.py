@@ -2,8 +2,11 @@
 
 Order of checks for an evaluation, each refusal audited: querier signature and certificate (the querying State
 comes from the certificate, never a field) -> the batch is the one signed for this State -> deadline
-and freshness -> epoch still served -> holder policy -> budget (charged before evaluating) -> verifiable blind
-evaluation -> audit entry durable -> answer. Response sizes depend only on request sizes.
+and freshness (signed ``issued_at`` within ``max_skew_seconds``) -> epoch still served -> holder policy ->
+every blinded element valid -> replay guard (one evaluation per querier and round id; an exact duplicate is
+answered again without charging) -> budget (charged only now, before evaluating) -> verifiable blind
+evaluation -> audit entry durable -> answer carrying the signed audit head. Response sizes depend only on
+request sizes.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fedcheck.crypto.oprf import deserialize_element
 from fedcheck.errors import (
     BudgetExhausted,
     FedcheckError,
@@ -24,18 +28,27 @@ from fedcheck.errors import (
 )
 from fedcheck.node import metrics
 from fedcheck.node.epochs import EpochManager
+from fedcheck.node.replay import ReplayGuard
+
+if TYPE_CHECKING:
+    from fedcheck.node.fuzzy import FuzzyService
 from fedcheck.protocol.exact import Mode
 from fedcheck.rpc import serde
 from fedcheck.rpc.messages import (
+    FUZZY_MODE,
     MODES,
     SUPPORTED_VERSIONS,
     BlindEvaluateRequest,
     Evaluation,
+    FuzzyReleaseRequest,
+    FuzzyScore,
+    FuzzyScoreRequest,
     GetIndexRequest,
     IndexChunk,
     NodeInfo,
     SignedEnvelope,
 )
+from fedcheck.trust.audit import SignedHead
 from fedcheck.trust.budget import BudgetLedger
 from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
 from fedcheck.trust.policy import HolderPolicy, RoundRequest
@@ -44,8 +57,9 @@ __all__ = ["AuditFn", "NodeService", "audience_key"]
 
 _log = logging.getLogger("fedcheck.node")
 
-#: Appends one audit event durably (fsynced) before returning.
-AuditFn = Callable[[Mapping[str, Any]], None]
+#: Appends one audit event durably (fsynced) before returning; returns the signed head acknowledging it
+#: (``None`` when the sink has no signed head, e.g. in tests).
+AuditFn = Callable[[Mapping[str, Any]], SignedHead | None]
 
 
 def audience_key(audience_id: str, modes: tuple[str, ...]) -> str:
@@ -69,6 +83,8 @@ class NodeService:
         max_batch: int,
         index_chunk_bytes: int,
         max_skew_seconds: int = 600,
+        replay: ReplayGuard | None = None,
+        fuzzy: FuzzyService | None = None,
     ) -> None:
         self._state = state
         self._epochs = epochs
@@ -80,6 +96,9 @@ class NodeService:
         self._max_batch = max_batch
         self._chunk = index_chunk_bytes
         self._skew_ms = max_skew_seconds * 1000
+        self._replay = replay
+        #: fuzzy (Paillier) rounds; ``None`` when the node does not serve them (not advertised then)
+        self.fuzzy = fuzzy
 
     @property
     def max_batch(self) -> int:
@@ -87,12 +106,19 @@ class NodeService:
 
     # -- common checks ---------------------------------------------------------------------------------------
 
-    def _querier(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
-        querier = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
-        if querier.role != "node":
-            raise Unauthenticated("requests must be signed by a node certificate", reason="wrong_role")
-        if peer.role == "node" and peer.state != querier.state:
-            raise Unauthenticated("a node may only relay its own requests", reason="identity_mismatch")
+    def _querier(self, peer: PeerIdentity, env: SignedEnvelope, kind: str = "request") -> PeerIdentity:
+        try:
+            querier = verify_payload(
+                env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
+            )
+            if querier.role != "node":
+                raise Unauthenticated("requests must be signed by a node certificate", reason="wrong_role")
+            if peer.role == "node" and peer.state != querier.state:
+                raise Unauthenticated("a node may only relay its own requests", reason="identity_mismatch")
+        except FedcheckError as exc:
+            # audited too: the TLS hop is verified, the signer is not (so only the hop is named)
+            self._refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
+            raise
         return querier
 
     def _fresh(self, issued_at_ms: int) -> None:
@@ -125,7 +151,7 @@ class NodeService:
         return NodeInfo(
             self._state,
             SUPPORTED_VERSIONS,
-            MODES,
+            MODES + ((FUZZY_MODE,) if self.fuzzy is not None else ()),
             epoch_id,
             pk,
             size,
@@ -136,7 +162,7 @@ class NodeService:
         )
 
     def get_index(self, peer: PeerIdentity, request: GetIndexRequest) -> Iterator[IndexChunk]:
-        querier = self._querier(peer, request.request)
+        querier = self._querier(peer, request.request, "index")
         req = serde.index_request_from_bytes(request.request.payload)
         event: dict[str, Any] = {"type": "index", "partner": querier.state, "peer": peer.name}
         try:
@@ -202,6 +228,8 @@ class NodeService:
                 raise InvalidInput(
                     "header round_id differs from the signed round", reason="round_id_mismatch"
                 )
+            if payload.mode == FUZZY_MODE:
+                raise InvalidInput("fuzzy rounds are scored by FuzzyScore", reason="invalid_mode")
             target = payload.target(self._state)
             if target is None:
                 raise InvalidInput("the signed round does not target this State", reason="not_a_target")
@@ -222,15 +250,36 @@ class NodeService:
                     purpose=payload.purpose,
                     legal_basis=payload.legal_basis,
                     batch_size=n,
+                    key_types=payload.key_types,
+                    label_fields=payload.label_fields,
                     unit=payload.unit,
                     official=payload.official,
                 )
             )
             event.update(decision=decision.status, reasons=list(decision.reasons))
+            if payload.key_types:
+                event["key_types"] = list(payload.key_types)
             decision.raise_for_status()
-            remaining = self._budget.charge(
-                querier.state, n, epoch.epoch_id, epoch_ends_unix=self._epochs.epoch_ends_unix(epoch)
+            for element in request.blinded:  # validate every element before anything is charged
+                deserialize_element(element)
+            payload_sha = hashlib.sha256(request.round.payload).hexdigest()
+            fresh = (
+                self._replay.claim(querier.state, payload.round_id, payload_sha)
+                if self._replay is not None
+                else True
             )
+            if fresh:
+                try:
+                    remaining = self._budget.charge(
+                        querier.state, n, epoch.epoch_id, epoch_ends_unix=self._epochs.epoch_ends_unix(epoch)
+                    )
+                except FedcheckError:
+                    if self._replay is not None:
+                        self._replay.release(querier.state, payload.round_id, payload_sha)
+                    raise
+            else:  # exact duplicate of an evaluated request: answer again, charge nothing
+                remaining = self._budget.remaining(querier.state, epoch.epoch_id)
+                event["replayed"] = True
         except FedcheckError as exc:
             self._refuse(event, exc)
             raise
@@ -241,7 +290,9 @@ class NodeService:
         metrics.BUDGET_REMAINING.labels(partner=querier.state).set(-1 if left is None else left)
         ms = round((time.perf_counter() - t0) * 1000, 1)
         event.update(outcome="ok", duration_ms=ms, budget_remaining=left)
-        self._audit(event)
+        if decision.narrowed:
+            event["narrowed"] = [r for r in decision.reasons if r.startswith("narrowed_")]
+        head = self._audit(event)
         _log.info(
             "batch evaluated",
             extra={
@@ -253,5 +304,28 @@ class NodeService:
             },
         )
         return Evaluation(
-            epoch.epoch_id, tuple(result.evaluated), result.proof or b"", 0 if left is None else int(left)
+            epoch.epoch_id,
+            tuple(result.evaluated),
+            result.proof or b"",
+            0 if left is None else int(left),
+            audit_seq=head.seq if head else 0,
+            audit_hash=head.hash if head else "",
+            audit_signature=head.signature if head else b"",
+            narrowed=tuple(r for r in decision.reasons if r.startswith("narrowed_")),
+            effective_key_types=decision.effective_key_types,
+            effective_label_fields=decision.effective_label_fields,
+            replayed=not fresh,
         )
+
+    # -- fuzzy (Paillier) rounds: see fedcheck.node.fuzzy ----------------------------------------------------
+
+    def _fuzzy(self) -> FuzzyService:
+        if self.fuzzy is None:
+            raise PreconditionFailed("this node does not serve fuzzy rounds", reason="fuzzy_not_served")
+        return self.fuzzy
+
+    def fuzzy_score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore:
+        return self._fuzzy().score(peer, request)
+
+    def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> bytes:
+        return self._fuzzy().release(peer, request)

@@ -22,11 +22,15 @@ from fedcheck.rpc.handlers import CoordinatorHandler, NodeHandler
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
     Evaluation,
+    FuzzyReleaseRequest,
+    FuzzyScore,
+    FuzzyScoreRequest,
     GetIndexRequest,
     IndexChunk,
     NodeEntry,
     NodeInfo,
     RoundResult,
+    SubmitFuzzyRoundRequest,
     SubmitRoundRequest,
 )
 from fedcheck.rpc.tls import DEV_IDENTITY_KEY, TlsIdentity, channel_credentials
@@ -71,6 +75,10 @@ class NodeTransport(Protocol):
 
     def blind_evaluate(self, request: BlindEvaluateRequest, *, timeout: float) -> Evaluation: ...
 
+    def fuzzy_score(self, request: FuzzyScoreRequest, *, timeout: float) -> FuzzyScore: ...
+
+    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> bytes: ...
+
 
 class CoordinatorTransport(Protocol):
     """How a querying node talks to the coordinator."""
@@ -80,6 +88,10 @@ class CoordinatorTransport(Protocol):
     def list_nodes(self, *, timeout: float) -> list[NodeEntry]: ...
 
     def get_index(self, state: str, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]: ...
+
+    def submit_fuzzy_round(self, request: SubmitFuzzyRoundRequest, *, timeout: float) -> RoundResult: ...
+
+    def fuzzy_release(self, state: str, request: FuzzyReleaseRequest, *, timeout: float) -> bytes: ...
 
 
 def _metadata(dev_identity: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -121,6 +133,24 @@ class GrpcNodeClient:
             raise from_rpc_error(err) from None
         return serde.evaluation_from_pb(reply)
 
+    def fuzzy_score(self, request: FuzzyScoreRequest, *, timeout: float) -> FuzzyScore:
+        try:
+            reply = self._stub.FuzzyScore(
+                serde.fuzzy_score_request_to_pb(request), timeout=timeout, metadata=self._md
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return serde.fuzzy_score_from_pb(reply)
+
+    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+        try:
+            reply = self._stub.FuzzyRelease(
+                serde.fuzzy_release_request_to_pb(request), timeout=timeout, metadata=self._md
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return bytes(reply.label_response)
+
     def close(self) -> None:
         self.channel.close()
 
@@ -161,6 +191,25 @@ class GrpcCoordinatorClient:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
+    def submit_fuzzy_round(self, request: SubmitFuzzyRoundRequest, *, timeout: float) -> RoundResult:
+        try:
+            reply = self._stub.SubmitFuzzyRound(
+                serde.submit_fuzzy_round_to_pb(request), timeout=timeout, metadata=self._md
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return serde.round_result_from_pb(reply)
+
+    def fuzzy_release(self, state: str, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+        msg = cpb.RelayFuzzyReleaseRequest(
+            header=serde.header(), state=state, request=serde.fuzzy_release_request_to_pb(request)
+        )
+        try:
+            reply = self._stub.FuzzyRelease(msg, timeout=timeout, metadata=self._md)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return bytes(reply.label_response)
+
     def close(self) -> None:
         self.channel.close()
 
@@ -186,6 +235,14 @@ class InMemoryNodeClient:
         )
         return serde.evaluation_from_pb(serde.evaluation_to_pb(self._h.blind_evaluate(self._peer, req)))
 
+    def fuzzy_score(self, request: FuzzyScoreRequest, *, timeout: float) -> FuzzyScore:
+        req = serde.fuzzy_score_request_from_pb(serde.fuzzy_score_request_to_pb(request))
+        return serde.fuzzy_score_from_pb(serde.fuzzy_score_to_pb(self._h.fuzzy_score(self._peer, req)))
+
+    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+        req = serde.fuzzy_release_request_from_pb(serde.fuzzy_release_request_to_pb(request))
+        return self._h.fuzzy_release(self._peer, req)
+
 
 class InMemoryCoordinatorClient:
     """:class:`CoordinatorTransport` calling a coordinator handler directly."""
@@ -204,3 +261,13 @@ class InMemoryCoordinatorClient:
     def get_index(self, state: str, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]:
         req = serde.get_index_request_from_pb(serde.get_index_request_to_pb(request))
         yield from self._h.get_index(self._peer, state, req)
+
+    def submit_fuzzy_round(self, request: SubmitFuzzyRoundRequest, *, timeout: float) -> RoundResult:
+        req = serde.submit_fuzzy_round_from_pb(serde.submit_fuzzy_round_to_pb(request))
+        return serde.round_result_from_pb(
+            serde.round_result_to_pb(self._h.submit_fuzzy_round(self._peer, req))
+        )
+
+    def fuzzy_release(self, state: str, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+        req = serde.fuzzy_release_request_from_pb(serde.fuzzy_release_request_to_pb(request))
+        return self._h.fuzzy_release(self._peer, state, req)

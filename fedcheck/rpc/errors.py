@@ -16,6 +16,7 @@ import grpc
 from fedcheck import errors as e
 
 __all__ = [
+    "REASONS_KEY",
     "REASON_KEY",
     "RETRY_AFTER_KEY",
     "STATUS_TABLE",
@@ -30,6 +31,8 @@ _log = logging.getLogger(__name__)
 REASON_KEY = "fedcheck-reason"
 #: Trailing-metadata key carrying :attr:`BudgetExhausted.retry_after_s`.
 RETRY_AFTER_KEY = "fedcheck-retry-after"
+#: Trailing-metadata key carrying every reason code (:attr:`FedcheckError.reasons`, comma-separated).
+REASONS_KEY = "fedcheck-reasons"
 
 #: Most specific class first; :func:`status_for` walks the exception's MRO.
 STATUS_TABLE: dict[type[e.FedcheckError], grpc.StatusCode] = {
@@ -89,6 +92,8 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
         _log.error("internal error in handler", exc_info=exc)
         context.abort(grpc.StatusCode.INTERNAL, "internal error")
     metadata: list[tuple[str, str]] = [(REASON_KEY, exc.reason)]
+    if len(exc.reasons) > 1:
+        metadata.append((REASONS_KEY, ",".join(exc.reasons)))
     if isinstance(exc, e.BudgetExhausted):
         metadata.append((RETRY_AFTER_KEY, str(int(exc.retry_after_s))))
     context.set_trailing_metadata(tuple(metadata))
@@ -107,9 +112,14 @@ def from_rpc_error(err: grpc.RpcError) -> e.FedcheckError:
         if isinstance(value, str):
             meta[str(key)] = value
     reason = meta.get(REASON_KEY) or code.name.lower()
+    reasons = tuple(r for r in meta.get(REASONS_KEY, "").split(",") if r)[:32]
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and RETRY_AFTER_KEY in meta:
-        return e.BudgetExhausted(details, retry_after_s=int(meta[RETRY_AFTER_KEY]), reason=reason)
+        try:
+            retry = max(0, int(meta[RETRY_AFTER_KEY]))
+        except ValueError:
+            retry = 0
+        return e.BudgetExhausted(details, retry_after_s=retry, reason=reason, reasons=reasons)
     cls = _BY_REASON.get(reason) or _REVERSE.get(code, e.FedcheckError)
     if cls is e.Unavailable and code == grpc.StatusCode.DEADLINE_EXCEEDED:
         reason = "deadline"
-    return cls(details, reason=reason)
+    return cls(details, reason=reason, reasons=reasons)

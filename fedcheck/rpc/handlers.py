@@ -12,11 +12,15 @@ from typing import Protocol
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
     Evaluation,
+    FuzzyReleaseRequest,
+    FuzzyScore,
+    FuzzyScoreRequest,
     GetIndexRequest,
     IndexChunk,
     NodeEntry,
     NodeInfo,
     RoundResult,
+    SubmitFuzzyRoundRequest,
     SubmitRoundRequest,
 )
 from fedcheck.trust.pki import PeerIdentity
@@ -36,6 +40,12 @@ class NodeHandler(Protocol):
 
     def blind_evaluate(self, peer: PeerIdentity, request: BlindEvaluateRequest) -> Evaluation: ...
 
+    def fuzzy_score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore: ...
+
+    def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> bytes:
+        """Returns the holder's LabelResponse bytes."""
+        ...
+
 
 class CoordinatorHandler(Protocol):
     """The coordinator's request handling (see :mod:`fedcheck.coordinator.service`)."""
@@ -48,3 +58,7 @@ class CoordinatorHandler(Protocol):
     def list_nodes(self, peer: PeerIdentity) -> list[NodeEntry]: ...
 
     def get_index(self, peer: PeerIdentity, state: str, request: GetIndexRequest) -> Iterator[IndexChunk]: ...
+
+    def submit_fuzzy_round(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult: ...
+
+    def fuzzy_release(self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest) -> bytes: ...

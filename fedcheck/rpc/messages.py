@@ -13,11 +13,16 @@ from enum import StrEnum
 
 __all__ = [
     "ELEMENT_BYTES",
+    "FUZZY_MODE",
     "MODES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "BlindEvaluateRequest",
     "Evaluation",
+    "FuzzyReleasePayload",
+    "FuzzyReleaseRequest",
+    "FuzzyScore",
+    "FuzzyScoreRequest",
     "GetIndexRequest",
     "HolderResult",
     "HolderStatus",
@@ -29,6 +34,7 @@ __all__ = [
     "RoundResult",
     "RoundTarget",
     "SignedEnvelope",
+    "SubmitFuzzyRoundRequest",
     "SubmitRoundRequest",
 ]
 
@@ -40,6 +46,8 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 ELEMENT_BYTES = 32
 #: Wire names of the modes (values of :class:`fedcheck.protocol.exact.Mode`).
 MODES: tuple[str, ...] = ("exact", "cardinality")
+#: Wire name of the encrypted similarity mode (``fedcheck.fuzzy``); advertised only by nodes that serve it.
+FUZZY_MODE = "fuzzy"
 
 
 class HolderStatus(StrEnum):
@@ -82,6 +90,10 @@ class RoundPayload:
     issued_at_unix_ms: int
     unit: str = ""
     official: str = ""
+    #: match-key types the querier's batches contain (declarative); empty = whatever the holder allows
+    key_types: tuple[str, ...] = ()
+    #: label fields the querier asks for; empty = whatever the holder discloses
+    label_fields: tuple[str, ...] = ()
 
     def target(self, state: str) -> RoundTarget | None:
         return next((t for t in self.targets if t.state == state), None)
@@ -139,6 +151,16 @@ class Evaluation:
     evaluated: tuple[bytes, ...]
     proof: bytes
     budget_remaining: int = 0
+    #: the holder's signed audit head after recording this evaluation (external anchor for oversight)
+    audit_seq: int = 0
+    audit_hash: str = ""
+    audit_signature: bytes = b""
+    #: holder policy narrowing reason codes and the effective parameters
+    narrowed: tuple[str, ...] = ()
+    effective_key_types: tuple[str, ...] = ()
+    effective_label_fields: tuple[str, ...] = ()
+    #: answer to an exact duplicate of an evaluated request (no budget charged again)
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,12 @@ class HolderResult:
     retry_after_s: int = 0
     evaluation: Evaluation | None = None
     latency_ms: int = 0
+    #: every reason code of a refusal (``reason`` is the first)
+    reasons: tuple[str, ...] = ()
+    #: status name of a refusal (``PERMISSION_DENIED``, ``RESOURCE_EXHAUSTED``, ...); empty when OK
+    code: str = ""
+    #: the holder's encrypted scores when OK in a fuzzy round (``evaluation`` is then ``None``)
+    fuzzy: FuzzyScore | None = None
 
 
 @dataclass(frozen=True)
@@ -176,3 +204,55 @@ class NodeEntry:
     state: str
     reachable: bool
     info: NodeInfo | None = None
+
+
+# -- fuzzy (Paillier) rounds: the fuzzy messages travel as opaque bytes (fedcheck.fuzzy.messages) -----------
+
+
+@dataclass(frozen=True)
+class FuzzyScoreRequest:
+    """``round`` signs a fuzzy RoundPayload whose target for this holder binds ``score_request`` by digest."""
+
+    round: SignedEnvelope
+    score_request: bytes = field(repr=False)
+    round_id: str = ""
+
+
+@dataclass(frozen=True)
+class FuzzyScore:
+    """A holder's encrypted answer to a fuzzy round."""
+
+    epoch_id: str
+    score_response: bytes = field(repr=False)
+    budget_remaining: int = 0
+    release_ttl_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class FuzzyReleasePayload:
+    """What the querier signs to follow up hits at exactly one holder."""
+
+    round_id: str
+    holder_state: str
+    label_request_sha256: bytes
+    issued_at_unix_ms: int
+    purpose: str
+    legal_basis: str = ""
+    unit: str = ""
+    official: str = ""
+
+
+@dataclass(frozen=True)
+class FuzzyReleaseRequest:
+    release: SignedEnvelope
+    label_request: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SubmitFuzzyRoundRequest:
+    """A signed fuzzy round and, per target State, its encrypted request bytes (identical bytes for several
+    States travel once on the wire)."""
+
+    round: SignedEnvelope
+    requests: dict[str, bytes] = field(default_factory=dict, repr=False)
+    round_id: str = ""

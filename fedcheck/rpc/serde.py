@@ -7,6 +7,7 @@ same way before a handler sees it: protocol version (FAILED_PRECONDITION), field
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 
@@ -27,6 +28,14 @@ __all__ = [
     "envelope_to_pb",
     "evaluation_from_pb",
     "evaluation_to_pb",
+    "fuzzy_release_payload_from_bytes",
+    "fuzzy_release_payload_to_bytes",
+    "fuzzy_release_request_from_pb",
+    "fuzzy_release_request_to_pb",
+    "fuzzy_score_from_pb",
+    "fuzzy_score_request_from_pb",
+    "fuzzy_score_request_to_pb",
+    "fuzzy_score_to_pb",
     "get_index_request_from_pb",
     "get_index_request_to_pb",
     "header",
@@ -42,6 +51,8 @@ __all__ = [
     "round_payload_to_bytes",
     "round_result_from_pb",
     "round_result_to_pb",
+    "submit_fuzzy_round_from_pb",
+    "submit_fuzzy_round_to_pb",
     "submit_round_from_pb",
     "submit_round_to_pb",
     "validate_round_id",
@@ -51,7 +62,8 @@ __all__ = [
 _STATE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
 _ROUND_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _TEXT_MAX = 256
-_MODE_TO_PB = {"exact": pb.MODE_EXACT, "cardinality": pb.MODE_CARDINALITY}
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
+_MODE_TO_PB = {"exact": pb.MODE_EXACT, "cardinality": pb.MODE_CARDINALITY, m.FUZZY_MODE: pb.MODE_FUZZY}
 _MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
 _STATUS_TO_PB = {
     m.HolderStatus.OK: cpb.HOLDER_STATUS_OK,
@@ -87,6 +99,16 @@ def _text(value: str, field: str, *, required: bool = False) -> str:
     return value
 
 
+def _codes(values: Sequence[str], field: str) -> tuple[str, ...]:
+    """A short list of reason / key-type / label-field codes (never free text)."""
+    if len(values) > 32:
+        raise InvalidInput(f"{field} lists too many codes", reason=f"invalid_{field}")
+    for v in values:
+        if not _CODE.match(v):
+            raise InvalidInput(f"{field} entries must be short codes", reason=f"invalid_{field}")
+    return tuple(values)
+
+
 def _elements(values: Sequence[bytes], field: str) -> tuple[bytes, ...]:
     for i, v in enumerate(values):
         if len(v) != m.ELEMENT_BYTES:
@@ -99,7 +121,7 @@ def _elements(values: Sequence[bytes], field: str) -> tuple[bytes, ...]:
 def _mode_from_pb(value: int) -> str:
     mode = _MODE_FROM_PB.get(value)  # type: ignore[call-overload]
     if mode is None:
-        raise InvalidInput("mode must be exact or cardinality", reason="invalid_mode")
+        raise InvalidInput("mode must be exact, cardinality or fuzzy", reason="invalid_mode")
     return str(mode)
 
 
@@ -158,6 +180,8 @@ def round_payload_to_bytes(p: m.RoundPayload) -> bytes:
         issued_at_unix_ms=p.issued_at_unix_ms,
         unit=p.unit,
         official=p.official,
+        key_types=list(p.key_types),
+        label_fields=list(p.label_fields),
     )
     return msg.SerializeToString(deterministic=True)
 
@@ -198,6 +222,8 @@ def round_payload_from_bytes(data: bytes) -> m.RoundPayload:
         issued_at_unix_ms=int(msg.issued_at_unix_ms),
         unit=_text(msg.unit, "unit"),
         official=_text(msg.official, "official"),
+        key_types=_codes(msg.key_types, "key_types"),
+        label_fields=_codes(msg.label_fields, "label_fields"),
     )
 
 
@@ -317,12 +343,29 @@ def evaluation_to_pb(ev: m.Evaluation) -> pb.BlindEvaluateResponse:
         evaluated=list(ev.evaluated),
         proof=ev.proof,
         budget_remaining=ev.budget_remaining,
+        audit_seq=ev.audit_seq,
+        audit_hash=ev.audit_hash,
+        audit_signature=ev.audit_signature,
+        narrowed=list(ev.narrowed),
+        effective_key_types=list(ev.effective_key_types),
+        effective_label_fields=list(ev.effective_label_fields),
+        replayed=ev.replayed,
     )
 
 
 def evaluation_from_pb(ev: pb.BlindEvaluateResponse) -> m.Evaluation:
     return m.Evaluation(
-        ev.epoch_id, _elements(ev.evaluated, "evaluated"), bytes(ev.proof), int(ev.budget_remaining)
+        ev.epoch_id,
+        _elements(ev.evaluated, "evaluated"),
+        bytes(ev.proof),
+        int(ev.budget_remaining),
+        audit_seq=int(ev.audit_seq),
+        audit_hash=_text(ev.audit_hash, "audit_hash"),
+        audit_signature=bytes(ev.audit_signature[:128]),
+        narrowed=_codes(ev.narrowed, "narrowed"),
+        effective_key_types=_codes(ev.effective_key_types, "effective_key_types"),
+        effective_label_fields=_codes(ev.effective_label_fields, "effective_label_fields"),
+        replayed=bool(ev.replayed),
     )
 
 
@@ -363,9 +406,13 @@ def holder_result_to_pb(h: m.HolderResult) -> cpb.HolderResult:
         message=h.message,
         retry_after_s=h.retry_after_s,
         latency_ms=h.latency_ms,
+        reasons=list(h.reasons),
+        code=h.code,
     )
     if h.evaluation is not None:
         out.evaluation.CopyFrom(evaluation_to_pb(h.evaluation))
+    if h.fuzzy is not None:
+        out.fuzzy.CopyFrom(fuzzy_score_to_pb(h.fuzzy))
     return out
 
 
@@ -374,7 +421,18 @@ def holder_result_from_pb(h: cpb.HolderResult) -> m.HolderResult:
     if status is None:
         raise InvalidInput("holder result has no status", reason="invalid_status")
     ev = evaluation_from_pb(h.evaluation) if h.HasField("evaluation") else None
-    return m.HolderResult(h.state, status, h.reason, h.message, int(h.retry_after_s), ev, int(h.latency_ms))
+    return m.HolderResult(
+        h.state,
+        status,
+        h.reason,
+        h.message,
+        int(h.retry_after_s),
+        ev,
+        int(h.latency_ms),
+        _codes(h.reasons, "reasons"),
+        _text(h.code, "code"),
+        fuzzy_score_from_pb(h.fuzzy) if h.HasField("fuzzy") else None,
+    )
 
 
 def round_result_to_pb(r: m.RoundResult) -> cpb.RoundResult:
@@ -411,3 +469,120 @@ def node_entries_from_pb(r: cpb.ListNodesResponse) -> list[m.NodeEntry]:
         m.NodeEntry(n.state, bool(n.reachable), node_info_from_pb(n.info) if n.HasField("info") else None)
         for n in r.nodes
     ]
+
+
+# -- fuzzy (Paillier) rounds --------------------------------------------------------------------------------
+# The fuzzy messages themselves are opaque bytes here (framed and validated by fedcheck.fuzzy.messages and the
+# holder); this layer checks only presence and the envelope, so the coordinator never parses ciphertexts.
+
+
+def fuzzy_score_request_to_pb(r: m.FuzzyScoreRequest) -> pb.FuzzyScoreRequest:
+    return pb.FuzzyScoreRequest(
+        header=header(r.round_id), round=envelope_to_pb(r.round), score_request=r.score_request
+    )
+
+
+def fuzzy_score_request_from_pb(r: pb.FuzzyScoreRequest) -> m.FuzzyScoreRequest:
+    round_id = check_header(r.header, r.HasField("header"))
+    if not r.score_request:
+        raise InvalidInput("score_request is empty", reason="empty_batch")
+    return m.FuzzyScoreRequest(envelope_from_pb(r.round, "round"), bytes(r.score_request), round_id)
+
+
+def fuzzy_score_to_pb(s: m.FuzzyScore) -> pb.FuzzyScoreResponse:
+    return pb.FuzzyScoreResponse(
+        epoch_id=s.epoch_id,
+        score_response=s.score_response,
+        budget_remaining=s.budget_remaining,
+        release_ttl_seconds=s.release_ttl_seconds,
+    )
+
+
+def fuzzy_score_from_pb(s: pb.FuzzyScoreResponse) -> m.FuzzyScore:
+    return m.FuzzyScore(
+        _text(s.epoch_id, "epoch_id"),
+        bytes(s.score_response),
+        int(s.budget_remaining),
+        int(s.release_ttl_seconds),
+    )
+
+
+def fuzzy_release_payload_to_bytes(p: m.FuzzyReleasePayload) -> bytes:
+    msg = pb.FuzzyReleasePayload(
+        round_id=p.round_id,
+        holder_state=p.holder_state,
+        label_request_sha256=p.label_request_sha256,
+        issued_at_unix_ms=p.issued_at_unix_ms,
+        purpose=p.purpose,
+        legal_basis=p.legal_basis,
+        unit=p.unit,
+        official=p.official,
+    )
+    return msg.SerializeToString(deterministic=True)
+
+
+def fuzzy_release_payload_from_bytes(data: bytes) -> m.FuzzyReleasePayload:
+    msg = pb.FuzzyReleasePayload()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        raise FormatError(
+            "release payload is not a valid FuzzyReleasePayload", reason="malformed_payload"
+        ) from None
+    if len(msg.label_request_sha256) != 32:
+        raise InvalidInput("label_request_sha256 must be 32 bytes", reason="invalid_digest")
+    if msg.issued_at_unix_ms <= 0:
+        raise InvalidInput("release payload needs its issue time", reason="missing_deadline")
+    return m.FuzzyReleasePayload(
+        round_id=validate_round_id(msg.round_id),
+        holder_state=validate_state(msg.holder_state, "holder_state"),
+        label_request_sha256=bytes(msg.label_request_sha256),
+        issued_at_unix_ms=int(msg.issued_at_unix_ms),
+        purpose=_text(msg.purpose, "purpose", required=True),
+        legal_basis=_text(msg.legal_basis, "legal_basis"),
+        unit=_text(msg.unit, "unit"),
+        official=_text(msg.official, "official"),
+    )
+
+
+def fuzzy_release_request_to_pb(r: m.FuzzyReleaseRequest) -> pb.FuzzyReleaseRequest:
+    return pb.FuzzyReleaseRequest(
+        header=header(), release=envelope_to_pb(r.release), label_request=r.label_request
+    )
+
+
+def fuzzy_release_request_from_pb(r: pb.FuzzyReleaseRequest) -> m.FuzzyReleaseRequest:
+    check_header(r.header, r.HasField("header"))
+    if not r.label_request:
+        raise InvalidInput("label_request is empty", reason="empty_batch")
+    return m.FuzzyReleaseRequest(envelope_from_pb(r.release, "release"), bytes(r.label_request))
+
+
+def submit_fuzzy_round_to_pb(r: m.SubmitFuzzyRoundRequest) -> cpb.SubmitFuzzyRoundRequest:
+    """Targets with identical request bytes share one FuzzyBatch (no copy on the wire)."""
+    groups: dict[bytes, list[str]] = {}
+    blobs: dict[bytes, bytes] = {}
+    for state, data in r.requests.items():
+        digest = hashlib.sha256(data).digest()
+        groups.setdefault(digest, []).append(state)
+        blobs[digest] = data
+    return cpb.SubmitFuzzyRoundRequest(
+        header=header(r.round_id),
+        round=envelope_to_pb(r.round),
+        batches=[cpb.FuzzyBatch(states=states, score_request=blobs[d]) for d, states in groups.items()],
+    )
+
+
+def submit_fuzzy_round_from_pb(r: cpb.SubmitFuzzyRoundRequest) -> m.SubmitFuzzyRoundRequest:
+    round_id = check_header(r.header, r.HasField("header"))
+    requests: dict[str, bytes] = {}
+    for b in r.batches:
+        if not b.score_request:
+            raise InvalidInput("a fuzzy batch is empty", reason="empty_batch")
+        data = bytes(b.score_request)
+        for state in b.states:
+            validate_state(state, "batches.states")
+            if state in requests:
+                raise InvalidInput("batches list a State twice", reason="duplicate_batch")
+            requests[state] = data
+    return m.SubmitFuzzyRoundRequest(envelope_from_pb(r.round, "round"), requests, round_id)

@@ -54,6 +54,26 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         except Exception as exc:
             abort(context, exc)
 
+    def FuzzyScore(
+        self, request: pb.FuzzyScoreRequest, context: grpc.ServicerContext
+    ) -> pb.FuzzyScoreResponse:
+        try:
+            peer = self._v.identify(context)
+            req = serde.fuzzy_score_request_from_pb(request)
+            return serde.fuzzy_score_to_pb(self._h.fuzzy_score(peer, req))
+        except Exception as exc:
+            abort(context, exc)
+
+    def FuzzyRelease(
+        self, request: pb.FuzzyReleaseRequest, context: grpc.ServicerContext
+    ) -> pb.FuzzyReleaseResponse:
+        try:
+            peer = self._v.identify(context)
+            req = serde.fuzzy_release_request_from_pb(request)
+            return pb.FuzzyReleaseResponse(label_response=self._h.fuzzy_release(peer, req))
+        except Exception as exc:
+            abort(context, exc)
+
 
 class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
     def __init__(self, handler: CoordinatorHandler, verifier: PeerVerifier) -> None:
@@ -88,5 +108,27 @@ class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
             inner = serde.get_index_request_from_pb(request.request)
             for chunk in self._h.get_index(peer, state, inner):
                 yield serde.chunk_to_pb(chunk)
+        except Exception as exc:
+            abort(context, exc)
+
+    def SubmitFuzzyRound(
+        self, request: cpb.SubmitFuzzyRoundRequest, context: grpc.ServicerContext
+    ) -> cpb.RoundResult:
+        try:
+            peer = self._v.identify(context, roles=("node",))
+            req = serde.submit_fuzzy_round_from_pb(request)
+            return serde.round_result_to_pb(self._h.submit_fuzzy_round(peer, req))
+        except Exception as exc:
+            abort(context, exc)
+
+    def FuzzyRelease(
+        self, request: cpb.RelayFuzzyReleaseRequest, context: grpc.ServicerContext
+    ) -> pb.FuzzyReleaseResponse:
+        try:
+            peer = self._v.identify(context, roles=("node",))
+            serde.check_header(request.header, request.HasField("header"))
+            state = serde.validate_state(request.state)
+            inner = serde.fuzzy_release_request_from_pb(request.request)
+            return pb.FuzzyReleaseResponse(label_response=self._h.fuzzy_release(peer, state, inner))
         except Exception as exc:
             abort(context, exc)

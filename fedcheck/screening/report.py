@@ -56,6 +56,10 @@ class ScreenReport:
     #: per-State round status (ok/timeout/unavailable/refused + reason), empty offline
     statuses: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: per-State governance details of a federated round: ``code`` (e.g. PERMISSION_DENIED), ``reasons``,
+    #: ``retry_after_s``, ``narrowed`` (policy narrowing codes), effective ``key_types`` / ``label_fields``,
+    #: ``excluded`` (travellers the querier's own policy kept out of this State's round), ``audit_head``
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def hit_travellers(self) -> list[TravellerResult]:
@@ -74,6 +78,8 @@ class ScreenReport:
         lines: list[str] = []
         if self.statuses:
             lines.append("States: " + ", ".join(f"{s}={st}" for s, st in sorted(self.statuses.items())))
+        for state, d in sorted(self.details.items()):
+            lines.extend(_detail_lines(state, d))
         for c in self.counts:
             lines.append(f"{c.state}: {c.hits} traveller key(s) hit ({c.mode} mode, identities not revealed)")
         header = ("TRAVELLER", "NAME" if show_names else "", "STATE", "MODE", "KEY TYPES", "CATEGORY",
@@ -90,9 +96,38 @@ class ScreenReport:
                 lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         n_hit = len(self.hit_travellers)
         lines.append(f"{len(self.travellers)} travellers screened, {n_hit} with at least one hit.")
+        n_review = sum(1 for t in self.travellers for h in t.hits if h.review_required)
+        if n_review:
+            lines.append(
+                f"HUMAN REVIEW REQUIRED: {n_review} hit(s) marked [REVIEW] are leads for an official, "
+                "never grounds for automatic action."
+            )
         if self.timings:
             lines.append("Timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in self.timings.items()))
         return "\n".join(lines)
+
+
+def _detail_lines(state: str, d: dict[str, Any]) -> list[str]:
+    """Policy outcome of one State, for the officer: refusal with codes, narrowing, querier exclusions."""
+    out: list[str] = []
+    if d.get("code") or (d.get("reasons") and not d.get("narrowed")):
+        text = f"{state}: refused {d.get('code', '')}: {', '.join(d.get('reasons', ()))}".replace(" :", ":")
+        if d.get("retry_after_s"):
+            text += f" (retry after {d['retry_after_s']} s)"
+        out.append(text)
+    if d.get("narrowed"):
+        parts = [", ".join(d["narrowed"])]
+        if d.get("key_types"):
+            parts.append("key types " + ",".join(d["key_types"]))
+        if d.get("label_fields"):
+            parts.append("label fields " + ",".join(d["label_fields"]))
+        out.append(f"{state}: narrowed by holder policy: " + "; ".join(parts))
+    if d.get("excluded"):
+        out.append(
+            f"{state}: {d['excluded']} traveller(s) not sent (querier policy: protected person, "
+            "State of nationality)"
+        )
+    return out
 
 
 def _group(hits: Sequence[Hit]) -> list[tuple[Hit, str]]:

@@ -60,6 +60,7 @@ __all__ = [
     "GENESIS_HASH",
     "AuditEntry",
     "AuditLog",
+    "SignedHead",
     "VerifyReport",
     "check_event",
     "export_report",
@@ -69,6 +70,7 @@ __all__ = [
     "load_signing_key",
     "read_entries",
     "save_signing_key",
+    "verify_head_signature",
     "verify_log",
 ]
 
@@ -128,6 +130,9 @@ ALLOWED_EVENT_FIELDS: frozenset[str] = frozenset(
         "counts",
         "pruned",
         "checkpoint_seq",
+        "anchors",  # audit heads (State -> "SEQ:HASH") the coordinator received with a round's answers
+        "items_by_state",
+        "replayed",  # an exact duplicate answered again without charging budget
     }
 )
 _MAX_STR = 256
@@ -265,6 +270,33 @@ def _sign_anchor(key: Ed25519PrivateKey, ctx: bytes, seq: int, h: str, extra: Ma
     return json.dumps(doc, sort_keys=True).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class SignedHead:
+    """A log head (seq, hash) with the log key's Ed25519 signature (the ``.head`` file's format).
+
+    Sent off the node with every evaluation reply, so the coordinator / oversight body holds an external
+    anchor: the log must still contain entry ``seq`` with ``hash`` (:func:`verify_log` ``expected_head``).
+    """
+
+    seq: int
+    hash: str
+    signature: bytes
+
+    @property
+    def anchor(self) -> str:
+        """``SEQ:HASH``, the form ``fedcheck audit verify --expected-head`` takes."""
+        return f"{self.seq}:{self.hash}"
+
+
+def verify_head_signature(public_key: Ed25519PublicKey, head: SignedHead) -> bool:
+    """True when ``head.signature`` is the log key's signature over (seq, hash)."""
+    try:
+        public_key.verify(head.signature, _HEAD_CTX + head.seq.to_bytes(8, "big") + bytes.fromhex(head.hash))
+    except (InvalidSignature, ValueError, OverflowError):
+        return False
+    return True
+
+
 def _read_anchor(path: Path, ctx: bytes, public_key: Ed25519PublicKey) -> tuple[int, str] | None:
     """(seq, hash) of a signed head/checkpoint file; None if absent; IntegrityError if forged or corrupt."""
     try:
@@ -385,13 +417,19 @@ class AuditLog:
             self._write_head(last_seq, last_hash)
         return last_seq, last_hash
 
-    def _write_head(self, seq: int, h: str) -> None:
-        atomic_write(_head_path(self._path), _sign_anchor(self._key, _HEAD_CTX, seq, h, {}), mode=0o644)
+    def _write_head(self, seq: int, h: str) -> bytes:
+        doc = _sign_anchor(self._key, _HEAD_CTX, seq, h, {})
+        atomic_write(_head_path(self._path), doc, mode=0o644)
+        return base64.b64decode(json.loads(doc)["signature"])
 
     # -- writing -------------------------------------------------------------------------------------
     def append(self, event: Mapping[str, Any]) -> AuditEntry:
         """Validate, chain, sign and durably append ``event``; returns only once it is on disk with the head.
         """
+        return self.append_anchored(event)[0]
+
+    def append_anchored(self, event: Mapping[str, Any]) -> tuple[AuditEntry, SignedHead]:
+        """:meth:`append`, also returning the signed head that acknowledges this very entry."""
         clean = check_event(event)
         with self._lock:
             if self._fd < 0:
@@ -417,15 +455,23 @@ class AuditLog:
                 raise IntegrityError(
                     "audit entry could not be written durably", reason="audit_write"
                 ) from None
-            self._write_head(seq, h)
+            head_sig = self._write_head(seq, h)
             self._seq, self._last_hash = seq, h
-            return entry
+            return entry, SignedHead(seq, h, head_sig)
 
     @property
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last acknowledged entry: publish it off-node as the external anchor."""
         with self._lock:
             return self._seq, self._last_hash
+
+    @property
+    def signed_head(self) -> SignedHead:
+        """The current head with its signature (what :meth:`append_anchored` returns for the last entry)."""
+        with self._lock:
+            seq, h = self._seq, self._last_hash
+        # Ed25519 is deterministic: this is the signature in the .head file
+        return SignedHead(seq, h, self._key.sign(_HEAD_CTX + seq.to_bytes(8, "big") + bytes.fromhex(h)))
 
     @property
     def public_key(self) -> Ed25519PublicKey:

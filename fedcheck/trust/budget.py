@@ -186,6 +186,7 @@ class BudgetLedger:
                         f"query budget exhausted for this period ({reason})",
                         retry_after_s=retry,
                         reason=reasons[0],
+                        reasons=tuple(reasons),
                     )
                 for period, key in (("epoch", epoch), ("day", day)):
                     self._db.execute(

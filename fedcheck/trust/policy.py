@@ -246,9 +246,10 @@ class Decision:
             return self
         first = self.reasons[0] if self.reasons else "policy_denied"
         message = "holder policy refuses the request: " + ", ".join(self.reasons)
+        reasons = tuple(self.reasons) or (first,)
         if self.status == RESOURCE_EXHAUSTED:
-            raise LimitExceeded(message, reason=first)
-        raise PolicyDenied(message, reason=first)
+            raise LimitExceeded(message, reason=first, reasons=reasons)
+        raise PolicyDenied(message, reason=first, reasons=reasons)
 
 
 class _Entry(Protocol):

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64\x63heck/v1/common.proto\x12\x0b\x66\x65\x64\x63heck.v1\";\n\rRequestHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\t\"M\n\x0eSignedEnvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\"S\n\x0bRoundTarget\x12\r\n\x05state\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x14\n\x0c\x62\x61tch_sha256\x18\x04 \x01(\x0c\"\xe7\x01\n\x0cRoundPayload\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x13\n\x0blegal_basis\x18\x03 \x01(\t\x12\x1f\n\x04mode\x18\x04 \x01(\x0e\x32\x11.fedcheck.v1.Mode\x12)\n\x07targets\x18\x05 \x03(\x0b\x32\x18.fedcheck.v1.RoundTarget\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x06 \x01(\x03\x12\x19\n\x11issued_at_unix_ms\x18\x07 \x01(\x03\x12\x0c\n\x04unit\x18\x08 \x01(\t\x12\x10\n\x08official\x18\t \x01(\t\"X\n\x13IndexRequestPayload\x12\x14\n\x0cholder_state\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x19\n\x11issued_at_unix_ms\x18\x03 \x01(\x03\"6\n\x06Limits\x12\x11\n\tmax_batch\x18\x01 \x01(\r\x12\x19\n\x11index_chunk_bytes\x18\x02 \x01(\r\"\xf2\x01\n\x08NodeInfo\x12\r\n\x05state\x18\x01 \x01(\t\x12\x19\n\x11protocol_versions\x18\x02 \x03(\r\x12 \n\x05modes\x18\x03 \x03(\x0e\x32\x11.fedcheck.v1.Mode\x12\x10\n\x08\x65poch_id\x18\x04 \x01(\t\x12\x18\n\x10\x65poch_public_key\x18\x05 \x01(\x0c\x12\x12\n\nindex_size\x18\x06 \x01(\x04\x12#\n\x06limits\x18\x07 \x01(\x0b\x32\x13.fedcheck.v1.Limits\x12\x1d\n\x15\x65poch_started_unix_ms\x18\x08 \x01(\x03\x12\x16\n\x0e\x65poch_building\x18\t \x01(\x08\"\xa5\x01\n\nIndexChunk\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63hunk_sha256\x18\x04 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x14\n\x0cindex_sha256\x18\x06 \x01(\x0c\x12\x0c\n\x04last\x18\x07 \x01(\x08\x12\x18\n\x10\x65poch_public_key\x18\x08 \x01(\x0c\"{\n\x0fGetIndexRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12,\n\x07request\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"=\n\x0fNodeInfoRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\"\x7f\n\x14\x42lindEvaluateRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12*\n\x05round\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12\x0f\n\x07\x62linded\x18\x03 \x03(\x0c\"e\n\x15\x42lindEvaluateResponse\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x11\n\tevaluated\x18\x02 \x03(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\x12\x18\n\x10\x62udget_remaining\x18\x04 \x01(\x04*B\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_EXACT\x10\x01\x12\x14\n\x10MODE_CARDINALITY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64\x63heck/v1/common.proto\x12\x0b\x66\x65\x64\x63heck.v1\";\n\rRequestHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08round_id\x18\x02 \x01(\t\"M\n\x0eSignedEnvelope\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\"S\n\x0bRoundTarget\x12\r\n\x05state\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x14\n\x0c\x62\x61tch_sha256\x18\x04 \x01(\x0c\"\x90\x02\n\x0cRoundPayload\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\x13\n\x0blegal_basis\x18\x03 \x01(\t\x12\x1f\n\x04mode\x18\x04 \x01(\x0e\x32\x11.fedcheck.v1.Mode\x12)\n\x07targets\x18\x05 \x03(\x0b\x32\x18.fedcheck.v1.RoundTarget\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x06 \x01(\x03\x12\x19\n\x11issued_at_unix_ms\x18\x07 \x01(\x03\x12\x0c\n\x04unit\x18\x08 \x01(\t\x12\x10\n\x08official\x18\t \x01(\t\x12\x11\n\tkey_types\x18\n \x03(\t\x12\x14\n\x0clabel_fields\x18\x0b \x03(\t\"X\n\x13IndexRequestPayload\x12\x14\n\x0cholder_state\x18\x01 \x01(\t\x12\x10\n\x08\x65poch_id\x18\x02 \x01(\t\x12\x19\n\x11issued_at_unix_ms\x18\x03 \x01(\x03\"6\n\x06Limits\x12\x11\n\tmax_batch\x18\x01 \x01(\r\x12\x19\n\x11index_chunk_bytes\x18\x02 \x01(\r\"\xf2\x01\n\x08NodeInfo\x12\r\n\x05state\x18\x01 \x01(\t\x12\x19\n\x11protocol_versions\x18\x02 \x03(\r\x12 \n\x05modes\x18\x03 \x03(\x0e\x32\x11.fedcheck.v1.Mode\x12\x10\n\x08\x65poch_id\x18\x04 \x01(\t\x12\x18\n\x10\x65poch_public_key\x18\x05 \x01(\x0c\x12\x12\n\nindex_size\x18\x06 \x01(\x04\x12#\n\x06limits\x18\x07 \x01(\x0b\x32\x13.fedcheck.v1.Limits\x12\x1d\n\x15\x65poch_started_unix_ms\x18\x08 \x01(\x03\x12\x16\n\x0e\x65poch_building\x18\t \x01(\x08\"\xa5\x01\n\nIndexChunk\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63hunk_sha256\x18\x04 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x14\n\x0cindex_sha256\x18\x06 \x01(\x0c\x12\x0c\n\x04last\x18\x07 \x01(\x08\x12\x18\n\x10\x65poch_public_key\x18\x08 \x01(\x0c\"{\n\x0fGetIndexRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12,\n\x07request\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"=\n\x0fNodeInfoRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\"\x7f\n\x14\x42lindEvaluateRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12*\n\x05round\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12\x0f\n\x07\x62linded\x18\x03 \x03(\x0c\"\x86\x02\n\x15\x42lindEvaluateResponse\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x11\n\tevaluated\x18\x02 \x03(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\x12\x18\n\x10\x62udget_remaining\x18\x04 \x01(\x04\x12\x11\n\taudit_seq\x18\x05 \x01(\x04\x12\x12\n\naudit_hash\x18\x06 \x01(\t\x12\x17\n\x0f\x61udit_signature\x18\x07 \x01(\x0c\x12\x10\n\x08narrowed\x18\x08 \x03(\t\x12\x1b\n\x13\x65\x66\x66\x65\x63tive_key_types\x18\t \x03(\t\x12\x1e\n\x16\x65\x66\x66\x65\x63tive_label_fields\x18\n \x03(\t\x12\x10\n\x08replayed\x18\x0b \x01(\x08\"\x82\x01\n\x11\x46uzzyScoreRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12*\n\x05round\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12\x15\n\rscore_request\x18\x03 \x01(\x0c\"u\n\x12\x46uzzyScoreResponse\x12\x10\n\x08\x65poch_id\x18\x01 \x01(\t\x12\x16\n\x0escore_response\x18\x02 \x01(\x0c\x12\x18\n\x10\x62udget_remaining\x18\x03 \x01(\x04\x12\x1b\n\x13release_ttl_seconds\x18\x04 \x01(\r\"\xbc\x01\n\x13\x46uzzyReleasePayload\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12\x14\n\x0cholder_state\x18\x02 \x01(\t\x12\x1c\n\x14label_request_sha256\x18\x03 \x01(\x0c\x12\x19\n\x11issued_at_unix_ms\x18\x04 \x01(\x03\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x13\n\x0blegal_basis\x18\x06 \x01(\t\x12\x0c\n\x04unit\x18\x07 \x01(\t\x12\x10\n\x08official\x18\x08 \x01(\t\"\x86\x01\n\x13\x46uzzyReleaseRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12,\n\x07release\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12\x15\n\rlabel_request\x18\x03 \x01(\x0c\".\n\x14\x46uzzyReleaseResponse\x12\x16\n\x0elabel_response\x18\x01 \x01(\x0c*R\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0e\n\nMODE_EXACT\x10\x01\x12\x14\n\x10MODE_CARDINALITY\x10\x02\x12\x0e\n\nMODE_FUZZY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedcheck.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1479
-  _globals['_MODE']._serialized_end=1545
+  _globals['_MODE']._serialized_start=2310
+  _globals['_MODE']._serialized_end=2392
   _globals['_REQUESTHEADER']._serialized_start=41
   _globals['_REQUESTHEADER']._serialized_end=100
   _globals['_SIGNEDENVELOPE']._serialized_start=102
@@ -40,21 +40,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUNDTARGET']._serialized_start=181
   _globals['_ROUNDTARGET']._serialized_end=264
   _globals['_ROUNDPAYLOAD']._serialized_start=267
-  _globals['_ROUNDPAYLOAD']._serialized_end=498
-  _globals['_INDEXREQUESTPAYLOAD']._serialized_start=500
-  _globals['_INDEXREQUESTPAYLOAD']._serialized_end=588
-  _globals['_LIMITS']._serialized_start=590
-  _globals['_LIMITS']._serialized_end=644
-  _globals['_NODEINFO']._serialized_start=647
-  _globals['_NODEINFO']._serialized_end=889
-  _globals['_INDEXCHUNK']._serialized_start=892
-  _globals['_INDEXCHUNK']._serialized_end=1057
-  _globals['_GETINDEXREQUEST']._serialized_start=1059
-  _globals['_GETINDEXREQUEST']._serialized_end=1182
-  _globals['_NODEINFOREQUEST']._serialized_start=1184
-  _globals['_NODEINFOREQUEST']._serialized_end=1245
-  _globals['_BLINDEVALUATEREQUEST']._serialized_start=1247
-  _globals['_BLINDEVALUATEREQUEST']._serialized_end=1374
-  _globals['_BLINDEVALUATERESPONSE']._serialized_start=1376
-  _globals['_BLINDEVALUATERESPONSE']._serialized_end=1477
+  _globals['_ROUNDPAYLOAD']._serialized_end=539
+  _globals['_INDEXREQUESTPAYLOAD']._serialized_start=541
+  _globals['_INDEXREQUESTPAYLOAD']._serialized_end=629
+  _globals['_LIMITS']._serialized_start=631
+  _globals['_LIMITS']._serialized_end=685
+  _globals['_NODEINFO']._serialized_start=688
+  _globals['_NODEINFO']._serialized_end=930
+  _globals['_INDEXCHUNK']._serialized_start=933
+  _globals['_INDEXCHUNK']._serialized_end=1098
+  _globals['_GETINDEXREQUEST']._serialized_start=1100
+  _globals['_GETINDEXREQUEST']._serialized_end=1223
+  _globals['_NODEINFOREQUEST']._serialized_start=1225
+  _globals['_NODEINFOREQUEST']._serialized_end=1286
+  _globals['_BLINDEVALUATEREQUEST']._serialized_start=1288
+  _globals['_BLINDEVALUATEREQUEST']._serialized_end=1415
+  _globals['_BLINDEVALUATERESPONSE']._serialized_start=1418
+  _globals['_BLINDEVALUATERESPONSE']._serialized_end=1680
+  _globals['_FUZZYSCOREREQUEST']._serialized_start=1683
+  _globals['_FUZZYSCOREREQUEST']._serialized_end=1813
+  _globals['_FUZZYSCORERESPONSE']._serialized_start=1815
+  _globals['_FUZZYSCORERESPONSE']._serialized_end=1932
+  _globals['_FUZZYRELEASEPAYLOAD']._serialized_start=1935
+  _globals['_FUZZYRELEASEPAYLOAD']._serialized_end=2123
+  _globals['_FUZZYRELEASEREQUEST']._serialized_start=2126
+  _globals['_FUZZYRELEASEREQUEST']._serialized_end=2260
+  _globals['_FUZZYRELEASERESPONSE']._serialized_start=2262
+  _globals['_FUZZYRELEASERESPONSE']._serialized_end=2308
 # @@protoc_insertion_point(module_scope)

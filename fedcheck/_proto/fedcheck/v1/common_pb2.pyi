@@ -12,9 +12,11 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_EXACT: _ClassVar[Mode]
     MODE_CARDINALITY: _ClassVar[Mode]
+    MODE_FUZZY: _ClassVar[Mode]
 MODE_UNSPECIFIED: Mode
 MODE_EXACT: Mode
 MODE_CARDINALITY: Mode
+MODE_FUZZY: Mode
 
 class RequestHeader(_message.Message):
     __slots__ = ("protocol_version", "round_id")
@@ -47,7 +49,7 @@ class RoundTarget(_message.Message):
     def __init__(self, state: _Optional[str] = ..., epoch_id: _Optional[str] = ..., count: _Optional[int] = ..., batch_sha256: _Optional[bytes] = ...) -> None: ...
 
 class RoundPayload(_message.Message):
-    __slots__ = ("round_id", "purpose", "legal_basis", "mode", "targets", "deadline_unix_ms", "issued_at_unix_ms", "unit", "official")
+    __slots__ = ("round_id", "purpose", "legal_basis", "mode", "targets", "deadline_unix_ms", "issued_at_unix_ms", "unit", "official", "key_types", "label_fields")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,8 @@ class RoundPayload(_message.Message):
     ISSUED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     OFFICIAL_FIELD_NUMBER: _ClassVar[int]
+    KEY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELDS_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     purpose: str
     legal_basis: str
@@ -66,7 +70,9 @@ class RoundPayload(_message.Message):
     issued_at_unix_ms: int
     unit: str
     official: str
-    def __init__(self, round_id: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., targets: _Optional[_Iterable[_Union[RoundTarget, _Mapping]]] = ..., deadline_unix_ms: _Optional[int] = ..., issued_at_unix_ms: _Optional[int] = ..., unit: _Optional[str] = ..., official: _Optional[str] = ...) -> None: ...
+    key_types: _containers.RepeatedScalarFieldContainer[str]
+    label_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round_id: _Optional[str] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., targets: _Optional[_Iterable[_Union[RoundTarget, _Mapping]]] = ..., deadline_unix_ms: _Optional[int] = ..., issued_at_unix_ms: _Optional[int] = ..., unit: _Optional[str] = ..., official: _Optional[str] = ..., key_types: _Optional[_Iterable[str]] = ..., label_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IndexRequestPayload(_message.Message):
     __slots__ = ("holder_state", "epoch_id", "issued_at_unix_ms")
@@ -155,13 +161,85 @@ class BlindEvaluateRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., round: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., blinded: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class BlindEvaluateResponse(_message.Message):
-    __slots__ = ("epoch_id", "evaluated", "proof", "budget_remaining")
+    __slots__ = ("epoch_id", "evaluated", "proof", "budget_remaining", "audit_seq", "audit_hash", "audit_signature", "narrowed", "effective_key_types", "effective_label_fields", "replayed")
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     EVALUATED_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    NARROWED_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_KEY_TYPES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_LABEL_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     epoch_id: str
     evaluated: _containers.RepeatedScalarFieldContainer[bytes]
     proof: bytes
     budget_remaining: int
-    def __init__(self, epoch_id: _Optional[str] = ..., evaluated: _Optional[_Iterable[bytes]] = ..., proof: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ...) -> None: ...
+    audit_seq: int
+    audit_hash: str
+    audit_signature: bytes
+    narrowed: _containers.RepeatedScalarFieldContainer[str]
+    effective_key_types: _containers.RepeatedScalarFieldContainer[str]
+    effective_label_fields: _containers.RepeatedScalarFieldContainer[str]
+    replayed: bool
+    def __init__(self, epoch_id: _Optional[str] = ..., evaluated: _Optional[_Iterable[bytes]] = ..., proof: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., audit_signature: _Optional[bytes] = ..., narrowed: _Optional[_Iterable[str]] = ..., effective_key_types: _Optional[_Iterable[str]] = ..., effective_label_fields: _Optional[_Iterable[str]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class FuzzyScoreRequest(_message.Message):
+    __slots__ = ("header", "round", "score_request")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SCORE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    round: SignedEnvelope
+    score_request: bytes
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., round: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., score_request: _Optional[bytes] = ...) -> None: ...
+
+class FuzzyScoreResponse(_message.Message):
+    __slots__ = ("epoch_id", "score_response", "budget_remaining", "release_ttl_seconds")
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    epoch_id: str
+    score_response: bytes
+    budget_remaining: int
+    release_ttl_seconds: int
+    def __init__(self, epoch_id: _Optional[str] = ..., score_response: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., release_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class FuzzyReleasePayload(_message.Message):
+    __slots__ = ("round_id", "holder_state", "label_request_sha256", "issued_at_unix_ms", "purpose", "legal_basis", "unit", "official")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_STATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_REQUEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    OFFICIAL_FIELD_NUMBER: _ClassVar[int]
+    round_id: str
+    holder_state: str
+    label_request_sha256: bytes
+    issued_at_unix_ms: int
+    purpose: str
+    legal_basis: str
+    unit: str
+    official: str
+    def __init__(self, round_id: _Optional[str] = ..., holder_state: _Optional[str] = ..., label_request_sha256: _Optional[bytes] = ..., issued_at_unix_ms: _Optional[int] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., unit: _Optional[str] = ..., official: _Optional[str] = ...) -> None: ...
+
+class FuzzyReleaseRequest(_message.Message):
+    __slots__ = ("header", "release", "label_request")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    release: SignedEnvelope
+    label_request: bytes
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., release: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., label_request: _Optional[bytes] = ...) -> None: ...
+
+class FuzzyReleaseResponse(_message.Message):
+    __slots__ = ("label_response",)
+    LABEL_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    label_response: bytes
+    def __init__(self, label_response: _Optional[bytes] = ...) -> None: ...

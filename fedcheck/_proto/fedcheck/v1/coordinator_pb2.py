@@ -25,31 +25,37 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as fedcheck_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x64\x63heck/v1/coordinator.proto\x12\x0b\x66\x65\x64\x63heck.v1\x1a\x18\x66\x65\x64\x63heck/v1/common.proto\"-\n\x0bHolderBatch\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07\x62linded\x18\x02 \x03(\x0c\"\x97\x01\n\x12SubmitRoundRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12*\n\x05round\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12)\n\x07\x62\x61tches\x18\x03 \x03(\x0b\x32\x18.fedcheck.v1.HolderBatch\"\xcc\x01\n\x0cHolderResult\x12\r\n\x05state\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.fedcheck.v1.HolderStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x15\n\rretry_after_s\x18\x05 \x01(\r\x12\x36\n\nevaluation\x18\x06 \x01(\x0b\x32\".fedcheck.v1.BlindEvaluateResponse\x12\x12\n\nlatency_ms\x18\x07 \x01(\r\"\x90\x01\n\x0bRoundResult\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.fedcheck.v1.HolderResult\x12\x17\n\x0fstarted_unix_ms\x18\x03 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08replayed\x18\x05 \x01(\x08\">\n\x10ListNodesRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\"R\n\tNodeEntry\x12\r\n\x05state\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\x08\x12#\n\x04info\x18\x03 \x01(\x0b\x32\x15.fedcheck.v1.NodeInfo\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.fedcheck.v1.NodeEntry\"}\n\x11RelayIndexRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12\r\n\x05state\x18\x02 \x01(\t\x12-\n\x07request\x18\x03 \x01(\x0b\x32\x1c.fedcheck.v1.GetIndexRequest*\x98\x01\n\x0cHolderStatus\x12\x1d\n\x19HOLDER_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10HOLDER_STATUS_OK\x10\x01\x12\x19\n\x15HOLDER_STATUS_TIMEOUT\x10\x02\x12\x1d\n\x19HOLDER_STATUS_UNAVAILABLE\x10\x03\x12\x19\n\x15HOLDER_STATUS_REFUSED\x10\x04\x32\xea\x01\n\x0b\x43oordinator\x12H\n\x0bSubmitRound\x12\x1f.fedcheck.v1.SubmitRoundRequest\x1a\x18.fedcheck.v1.RoundResult\x12J\n\tListNodes\x12\x1d.fedcheck.v1.ListNodesRequest\x1a\x1e.fedcheck.v1.ListNodesResponse\x12\x45\n\x08GetIndex\x12\x1e.fedcheck.v1.RelayIndexRequest\x1a\x17.fedcheck.v1.IndexChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66\x65\x64\x63heck/v1/coordinator.proto\x12\x0b\x66\x65\x64\x63heck.v1\x1a\x18\x66\x65\x64\x63heck/v1/common.proto\"-\n\x0bHolderBatch\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07\x62linded\x18\x02 \x03(\x0c\"\x97\x01\n\x12SubmitRoundRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12*\n\x05round\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12)\n\x07\x62\x61tches\x18\x03 \x03(\x0b\x32\x18.fedcheck.v1.HolderBatch\"\x9b\x02\n\x0cHolderResult\x12\r\n\x05state\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.fedcheck.v1.HolderStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x15\n\rretry_after_s\x18\x05 \x01(\r\x12\x36\n\nevaluation\x18\x06 \x01(\x0b\x32\".fedcheck.v1.BlindEvaluateResponse\x12\x12\n\nlatency_ms\x18\x07 \x01(\r\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x12.\n\x05\x66uzzy\x18\x14 \x01(\x0b\x32\x1f.fedcheck.v1.FuzzyScoreResponse\"\x90\x01\n\x0bRoundResult\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.fedcheck.v1.HolderResult\x12\x17\n\x0fstarted_unix_ms\x18\x03 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x04 \x01(\x03\x12\x10\n\x08replayed\x18\x05 \x01(\x08\">\n\x10ListNodesRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\"R\n\tNodeEntry\x12\r\n\x05state\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\x08\x12#\n\x04info\x18\x03 \x01(\x0b\x32\x15.fedcheck.v1.NodeInfo\":\n\x11ListNodesResponse\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.fedcheck.v1.NodeEntry\"}\n\x11RelayIndexRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12\r\n\x05state\x18\x02 \x01(\t\x12-\n\x07request\x18\x03 \x01(\x0b\x32\x1c.fedcheck.v1.GetIndexRequest\"3\n\nFuzzyBatch\x12\x0e\n\x06states\x18\x01 \x03(\t\x12\x15\n\rscore_request\x18\x02 \x01(\x0c\"\x9b\x01\n\x17SubmitFuzzyRoundRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12*\n\x05round\x18\x02 \x01(\x0b\x32\x1b.fedcheck.v1.SignedEnvelope\x12(\n\x07\x62\x61tches\x18\x03 \x03(\x0b\x32\x17.fedcheck.v1.FuzzyBatch\"\x88\x01\n\x18RelayFuzzyReleaseRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.fedcheck.v1.RequestHeader\x12\r\n\x05state\x18\x02 \x01(\t\x12\x31\n\x07request\x18\x03 \x01(\x0b\x32 .fedcheck.v1.FuzzyReleaseRequest*\x98\x01\n\x0cHolderStatus\x12\x1d\n\x19HOLDER_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10HOLDER_STATUS_OK\x10\x01\x12\x19\n\x15HOLDER_STATUS_TIMEOUT\x10\x02\x12\x1d\n\x19HOLDER_STATUS_UNAVAILABLE\x10\x03\x12\x19\n\x15HOLDER_STATUS_REFUSED\x10\x04\x32\x98\x03\n\x0b\x43oordinator\x12H\n\x0bSubmitRound\x12\x1f.fedcheck.v1.SubmitRoundRequest\x1a\x18.fedcheck.v1.RoundResult\x12J\n\tListNodes\x12\x1d.fedcheck.v1.ListNodesRequest\x1a\x1e.fedcheck.v1.ListNodesResponse\x12\x45\n\x08GetIndex\x12\x1e.fedcheck.v1.RelayIndexRequest\x1a\x17.fedcheck.v1.IndexChunk0\x01\x12R\n\x10SubmitFuzzyRound\x12$.fedcheck.v1.SubmitFuzzyRoundRequest\x1a\x18.fedcheck.v1.RoundResult\x12X\n\x0c\x46uzzyRelease\x12%.fedcheck.v1.RelayFuzzyReleaseRequest\x1a!.fedcheck.v1.FuzzyReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedcheck.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HOLDERSTATUS']._serialized_start=963
-  _globals['_HOLDERSTATUS']._serialized_end=1115
+  _globals['_HOLDERSTATUS']._serialized_start=1392
+  _globals['_HOLDERSTATUS']._serialized_end=1544
   _globals['_HOLDERBATCH']._serialized_start=72
   _globals['_HOLDERBATCH']._serialized_end=117
   _globals['_SUBMITROUNDREQUEST']._serialized_start=120
   _globals['_SUBMITROUNDREQUEST']._serialized_end=271
   _globals['_HOLDERRESULT']._serialized_start=274
-  _globals['_HOLDERRESULT']._serialized_end=478
-  _globals['_ROUNDRESULT']._serialized_start=481
-  _globals['_ROUNDRESULT']._serialized_end=625
-  _globals['_LISTNODESREQUEST']._serialized_start=627
-  _globals['_LISTNODESREQUEST']._serialized_end=689
-  _globals['_NODEENTRY']._serialized_start=691
-  _globals['_NODEENTRY']._serialized_end=773
-  _globals['_LISTNODESRESPONSE']._serialized_start=775
-  _globals['_LISTNODESRESPONSE']._serialized_end=833
-  _globals['_RELAYINDEXREQUEST']._serialized_start=835
-  _globals['_RELAYINDEXREQUEST']._serialized_end=960
-  _globals['_COORDINATOR']._serialized_start=1118
-  _globals['_COORDINATOR']._serialized_end=1352
+  _globals['_HOLDERRESULT']._serialized_end=557
+  _globals['_ROUNDRESULT']._serialized_start=560
+  _globals['_ROUNDRESULT']._serialized_end=704
+  _globals['_LISTNODESREQUEST']._serialized_start=706
+  _globals['_LISTNODESREQUEST']._serialized_end=768
+  _globals['_NODEENTRY']._serialized_start=770
+  _globals['_NODEENTRY']._serialized_end=852
+  _globals['_LISTNODESRESPONSE']._serialized_start=854
+  _globals['_LISTNODESRESPONSE']._serialized_end=912
+  _globals['_RELAYINDEXREQUEST']._serialized_start=914
+  _globals['_RELAYINDEXREQUEST']._serialized_end=1039
+  _globals['_FUZZYBATCH']._serialized_start=1041
+  _globals['_FUZZYBATCH']._serialized_end=1092
+  _globals['_SUBMITFUZZYROUNDREQUEST']._serialized_start=1095
+  _globals['_SUBMITFUZZYROUNDREQUEST']._serialized_end=1250
+  _globals['_RELAYFUZZYRELEASEREQUEST']._serialized_start=1253
+  _globals['_RELAYFUZZYRELEASEREQUEST']._serialized_end=1389
+  _globals['_COORDINATOR']._serialized_start=1547
+  _globals['_COORDINATOR']._serialized_end=1955
 # @@protoc_insertion_point(module_scope)

@@ -40,7 +40,7 @@ class SubmitRoundRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[_common_pb2.RequestHeader, _Mapping]] = ..., round: _Optional[_Union[_common_pb2.SignedEnvelope, _Mapping]] = ..., batches: _Optional[_Iterable[_Union[HolderBatch, _Mapping]]] = ...) -> None: ...
 
 class HolderResult(_message.Message):
-    __slots__ = ("state", "status", "reason", "message", "retry_after_s", "evaluation", "latency_ms")
+    __slots__ = ("state", "status", "reason", "message", "retry_after_s", "evaluation", "latency_ms", "reasons", "code", "fuzzy")
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,9 @@ class HolderResult(_message.Message):
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    FUZZY_FIELD_NUMBER: _ClassVar[int]
     state: str
     status: HolderStatus
     reason: str
@@ -55,7 +58,10 @@ class HolderResult(_message.Message):
     retry_after_s: int
     evaluation: _common_pb2.BlindEvaluateResponse
     latency_ms: int
-    def __init__(self, state: _Optional[str] = ..., status: _Optional[_Union[HolderStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[int] = ..., evaluation: _Optional[_Union[_common_pb2.BlindEvaluateResponse, _Mapping]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    code: str
+    fuzzy: _common_pb2.FuzzyScoreResponse
+    def __init__(self, state: _Optional[str] = ..., status: _Optional[_Union[HolderStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_s: _Optional[int] = ..., evaluation: _Optional[_Union[_common_pb2.BlindEvaluateResponse, _Mapping]] = ..., latency_ms: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ..., code: _Optional[str] = ..., fuzzy: _Optional[_Union[_common_pb2.FuzzyScoreResponse, _Mapping]] = ...) -> None: ...
 
 class RoundResult(_message.Message):
     __slots__ = ("round_id", "results", "started_unix_ms", "finished_unix_ms", "replayed")
@@ -102,3 +108,31 @@ class RelayIndexRequest(_message.Message):
     state: str
     request: _common_pb2.GetIndexRequest
     def __init__(self, header: _Optional[_Union[_common_pb2.RequestHeader, _Mapping]] = ..., state: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.GetIndexRequest, _Mapping]] = ...) -> None: ...
+
+class FuzzyBatch(_message.Message):
+    __slots__ = ("states", "score_request")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[str]
+    score_request: bytes
+    def __init__(self, states: _Optional[_Iterable[str]] = ..., score_request: _Optional[bytes] = ...) -> None: ...
+
+class SubmitFuzzyRoundRequest(_message.Message):
+    __slots__ = ("header", "round", "batches")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    header: _common_pb2.RequestHeader
+    round: _common_pb2.SignedEnvelope
+    batches: _containers.RepeatedCompositeFieldContainer[FuzzyBatch]
+    def __init__(self, header: _Optional[_Union[_common_pb2.RequestHeader, _Mapping]] = ..., round: _Optional[_Union[_common_pb2.SignedEnvelope, _Mapping]] = ..., batches: _Optional[_Iterable[_Union[FuzzyBatch, _Mapping]]] = ...) -> None: ...
+
+class RelayFuzzyReleaseRequest(_message.Message):
+    __slots__ = ("header", "state", "request")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    header: _common_pb2.RequestHeader
+    state: str
+    request: _common_pb2.FuzzyReleaseRequest
+    def __init__(self, header: _Optional[_Union[_common_pb2.RequestHeader, _Mapping]] = ..., state: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.FuzzyReleaseRequest, _Mapping]] = ...) -> None: ...

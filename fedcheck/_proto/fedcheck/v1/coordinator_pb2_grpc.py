@@ -51,6 +51,16 @@ class CoordinatorStub:
                 request_serializer=fedcheck_dot_v1_dot_coordinator__pb2.RelayIndexRequest.SerializeToString,
                 response_deserializer=fedcheck_dot_v1_dot_common__pb2.IndexChunk.FromString,
                 _registered_method=True)
+        self.SubmitFuzzyRound = channel.unary_unary(
+                '/fedcheck.v1.Coordinator/SubmitFuzzyRound',
+                request_serializer=fedcheck_dot_v1_dot_coordinator__pb2.SubmitFuzzyRoundRequest.SerializeToString,
+                response_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.RoundResult.FromString,
+                _registered_method=True)
+        self.FuzzyRelease = channel.unary_unary(
+                '/fedcheck.v1.Coordinator/FuzzyRelease',
+                request_serializer=fedcheck_dot_v1_dot_coordinator__pb2.RelayFuzzyReleaseRequest.SerializeToString,
+                response_deserializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -78,6 +88,20 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFuzzyRound(self, request, context):
+        """Runs a fuzzy (Paillier) round: fans the encrypted requests out to holders in parallel, like SubmitRound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FuzzyRelease(self, request, context):
+        """Relays a fuzzy follow-up to the one holder it names (never to the round's other holders).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +119,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetIndex,
                     request_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.RelayIndexRequest.FromString,
                     response_serializer=fedcheck_dot_v1_dot_common__pb2.IndexChunk.SerializeToString,
+            ),
+            'SubmitFuzzyRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFuzzyRound,
+                    request_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.SubmitFuzzyRoundRequest.FromString,
+                    response_serializer=fedcheck_dot_v1_dot_coordinator__pb2.RoundResult.SerializeToString,
+            ),
+            'FuzzyRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.FuzzyRelease,
+                    request_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.RelayFuzzyReleaseRequest.FromString,
+                    response_serializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +213,60 @@ class Coordinator:
             '/fedcheck.v1.Coordinator/GetIndex',
             fedcheck_dot_v1_dot_coordinator__pb2.RelayIndexRequest.SerializeToString,
             fedcheck_dot_v1_dot_common__pb2.IndexChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFuzzyRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcheck.v1.Coordinator/SubmitFuzzyRound',
+            fedcheck_dot_v1_dot_coordinator__pb2.SubmitFuzzyRoundRequest.SerializeToString,
+            fedcheck_dot_v1_dot_coordinator__pb2.RoundResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FuzzyRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcheck.v1.Coordinator/FuzzyRelease',
+            fedcheck_dot_v1_dot_coordinator__pb2.RelayFuzzyReleaseRequest.SerializeToString,
+            fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as fedcheck_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64\x63heck/v1/node.proto\x12\x0b\x66\x65\x64\x63heck.v1\x1a\x18\x66\x65\x64\x63heck/v1/common.proto2\xe7\x01\n\x04Node\x12\x42\n\x0bGetNodeInfo\x12\x1c.fedcheck.v1.NodeInfoRequest\x1a\x15.fedcheck.v1.NodeInfo\x12\x43\n\x08GetIndex\x12\x1c.fedcheck.v1.GetIndexRequest\x1a\x17.fedcheck.v1.IndexChunk0\x01\x12V\n\rBlindEvaluate\x12!.fedcheck.v1.BlindEvaluateRequest\x1a\".fedcheck.v1.BlindEvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64\x63heck/v1/node.proto\x12\x0b\x66\x65\x64\x63heck.v1\x1a\x18\x66\x65\x64\x63heck/v1/common.proto2\x8b\x03\n\x04Node\x12\x42\n\x0bGetNodeInfo\x12\x1c.fedcheck.v1.NodeInfoRequest\x1a\x15.fedcheck.v1.NodeInfo\x12\x43\n\x08GetIndex\x12\x1c.fedcheck.v1.GetIndexRequest\x1a\x17.fedcheck.v1.IndexChunk0\x01\x12V\n\rBlindEvaluate\x12!.fedcheck.v1.BlindEvaluateRequest\x1a\".fedcheck.v1.BlindEvaluateResponse\x12M\n\nFuzzyScore\x12\x1e.fedcheck.v1.FuzzyScoreRequest\x1a\x1f.fedcheck.v1.FuzzyScoreResponse\x12S\n\x0c\x46uzzyRelease\x12 .fedcheck.v1.FuzzyReleaseRequest\x1a!.fedcheck.v1.FuzzyReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedcheck.v1.node_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODE']._serialized_start=66
-  _globals['_NODE']._serialized_end=297
+  _globals['_NODE']._serialized_end=461
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,16 @@ class NodeStub:
                 request_serializer=fedcheck_dot_v1_dot_common__pb2.BlindEvaluateRequest.SerializeToString,
                 response_deserializer=fedcheck_dot_v1_dot_common__pb2.BlindEvaluateResponse.FromString,
                 _registered_method=True)
+        self.FuzzyScore = channel.unary_unary(
+                '/fedcheck.v1.Node/FuzzyScore',
+                request_serializer=fedcheck_dot_v1_dot_common__pb2.FuzzyScoreRequest.SerializeToString,
+                response_deserializer=fedcheck_dot_v1_dot_common__pb2.FuzzyScoreResponse.FromString,
+                _registered_method=True)
+        self.FuzzyRelease = channel.unary_unary(
+                '/fedcheck.v1.Node/FuzzyRelease',
+                request_serializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseRequest.SerializeToString,
+                response_deserializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -79,6 +89,21 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FuzzyScore(self, request, context):
+        """Encrypted similarity scoring (mode MODE_FUZZY), after the same signature, policy and budget checks;
+        advertised by MODE_FUZZY in NodeInfo.modes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FuzzyRelease(self, request, context):
+        """Audited follow-up of fuzzy hits: releases the labels of proven hits of a round to its signer only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +121,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.BlindEvaluate,
                     request_deserializer=fedcheck_dot_v1_dot_common__pb2.BlindEvaluateRequest.FromString,
                     response_serializer=fedcheck_dot_v1_dot_common__pb2.BlindEvaluateResponse.SerializeToString,
+            ),
+            'FuzzyScore': grpc.unary_unary_rpc_method_handler(
+                    servicer.FuzzyScore,
+                    request_deserializer=fedcheck_dot_v1_dot_common__pb2.FuzzyScoreRequest.FromString,
+                    response_serializer=fedcheck_dot_v1_dot_common__pb2.FuzzyScoreResponse.SerializeToString,
+            ),
+            'FuzzyRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.FuzzyRelease,
+                    request_deserializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseRequest.FromString,
+                    response_serializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +216,60 @@ class Node:
             '/fedcheck.v1.Node/BlindEvaluate',
             fedcheck_dot_v1_dot_common__pb2.BlindEvaluateRequest.SerializeToString,
             fedcheck_dot_v1_dot_common__pb2.BlindEvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FuzzyScore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcheck.v1.Node/FuzzyScore',
+            fedcheck_dot_v1_dot_common__pb2.FuzzyScoreRequest.SerializeToString,
+            fedcheck_dot_v1_dot_common__pb2.FuzzyScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FuzzyRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcheck.v1.Node/FuzzyRelease',
+            fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseRequest.SerializeToString,
+            fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

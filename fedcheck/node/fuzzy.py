@@ -1,0 +1,399 @@
+"""The holder node's fuzzy (Paillier) handling: ``FuzzyScore`` and the audited ``FuzzyRelease`` follow-up.
+
+Why a separate service next to :class:`fedcheck.node.service.NodeService`: the exact path is built around
+epoch indexes and OPRF keys; the fuzzy path scores encrypted travellers against the *records* of the epoch's
+list and keeps per-round secrets (shuffles, blinding factors) for a follow-up. Both share identity, policy,
+budget and audit.
+
+Order of checks for a score, each refusal audited: querier signature and certificate (State from the
+certificate, never a field) -> mode is fuzzy and the request is the one signed for this State (count and
+SHA-256) -> deadline and freshness -> epoch still served -> holder policy (mode ``fuzzy`` allowed for the
+partner, purpose, legal basis, batch size) -> the whole request validated (key size, layout, every
+ciphertext) -> replay guard -> budget charged -> scoring -> audit entry durable -> answer.
+
+Decisions documented in docs/fuzzy.md ("Integration"):
+
+* **Budget is charged per traveller** (one item each, from the same ledger as exact items): a traveller is
+  one probe of the whole list whatever the list's size, so travellers are what bounds what a querier can
+  learn; pairs would make the price depend on the holder's own list size.
+* **Audience**: the holder's entries for a partner leave out the partner's withheld references and carry only
+  the label fields disclosed to it, exactly like its exact index.
+* **Follow-up**: only the round's signer can follow it up, within ``release_ttl_seconds``; the holder keeps
+  no more than ``max_open_rounds`` rounds (oldest forgotten first) and learns of a hit only here.
+* Scoring runs one round at a time per node (the scoring kernel forks workers over module state and uses all
+  cores anyway); a queued round still respects its deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fedcheck.errors import (
+    BudgetExhausted,
+    FedcheckError,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    Unauthenticated,
+)
+from fedcheck.fuzzy import FuzzyHolder, HolderLimits, LabelRequest, ScoreRequest, entries_from_records
+from fedcheck.fuzzy._paillier import ALLOWED_KEY_BITS
+from fedcheck.fuzzy.holder import HolderEntry
+from fedcheck.node import metrics
+from fedcheck.node.epochs import EpochManager
+from fedcheck.node.replay import ReplayGuard
+from fedcheck.records.model import PersonRecord
+from fedcheck.rpc import serde
+from fedcheck.rpc.messages import (
+    FUZZY_MODE,
+    FuzzyReleaseRequest,
+    FuzzyScore,
+    FuzzyScoreRequest,
+    SignedEnvelope,
+)
+from fedcheck.storage.base import WatchlistStore
+from fedcheck.trust.budget import BudgetLedger
+from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
+from fedcheck.trust.policy import HolderPolicy, PartnerPolicy, RoundRequest
+
+__all__ = ["FuzzyService", "FuzzySettings"]
+
+_log = logging.getLogger("fedcheck.node.fuzzy")
+
+#: Appends one audit event durably before returning (the node's audit log).
+AuditFn = Callable[[dict[str, Any]], object]
+
+
+@dataclass(frozen=True)
+class FuzzySettings:
+    """The ``[fuzzy]`` table of a node's TOML (docs/operator-guide.md)."""
+
+    enabled: bool = True
+    #: travellers per FuzzyScore (one request is ~0.5 MB per traveller with 2048-bit keys; gRPC caps at 32 MB)
+    max_travellers: int = 48
+    #: how long a round's shuffle and blinding stay available for a follow-up
+    release_ttl_seconds: int = 600
+    #: rounds kept open for follow-ups (oldest forgotten first); bounds memory
+    max_open_rounds: int = 64
+    #: Paillier modulus sizes accepted; only 2048 and 3072 in production (1024 exists for fast tests)
+    key_bits: frozenset[int] = field(default_factory=lambda: frozenset(ALLOWED_KEY_BITS))
+    #: scoring processes; 0 = all cores
+    workers: int = 0
+
+    @classmethod
+    def from_toml(cls, doc: dict[str, Any]) -> FuzzySettings:
+        from fedcheck.errors import ConfigError
+
+        table = doc.get("fuzzy", {})
+        if not isinstance(table, dict):
+            raise ConfigError("[fuzzy] must be a table", reason="config_type")
+        unknown = sorted(set(table) - {"enabled", "max_travellers", "release_ttl_seconds", "max_open_rounds",
+                                       "key_bits", "workers"})
+        if unknown:
+            raise ConfigError(f"fuzzy: unknown key(s) {unknown}", reason="config_unknown_key")
+        base = cls()
+
+        def num(key: str, default: int, lo: int, hi: int) -> int:
+            v = table.get(key, default)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"fuzzy.{key} must be an integer in {lo}..{hi}", reason="config_limits")
+            return v
+
+        bits = table.get("key_bits", sorted(base.key_bits))
+        if not isinstance(bits, list) or not bits or any(b not in (1024, 2048, 3072) for b in bits):
+            raise ConfigError("fuzzy.key_bits must list 2048 and/or 3072 (1024: tests only)",
+                              reason="config_limits")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError("fuzzy.enabled must be true or false", reason="config_type")
+        return cls(
+            enabled=enabled,
+            max_travellers=num("max_travellers", base.max_travellers, 1, 1000),
+            release_ttl_seconds=num("release_ttl_seconds", base.release_ttl_seconds, 10, 86400),
+            max_open_rounds=num("max_open_rounds", base.max_open_rounds, 1, 10_000),
+            key_bits=frozenset(bits),
+            workers=num("workers", base.workers, 0, 1024),
+        )
+
+
+@dataclass
+class _OpenRound:
+    holder: FuzzyHolder
+    fuzzy_round_id: bytes
+    epoch_id: str
+    expires: float
+    travellers: int
+
+
+class FuzzyService:
+    """Fuzzy scoring and follow-up for one holder node; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        state: str,
+        store: WatchlistStore,
+        epochs: EpochManager,
+        policy: HolderPolicy,
+        budget: BudgetLedger,
+        audit: AuditFn,
+        ca_pem: bytes,
+        crl: Callable[[], RevocationList | None],
+        settings: FuzzySettings = FuzzySettings(),
+        max_skew_seconds: int = 600,
+        replay: ReplayGuard | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._epochs = epochs
+        self._policy = policy
+        self._budget = budget
+        self._audit = audit
+        self._ca_pem = ca_pem
+        self._crl = crl
+        self.settings = settings
+        self._skew_ms = max_skew_seconds * 1000
+        self._replay = replay
+        self._clock = clock
+        self._lock = threading.Lock()  # holders cache and open rounds
+        self._score_lock = threading.Lock()  # one scoring at a time (see module docstring)
+        self._records: tuple[str, list[PersonRecord]] | None = None  # (list version, records)
+        self._holders: dict[tuple[str, str], FuzzyHolder] = {}  # (epoch id, audience id) -> holder
+        self._open: OrderedDict[tuple[str, str], _OpenRound] = OrderedDict()  # (querier, round id)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _querier(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
+        querier = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
+        if querier.role != "node":
+            raise Unauthenticated("requests must be signed by a node certificate", reason="wrong_role")
+        if peer.role == "node" and peer.state != querier.state:
+            raise Unauthenticated("a node may only relay its own requests", reason="identity_mismatch")
+        return querier
+
+    def _fresh(self, issued_at_ms: int) -> None:
+        if abs(self._clock() * 1000 - issued_at_ms) > self._skew_ms:
+            raise PreconditionFailed(
+                "request is stale or from the future; check clocks", reason="stale_request"
+            )
+
+    def _refuse(self, event: dict[str, Any], exc: FedcheckError) -> None:
+        partner = str(event.get("partner", "?"))
+        metrics.REFUSALS.labels(partner=partner, reason=exc.reason).inc()
+        event.update(outcome="refused", status=exc.status, reason=exc.reason)
+        if isinstance(exc, BudgetExhausted):
+            event["retry_after_s"] = exc.retry_after_s
+        self._audit(event)
+        _log.info("fuzzy request refused",
+                  extra={"round_id": event.get("round_id", ""), "partner": partner, "reason": exc.reason})
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for key in [k for k, r in self._open.items() if r.expires < now]:
+            rnd = self._open.pop(key)
+            rnd.holder.close_round(rnd.fuzzy_round_id)
+
+    def holder_for(self, epoch_id: str, partner: PartnerPolicy) -> FuzzyHolder:
+        """The partner's audience of this epoch's list as scored entries (built once, then cached).
+
+        Withheld references are left out (indistinguishable from absence) and labels carry only the fields
+        disclosed to the partner. Records come from the store; they are re-read when the list changes.
+        """
+        key = (epoch_id, partner.audience_id)
+        with self._lock:
+            holder = self._holders.get(key)
+            if holder is not None:
+                return holder
+            version = self._store.list_version()
+            if self._records is None or self._records[0] != version:
+                self._records = (version, list(self._store.iter_records()))
+            records = self._records[1]
+        kept = [r for r in records if r.label.reference not in partner.withheld]
+        fields = frozenset(partner.label_fields)
+        entries: list[HolderEntry] = [
+            replace(e, label={k: v for k, v in e.label.items() if k in fields})
+            for e in entries_from_records(kept, kind="name")
+        ]
+        holder = FuzzyHolder(
+            entries,
+            kind="name",
+            workers=self.settings.workers or None,
+            limits=HolderLimits(
+                max_travellers=self.settings.max_travellers,
+                max_packs=self.settings.max_travellers,
+                key_bits=self.settings.key_bits,
+            ),
+        )
+        with self._lock:
+            # holders of epochs no longer served and without open rounds are dropped (open rounds keep theirs)
+            keep = {epoch_id} | {r.epoch_id for r in self._open.values()}
+            for k in [k for k in self._holders if k[0] not in keep and not self._served(k[0])]:
+                del self._holders[k]
+            return self._holders.setdefault(key, holder)
+
+    def _served(self, epoch_id: str) -> bool:
+        try:
+            self._epochs.get(epoch_id)
+        except PreconditionFailed:
+            return False
+        return True
+
+    # -- FuzzyScore ----------------------------------------------------------------------------------------
+
+    def score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore:
+        t0 = time.perf_counter()
+        querier = self._querier(peer, request.round)
+        payload = serde.round_payload_from_bytes(request.round.payload)
+        event: dict[str, Any] = {
+            "type": "fuzzy_score",
+            "round_id": payload.round_id,
+            "partner": querier.state,
+            "peer": peer.name,
+            "unit": payload.unit,
+            "official": payload.official,
+            "purpose": payload.purpose,
+            "legal_basis": payload.legal_basis,
+            "mode": payload.mode,
+        }
+        try:
+            if payload.mode != FUZZY_MODE:
+                raise InvalidInput("FuzzyScore needs a round signed with mode fuzzy", reason="invalid_mode")
+            if request.round_id and request.round_id != payload.round_id:
+                raise InvalidInput(
+                    "header round_id differs from the signed round", reason="round_id_mismatch"
+                )
+            target = payload.target(self._state)
+            if target is None:
+                raise InvalidInput("the signed round does not target this State", reason="not_a_target")
+            if hashlib.sha256(request.score_request).digest() != target.batch_sha256:
+                raise InvalidInput("score request differs from the one the querier signed",
+                                   reason="batch_mismatch")
+            if self._clock() * 1000 > payload.deadline_unix_ms:
+                raise PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
+            self._fresh(payload.issued_at_unix_ms)
+            epoch = self._epochs.get(target.epoch_id)
+            event["epoch_id"] = epoch.epoch_id
+            req = ScoreRequest.from_bytes(request.score_request)
+            event.update(items=req.traveller_count, batch_size=len(request.score_request))
+            if target.count != req.traveller_count:
+                raise InvalidInput("traveller count differs from the signed count", reason="batch_mismatch")
+            decision = self._policy.decide(RoundRequest(
+                partner=querier.state, modes=(FUZZY_MODE,), purpose=payload.purpose,
+                legal_basis=payload.legal_basis, batch_size=req.traveller_count, unit=payload.unit,
+                official=payload.official,
+            ))
+            event.update(decision=decision.status, reasons=list(decision.reasons))
+            decision.raise_for_status()
+            partner = self._policy.partner(querier.state)
+            assert partner is not None  # decide() refuses unknown partners
+            holder = self.holder_for(epoch.epoch_id, partner)
+            holder.validate(req)  # everything checked before anything is charged
+            payload_sha = hashlib.sha256(request.round.payload).hexdigest()
+            if self._replay is not None and not self._replay.claim(
+                querier.state, f"fuzzy:{payload.round_id}", payload_sha
+            ):  # a fuzzy answer is fresh randomness per round: a duplicate is refused, never re-scored
+                raise PreconditionFailed("this fuzzy round was already scored", reason="round_id_reused")
+            try:
+                remaining = self._budget.charge(querier.state, req.traveller_count, epoch.epoch_id,
+                                                epoch_ends_unix=self._epochs.epoch_ends_unix(epoch))
+            except FedcheckError:
+                if self._replay is not None:
+                    self._replay.release(querier.state, f"fuzzy:{payload.round_id}", payload_sha)
+                raise
+        except FedcheckError as exc:
+            self._refuse(event, exc)
+            raise
+        with self._score_lock:
+            if self._clock() * 1000 > payload.deadline_unix_ms:  # waited behind another round
+                late = PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
+                self._refuse(event, late)
+                raise late
+            response = holder.score(req)
+        key = (querier.state, payload.round_id)
+        with self._lock:
+            self._expire()
+            old = self._open.pop(key, None)
+            if old is not None:
+                old.holder.close_round(old.fuzzy_round_id)
+            expires = self._clock() + self.settings.release_ttl_seconds
+            self._open[key] = _OpenRound(holder, req.round_id, epoch.epoch_id, expires, req.traveller_count)
+            while len(self._open) > self.settings.max_open_rounds:
+                _, dropped = self._open.popitem(last=False)
+                dropped.holder.close_round(dropped.fuzzy_round_id)
+        data = response.to_bytes()
+        left = remaining.items
+        metrics.ITEMS_EVALUATED.labels(partner=querier.state).inc(req.traveller_count)
+        metrics.BATCH_SIZE.labels(method="FuzzyScore").observe(req.traveller_count)
+        metrics.BUDGET_REMAINING.labels(partner=querier.state).set(-1 if left is None else left)
+        ms = round((time.perf_counter() - t0) * 1000, 1)
+        event.update(
+            outcome="ok", duration_ms=ms, budget_remaining=left, evaluated=req.traveller_count * len(holder),
+            counts={"entries": len(holder), "key_bits": len(req.public_key) * 8,
+                    "pack_size": req.params.pack_size, "response_bytes": len(data)},
+        )
+        self._audit(event)
+        _log.info("fuzzy round scored", extra={"round_id": payload.round_id, "partner": querier.state,
+                                                "items": req.traveller_count, "ms": ms, "mode": FUZZY_MODE})
+        return FuzzyScore(epoch.epoch_id, data, 0 if left is None else int(left),
+                          self.settings.release_ttl_seconds)
+
+    # -- FuzzyRelease --------------------------------------------------------------------------------------
+
+    def release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> bytes:
+        """Release the labels of proven hits of the signer's own round; returns LabelResponse bytes."""
+        t0 = time.perf_counter()
+        querier = self._querier(peer, request.release)
+        payload = serde.fuzzy_release_payload_from_bytes(request.release.payload)
+        event: dict[str, Any] = {
+            "type": "fuzzy_release",
+            "round_id": payload.round_id,
+            "partner": querier.state,
+            "peer": peer.name,
+            "unit": payload.unit,
+            "official": payload.official,
+            "purpose": payload.purpose,
+            "legal_basis": payload.legal_basis,
+            "mode": FUZZY_MODE,
+        }
+        try:
+            if payload.holder_state != self._state:
+                raise InvalidInput("the follow-up is addressed to another State", reason="wrong_holder")
+            if hashlib.sha256(request.label_request).digest() != payload.label_request_sha256:
+                raise InvalidInput("label request differs from the one the querier signed",
+                                   reason="batch_mismatch")
+            self._fresh(payload.issued_at_unix_ms)
+            decision = self._policy.decide(RoundRequest(
+                partner=querier.state, modes=(FUZZY_MODE,), purpose=payload.purpose,
+                legal_basis=payload.legal_basis, unit=payload.unit, official=payload.official,
+            ))
+            event.update(decision=decision.status, reasons=list(decision.reasons))
+            decision.raise_for_status()
+            label_request = LabelRequest.from_bytes(request.label_request)
+            event["items"] = len(label_request.claims)
+            with self._lock:
+                self._expire()
+                rnd = self._open.get((querier.state, payload.round_id))
+            # another State's round, an unknown or an expired one all look the same to the caller
+            if rnd is None or rnd.fuzzy_round_id != label_request.round_id:
+                raise NotFound("no open fuzzy round of yours with this id (expired or never scored)",
+                               reason="unknown_round")
+            response = rnd.holder.release(label_request)
+        except FedcheckError as exc:
+            self._refuse(event, exc)
+            raise
+        ms = round((time.perf_counter() - t0) * 1000, 1)
+        event.update(outcome="ok", duration_ms=ms, hits=len(response.released), epoch_id=rnd.epoch_id,
+                     counts={"claims": len(label_request.claims), "released": len(response.released),
+                             "rejected": response.rejected})
+        self._audit(event)
+        _log.info("fuzzy follow-up", extra={"round_id": payload.round_id, "partner": querier.state,
+                                             "count": len(response.released), "ms": ms})
+        return response.to_bytes()

@@ -1,0 +1,248 @@
+"""Fuzzy (Paillier) rounds over real gRPC with mutual TLS: node processes and a coordinator on loopback.
+
+KEN lets FRA run fuzzy rounds and refuses them to UNX (its default policy allows exact and cardinality only).
+The nodes accept 1024-bit Paillier keys through the test-only ``[fuzzy] key_bits`` limit, for speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from fedcheck.errors import FedcheckError, InvalidInput, LimitExceeded, PolicyDenied
+from fedcheck.fuzzy import FuzzyQuerier, HitClaim, QuerierKey, ScoreRequest
+from fedcheck.node.app import load_tls, open_querier
+from fedcheck.node.config import load_node_config
+from fedcheck.node.fuzzyquery import FuzzyOptions, FuzzyQueryRunner
+from fedcheck.node.querier import QueryOptions
+from fedcheck.rpc import serde
+from fedcheck.rpc.clients import GrpcNodeClient, make_channel
+from fedcheck.rpc.messages import FuzzyScoreRequest, RoundPayload, RoundTarget, SignedEnvelope
+from fedcheck.trust.atrest import load_kek
+from fedcheck.trust.audit import read_entries
+from fedcheck.trust.pki import sign_payload
+from tests.conftest import Federation
+
+KEY_BITS = 1024  # test-only; the nodes below allow it explicitly
+MAX_TRAVELLERS = 6
+FUZZY_POLICY = 'modes = ["exact", "cardinality", "fuzzy"]\n'
+FUZZY_TABLE = f"\n[fuzzy]\nkey_bits = [{KEY_BITS}, 2048]\nmax_travellers = {MAX_TRAVELLERS}\nworkers = 2\n"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    from fedcheck.demo.data import make_demo_data
+    from fedcheck.node.app import open_store
+    from fedcheck.node.devfed import write_federation
+
+    root = tmp_path_factory.mktemp("fuzzy-federation")
+    fed = write_federation(root, ("FRA", "KEN", "UNX"), budget_per_epoch=1000,
+                           extra_policy={"KEN->FRA": FUZZY_POLICY})
+    for cfg in fed.node_configs.values():
+        with open(cfg, "a", encoding="utf-8") as fh:
+            fh.write(FUZZY_TABLE)
+    data = make_demo_data(travellers=12)
+    lists = {"FRA": data.watchlists["FRA"][:200], "KEN": data.watchlists["KEN"][:400],
+             "UNX": data.watchlists["UNX"][:100]}
+    for state, records in lists.items():
+        store = open_store(load_node_config(fed.node_configs[state]))
+        store.replace_list(records)
+        store.close()
+    f = Federation(fed, root, watchlists=dict(lists), manifest=list(data.manifest))
+    try:
+        for name in ("FRA", "KEN", "UNX", "coordinator"):
+            f.start(name)
+        for name in ("FRA", "KEN", "UNX", "coordinator"):
+            f.wait_serving(name)
+        yield f
+    finally:
+        for name in list(f.procs):
+            f.stop(name)
+
+
+def _cfg(f: Federation, state: str) -> Any:
+    return load_node_config(f.fed.node_configs[state])  # type: ignore[attr-defined]
+
+
+def _audit(f: Federation, state: str) -> list[dict[str, Any]]:
+    return [dict(e.event) for e in read_entries(_cfg(f, state).data_dir / "audit.jsonl")]
+
+
+def _manifest(f: Federation) -> list[Any]:
+    """T007 (KEN-listed, exact), T008 (typo of a KEN-listed name: exact keys miss it) and two others."""
+    by_id = {r.record_id: r for r in f.manifest}  # type: ignore[attr-defined]
+    return [by_id["T007"], by_id["T008"], by_id["T009"], by_id["T010"]]
+
+
+def _options(**kw: Any) -> QueryOptions:
+    return QueryOptions(states=("KEN",), legal_basis="FED-agreement-2026/art.5", unit="FRA-BORDER-01",
+                        official="officer-0001", deadline_seconds=30, **kw)
+
+
+def test_fuzzy_round_finds_the_typo_and_follow_up_releases_the_label(fed: Federation) -> None:
+    manifest = _manifest(fed)
+    ken = {r.record_id: r for r in fed.watchlists["KEN"]}  # type: ignore[attr-defined]
+    runner, close = open_querier(_cfg(fed, "FRA"))
+    try:
+        exact = runner.run(manifest, _options())
+        assert not exact.travellers[1].hits  # T008: missed by exact keys
+        fuzzy = FuzzyQueryRunner.for_runner(runner)
+        t0 = time.perf_counter()
+        report = fuzzy.run(manifest, _options(), FuzzyOptions(key_bits=KEY_BITS))
+        took = time.perf_counter() - t0
+        assert report.statuses == {"KEN": "ok"}
+        t008 = report.travellers[1].hits
+        assert t008 and all(h.mode == "fuzzy" and h.key_type == "name_similarity" for h in t008)
+        # before the follow-up: State + opaque reference only, and KEN has not heard of any hit
+        assert all(h.label["reference"].startswith("fz-") for h in t008)
+        events = _audit(fed, "KEN")
+        assert any(e["type"] == "fuzzy_score" and e["outcome"] == "ok" and e["items"] == 4 for e in events)
+        assert not any(e["type"] == "fuzzy_release" for e in events)
+
+        rnd = fuzzy.last_fuzzy
+        assert rnd is not None
+        released = fuzzy.follow_up(rnd, "KEN", _options())
+        refs = {lab["reference"] for lab in released.values()}
+        want = ken["KEN-00007"].label.reference
+        assert want in refs
+        assert fuzzy.last_round is not None and not fuzzy.last_round.replayed
+    finally:
+        close()
+    events = _audit(fed, "KEN")
+    rel = [e for e in events if e["type"] == "fuzzy_release"]
+    assert rel and rel[-1]["outcome"] == "ok" and rel[-1]["counts"]["released"] == len(released)
+    score = [e for e in events if e["type"] == "fuzzy_score"][-1]
+    assert score["counts"]["entries"] >= 400 and score["evaluated"] == 4 * score["counts"]["entries"]
+    log = (_cfg(fed, "KEN").data_dir / "audit.jsonl").read_text()
+    for r in manifest:  # sizes and counts only: no traveller name reaches the holder's audit log
+        assert r.names[0].full_name not in log
+    print(f"fuzzy round 4 travellers x {score['counts']['entries']} entries: {took:.2f}s")
+
+
+def test_forged_or_foreign_follow_up_is_refused(fed: Federation) -> None:
+    runner, close = open_querier(_cfg(fed, "FRA"))
+    try:
+        fuzzy = FuzzyQueryRunner.for_runner(runner)
+        fuzzy.run(_manifest(fed), _options(), FuzzyOptions(key_bits=KEY_BITS))
+        rnd = fuzzy.last_fuzzy
+        assert rnd is not None and rnd.hits
+        forged = [replace(h, claim=HitClaim(h.claim.traveller, h.claim.reference, h.claim.proof + 1))
+                  for h in rnd.hits]
+        assert fuzzy.follow_up(rnd, "KEN", _options(), forged) == {}  # rejected, nothing released
+    finally:
+        close()
+    rel = [e for e in _audit(fed, "KEN") if e["type"] == "fuzzy_release"][-1]
+    assert rel["counts"]["rejected"] == len(forged) and rel["counts"]["released"] == 0
+
+    # UNX tries to follow up FRA's round with FRA's valid claims: not its round -> refused
+    unx_runner, close = open_querier(_cfg(fed, "UNX"))
+    try:
+        unx = FuzzyQueryRunner.for_runner(unx_runner)
+        with pytest.raises(FedcheckError) as err:
+            unx.follow_up(rnd, "KEN", _options())
+        assert err.value.reason in ("unknown_round", "mode_not_allowed")
+    finally:
+        close()
+
+
+def test_partner_without_fuzzy_policy_is_refused(fed: Federation) -> None:
+    runner, close = open_querier(_cfg(fed, "UNX"))
+    try:
+        report = FuzzyQueryRunner.for_runner(runner).run(
+            _manifest(fed), _options(), FuzzyOptions(key_bits=KEY_BITS))
+    finally:
+        close()
+    assert report.statuses["KEN"].startswith("refused (mode_not_allowed")
+    assert not any(t.hits for t in report.travellers)
+    with pytest.raises(PolicyDenied):  # directly, the status code is PERMISSION_DENIED
+        _direct(fed, "UNX", _request(QuerierKey.generate(KEY_BITS), 1))
+
+
+# -- direct FuzzyScore calls with crafted requests -------------------------------------------------------
+
+
+def _request(key: QuerierKey, travellers: int) -> ScoreRequest:
+    """A well-formed request without encrypting anything: every ciphertext is 2 (a unit, in range)."""
+    q = FuzzyQuerier(key, workers=1)
+    p = q.params
+    width = key.public.ciphertext_bytes
+    packs = travellers
+    blob = (2).to_bytes(width, "big") * (packs * p.ciphertexts_per_pack)
+    return ScoreRequest(uuid.uuid4().bytes, key.public.n_bytes(), p, travellers, blob)
+
+
+def _direct(f: Federation, querier: str, req: ScoreRequest, data: bytes | None = None) -> object:
+    """FuzzyScore straight to KEN, signed and bound correctly by ``querier`` (its own TLS identity)."""
+    cfg = _cfg(f, querier)
+    tls = load_tls(cfg, load_kek(cfg.kek))
+    assert tls is not None
+    raw = data if data is not None else req.to_bytes()
+    ken = _cfg(f, "KEN")
+    client = GrpcNodeClient(make_channel(ken.listen, tls))
+    try:
+        epoch = client.node_info(timeout=5).epoch_id
+        now = int(time.time() * 1000)
+        target = RoundTarget("KEN", epoch, req.traveller_count, hashlib.sha256(raw).digest())
+        payload = RoundPayload(str(uuid.uuid4()), "border-screening", "basis", "fuzzy", (target,),
+                               now + 20_000, now)
+        body = serde.round_payload_to_bytes(payload)
+        env = SignedEnvelope(body, sign_payload(tls.key_pem, body), tls.cert_pem)
+        return client.fuzzy_score(FuzzyScoreRequest(env, raw, payload.round_id), timeout=20)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def small_key() -> QuerierKey:
+    return QuerierKey.generate(KEY_BITS)
+
+
+def _with_ciphertext(req: ScoreRequest, value: int) -> ScoreRequest:
+    width = len(req.public_key) * 2
+    return replace(req, ciphertexts=value.to_bytes(width, "big") + req.ciphertexts[width:])
+
+
+@pytest.mark.parametrize("case", ["zero", "n_squared", "multiple_of_n", "short_count", "wrong_key_size"])
+def test_bad_ciphertexts_are_invalid_argument(fed: Federation, small_key: QuerierKey, case: str) -> None:
+    req = _request(small_key, 1)
+    n = small_key.public.n
+    if case == "zero":
+        req = _with_ciphertext(req, 0)
+    elif case == "n_squared":
+        req = _with_ciphertext(req, n * n)
+    elif case == "multiple_of_n":
+        req = _with_ciphertext(req, n)
+    elif case == "short_count":
+        req = replace(req, ciphertexts=req.ciphertexts[: -len(req.public_key) * 2])
+    else:  # a 1536-bit modulus: neither 1024 (allowed here for tests) nor 2048/3072
+        fake_n = (1 << 1535) | 1
+        req = replace(req, public_key=fake_n.to_bytes(192, "big"), ciphertexts=b"\x02" * 384)
+    with pytest.raises(InvalidInput) as err:
+        _direct(fed, "FRA", req)
+    assert err.value.status == "INVALID_ARGUMENT"
+    assert err.value.message  # a clear message travels back
+
+
+def test_oversized_request_is_resource_exhausted(fed: Federation, small_key: QuerierKey) -> None:
+    with pytest.raises(LimitExceeded) as err:
+        _direct(fed, "FRA", _request(small_key, MAX_TRAVELLERS + 1))
+    assert err.value.status == "RESOURCE_EXHAUSTED"
+    # nothing was charged or scored for the refused requests, and each refusal is audited
+    refused = [e for e in _audit(fed, "KEN") if e["type"] == "fuzzy_score" and e["outcome"] == "refused"]
+    assert any(e["status"] == "RESOURCE_EXHAUSTED" for e in refused)
+
+
+def test_node_info_advertises_fuzzy(fed: Federation) -> None:
+    cfg = _cfg(fed, "FRA")
+    tls = load_tls(cfg, load_kek(cfg.kek))
+    client = GrpcNodeClient(make_channel(_cfg(fed, "KEN").listen, tls))
+    try:
+        assert "fuzzy" in client.node_info(timeout=5).modes
+    finally:
+        client.close()

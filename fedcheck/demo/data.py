@@ -78,11 +78,16 @@ _VARIANTS = {
 
 def transliteration_variant(full_name: str) -> str | None:
     """Return the name with one token swapped for a common alternative spelling, or None if none applies."""
+    found = _variant(full_name)
+    return found[0] if found else None
+
+
+def _variant(full_name: str) -> tuple[str, str] | None:
     tokens = normalise_name(full_name).split()
     for i, tok in enumerate(tokens):
         alt = _VARIANTS.get(tok)
         if alt is not None:
-            return " ".join([*tokens[:i], alt, *tokens[i + 1 :]])
+            return " ".join([*tokens[:i], alt, *tokens[i + 1 :]]), tok
     return None
 
 
@@ -180,12 +185,14 @@ def make_demo_data(*, travellers: int = 300, seed: int = 2026, un_path: Path = U
     # 1. UN-listed person, name and exact date of birth as listed.
     add(exact_dob[0], "UNX", "name + exact date of birth")
     # 2-3. UN-listed people travelling under a transliteration variant of their name.
-    variants = 0
+    swapped: set[str] = set()  # one example per spelling family, for a varied demo
     for rec in un:
-        alt = transliteration_variant(rec.names[0].full_name)
-        if alt and rec.birth_dates and rec.nationalities and variants < 2:
-            add(replace(rec, names=(PersonName(alt),), documents=()), "UNX", "transliteration variant")
-            variants += 1
+        found = _variant(rec.names[0].full_name)
+        if found and found[1] not in swapped and rec.birth_dates and rec.nationalities and len(swapped) < 4:
+            add(replace(rec, names=(PersonName(found[0]),), documents=()), "UNX",
+                f"transliteration variant ({found[1]} -> {_VARIANTS[found[1]]})")
+            swapped.add(found[1])
+            swapped.add(_VARIANTS[found[1]])
     # 4. UN-listed document number, with a different spelling of the name.
     with_doc = [r for r in un if any(d.number and d.issuer for d in r.documents)]
     doc_rec = with_doc[0]

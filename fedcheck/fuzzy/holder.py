@@ -128,6 +128,7 @@ class FuzzyHolder:
         face_dims: int = 128,
         workers: int | None = None,
         limits: HolderLimits = HolderLimits(),
+        mp_context: str = "fork",
     ) -> None:
         if kind not in MARGIN_BITS:
             raise InvalidInput("kind: must be 'name' or 'face'", reason="bad_kind")
@@ -136,6 +137,9 @@ class FuzzyHolder:
         self.entries = list(entries)
         self.workers = workers or os.cpu_count() or 1
         self.limits = limits
+        #: "fork" shares the round's state with workers for free; a process that runs other threads (a gRPC
+        #: server) must use "forkserver": forking it can deadlock the child (locks held by other threads)
+        self.mp_context = mp_context
         self._rounds: dict[bytes, _Round] = {}
         lens = [len(e.dims) for e in self.entries]
         if any(d < 0 or d >= self.dims for e in self.entries for d in e.dims):
@@ -235,8 +239,12 @@ class FuzzyHolder:
                 _init_worker()
                 parts = [_score_unit(u) for u in units]
             else:
-                ctx = multiprocessing.get_context("fork")
-                with ctx.Pool(self.workers, initializer=_init_worker) as pool:
+                ctx = multiprocessing.get_context(self.mp_context)
+                if self.mp_context == "fork":
+                    pool = ctx.Pool(self.workers, initializer=_init_worker)
+                else:  # workers do not inherit memory: hand them the round's state once each
+                    pool = ctx.Pool(self.workers, initializer=_init_worker_with, initargs=(state,))
+                with pool:
                     parts = pool.map(_score_unit, units, chunksize=1)
         finally:
             _STATE.clear()
@@ -278,6 +286,12 @@ class FuzzyHolder:
 def _urandom_u64(shape: tuple[int, ...]) -> npt.NDArray[np.uint64]:
     count = int(np.prod(shape))
     return np.frombuffer(os.urandom(8 * count), dtype=np.uint64).reshape(shape).copy()
+
+
+def _init_worker_with(state: dict[str, Any]) -> None:
+    _STATE.clear()
+    _STATE.update(state)
+    _init_worker()
 
 
 def _init_worker() -> None:

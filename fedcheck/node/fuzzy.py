@@ -226,6 +226,7 @@ class FuzzyService:
             entries,
             kind="name",
             workers=self.settings.workers or None,
+            mp_context="forkserver",  # never fork the threaded gRPC server process
             limits=HolderLimits(
                 max_travellers=self.settings.max_travellers,
                 max_packs=self.settings.max_travellers,

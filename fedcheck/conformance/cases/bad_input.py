@@ -19,7 +19,7 @@ from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck.conformance._certs import foreign_identity
 from fedcheck.conformance.bad_inputs import BadInput, load_bad_inputs
 from fedcheck.conformance.cases._common import valid_blinded
-from fedcheck.conformance.cases.fuzzy import fuzzy_advertised
+from fedcheck.conformance.cases.fuzzy import fuzzy_advertised, fuzzy_request, fuzzy_score
 from fedcheck.conformance.model import CaseFailed, CaseSkipped, case
 from fedcheck.conformance.session import Call, IndexUnavailable, Session
 
@@ -166,7 +166,12 @@ def _index(session: Session, t: BadInput) -> Call:
 
 
 def _paillier(session: Session, t: BadInput) -> Call:
-    raise CaseSkipped("fuzzy cases are not written for this contract version")
+    """One well-formed 1-traveller FuzzyScore whose first ciphertext is the row's value ("0", "n", "n2", ...).
+
+    The modulus is a fixed odd 2048-bit number (the holder cannot and need not check it is an RSA modulus),
+    every other ciphertext is 2 (in range, a unit), so only the row's value can make the node refuse."""
+    _, data = fuzzy_request(str(t.data["ciphertext"]))
+    return fuzzy_score(session, data)
 
 
 _RUNNERS: dict[str, Callable[[Session, BadInput], Call]] = {

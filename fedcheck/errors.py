@@ -23,11 +23,13 @@ Tree::
      +-- IntegrityError                DATA_LOSS          stored data or audit chain corrupted
      +-- ConfigError                   (CLI only)         operator configuration invalid
      +-- Unavailable                   UNAVAILABLE        peer down, deadline passed
+          +-- Aborted                  ABORTED            identical request still in progress (retry)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "Aborted",
     "BudgetExhausted",
     "ConfigError",
     "FedcheckError",
@@ -135,3 +137,20 @@ class ConfigError(FedcheckError):
 
 class Unavailable(FedcheckError):
     status = "UNAVAILABLE"
+
+
+class Aborted(Unavailable):
+    """A concurrent, identical request is still being processed; retry after ``retry_after_s`` seconds."""
+
+    status = "ABORTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int = 1,
+        reason: str | None = None,
+        reasons: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, reason=reason or "aborted", reasons=reasons)
+        self.retry_after_s = retry_after_s

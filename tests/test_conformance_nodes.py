@@ -38,24 +38,37 @@ class Pki:
     root: Path
     ca: Path
     node: tuple[Path, Path]
+    #: the suite's identity: an *evaluator* certificate for the test partner code, key sealed under ``kek``
     partner: tuple[Path, Path]
     stranger: tuple[Path, Path]
+    #: ``file:PATH`` spec of the KEK sealing the evaluator keys
+    kek: str
+    #: an evaluator certificate for a State the node's policy does not list (sealed under ``kek``)
+    stranger_evaluator: tuple[Path, Path]
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    from fedcheck.trust.atrest import KeyEncryptionKey
     from fedcheck.trust.pki import create_ca, issue_certificate, write_crl
 
     root = tmp_path_factory.mktemp("conformance-pki")
     create_ca(root / "ca", federation="FED")
     write_crl(root / "ca")
-    files = {s: issue_certificate(root / "ca", root / s, role="node", state=s) for s in (STATE, PARTNER,
-                                                                                         STRANGER)}
-    return Pki(root, files[STATE].ca, (files[STATE].cert, files[STATE].key),
-               (files[PARTNER].cert, files[PARTNER].key), (files[STRANGER].cert, files[STRANGER].key))
+    files = {s: issue_certificate(root / "ca", root / s, role="node", state=s) for s in (STATE, STRANGER)}
+    kek_text = KeyEncryptionKey.generate().to_text()
+    (root / "evaluator.kek").write_text(kek_text)
+    (root / "evaluator.kek").chmod(0o600)
+    kek = KeyEncryptionKey.from_text(kek_text)
+    ev = issue_certificate(root / "ca", root / "eva", role="evaluator", state=PARTNER, kek=kek)
+    ev_str = issue_certificate(root / "ca", root / "eva-str", role="evaluator", state=STRANGER, kek=kek)
+    assert ev.key.read_bytes()[:4] != b"----"  # sealed, not PEM: the suite must open it with the KEK
+    return Pki(root, files[STATE].ca, (files[STATE].cert, files[STATE].key), (ev.cert, ev.key),
+               (files[STRANGER].cert, files[STRANGER].key), f"file:{root / 'evaluator.kek'}",
+               (ev_str.cert, ev_str.key))
 
 
-def _write_config(pki: Pki, data_dir: Path) -> Path:
+def _write_config(pki: Pki, data_dir: Path, *, insecure_dev: bool = False) -> Path:
     env = f"FEDCHECK_CONFORMANCE_KEK_{secrets.token_hex(4).upper()}"
     from fedcheck.trust.atrest import KeyEncryptionKey
 
@@ -73,6 +86,7 @@ max_batch = {MAX_BATCH}
 index_chunk_bytes = 4096
 workers = 1
 grace_seconds = 0.5
+insecure_dev = {'true' if insecure_dev else 'false'}
 
 [tls]
 cert = "{pki.node[0]}"
@@ -94,11 +108,12 @@ budget_per_epoch = {BUDGET}
 class RunningNode:
     """A NodeApp started in-process with the profile imported; ``wrap`` replaces its handler first."""
 
-    def __init__(self, pki: Pki, data_dir: Path, wrap: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, pki: Pki, data_dir: Path, wrap: Callable[[Any], Any] | None = None, *,
+                 insecure_dev: bool = False) -> None:
         from fedcheck.node.app import NodeApp
         from fedcheck.node.config import load_node_config
 
-        self.app = NodeApp(load_node_config(_write_config(pki, data_dir)))
+        self.app = NodeApp(load_node_config(_write_config(pki, data_dir, insecure_dev=insecure_dev)))
         self.app.store.replace_list(build_profile("standard").watchlist, source="conformance")
         if wrap is not None:
             self.app.service = wrap(self.app.service)
@@ -118,11 +133,13 @@ class RunningNode:
         return bool(srv.health._server_status.get("") == health_pb2.HealthCheckResponse.SERVING)
 
     def config(self, pki: Pki, **kw: Any) -> TargetConfig:
-        return TargetConfig(
+        base: dict[str, Any] = dict(
             target=f"localhost:{self.port}", ca=pki.ca, cert=pki.partner[0], key=pki.partner[1],
-            stranger_cert=pki.stranger[0], stranger_key=pki.stranger[1], timeout_s=15.0,
-            rotate_hook=self.app.epochs.rebuild_now, **kw,
+            kek=pki.kek, stranger_cert=pki.stranger[0], stranger_key=pki.stranger[1], timeout_s=15.0,
+            rotate_hook=self.app.epochs.rebuild_now,
         )
+        base.update(kw)
+        return TargetConfig(**base)
 
     def stop(self) -> None:
         self.app.stop()
@@ -179,7 +196,7 @@ def test_real_node_runs_the_core_cases(real_report: Report) -> None:
 
 def _cli(pki: Pki, node: RunningNode, *extra: str) -> list[str]:
     return ["conformance", "run", "--target", f"localhost:{node.port}", "--ca", str(pki.ca),
-            "--cert", str(pki.partner[0]), "--key", str(pki.partner[1]), "--quiet", *extra]
+            "--cert", str(pki.partner[0]), "--key", str(pki.partner[1]), "--kek", pki.kek, "--quiet", *extra]
 
 
 def test_cli_writes_junit_and_json(pki: Pki, real_node: RunningNode, tmp_path: Path) -> None:
@@ -231,8 +248,8 @@ class _Delegate:
     def max_batch(self) -> int:
         return int(self.inner.max_batch)
 
-    def node_info(self) -> m.NodeInfo:
-        return self.inner.node_info()  # type: ignore[no-any-return]
+    def node_info(self, peer: Any = None) -> m.NodeInfo:
+        return self.inner.node_info(peer)  # type: ignore[no-any-return]
 
     def get_index(self, peer: Any, request: m.GetIndexRequest) -> Iterator[m.IndexChunk]:
         return self.inner.get_index(peer, request)  # type: ignore[no-any-return]
@@ -363,3 +380,140 @@ def test_node_reusing_its_key_across_epochs_fails(pki: Pki, tmp_path: Path,
     failed = _failed(report)
     assert failed == {"epoch.key_rotation"}, _explain(report)
     assert "same public key" in report.by_id()["epoch.key_rotation"].evidence
+
+
+# ------------------------------------------------------------------- evaluator identity, sealed keys, budget
+
+
+def _audit_events(node: RunningNode) -> list[dict[str, Any]]:
+    import json
+
+    from fedcheck.node.app import audit_paths
+
+    _, log = audit_paths(node.app.cfg)
+    return [json.loads(line)["event"] for line in log.read_text().splitlines() if line.strip()]
+
+
+def test_evaluator_certificate_is_audited_as_evaluator(real_report: Report, real_node: RunningNode) -> None:
+    """The suite ran with an evaluator certificate (TLS hop and signer): the node judged it as partner EVA
+    and its audit log says so."""
+    events = [e for e in _audit_events(real_node) if e.get("partner") == PARTNER]
+    assert events, "no audit entry for the evaluator's requests"
+    assert {e.get("role") for e in events if e.get("type") in ("request", "index")} == {"evaluator"}
+    assert any(e.get("outcome") == "ok" and e.get("type") == "request" for e in events)
+    assert all(str(e.get("peer", "")).startswith("evaluator.") for e in events if "peer" in e)
+
+
+def test_evaluator_of_a_non_partner_state_is_refused(pki: Pki, real_node: RunningNode) -> None:
+    """An evaluator certificate is still subject to the holder policy: its code must be a partner."""
+    report = run_suite(real_node.config(pki, stranger_cert=pki.stranger_evaluator[0],
+                                        stranger_key=pki.stranger_evaluator[1]),
+                       select=["policy.stranger_refused"])
+    assert report.by_id()["policy.stranger_refused"].status is Status.PASS, _explain(report)
+    refused = [e for e in _audit_events(real_node) if e.get("peer") == f"evaluator.{STRANGER}"]
+    assert refused and {e.get("role") for e in refused} == {"evaluator"}
+    assert {e.get("reason") for e in refused} == {"partner_not_allowed"}
+
+
+def test_evaluator_signing_for_another_state_is_refused(pki: Pki, real_node: RunningNode) -> None:
+    """A direct caller may only send its own requests: TLS as evaluator.EVA, signed by node.STR."""
+    from fedcheck.conformance.session import Session
+
+    session = Session(real_node.config(pki), build_profile("standard"))
+    try:
+        from fedcheck.conformance.cases._common import valid_blinded
+
+        blinded = valid_blinded(1)
+        payload = session.round_payload(blinded, 1)
+        env = session.sign(payload.SerializeToString(), cert_pem=session.stranger_cert_pem,
+                           key_pem=session.stranger_key_pem)
+        call = session.blind_evaluate(blinded, envelope=env)
+    finally:
+        session.close()
+    assert call.status == "UNAUTHENTICATED", call.describe()
+    assert call.trailing.get("fedcheck-reason") == "identity_mismatch"
+
+
+def test_cli_sealed_key_needs_kek(pki: Pki, real_node: RunningNode,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from fedcheck.cli.main import main
+
+    args = _cli(pki, real_node, "--case", "version.node_info")
+    i = args.index("--kek")
+    del args[i:i + 2]
+    assert main(args) == 2
+    assert "KEK" in capsys.readouterr().err
+    assert main(_cli(pki, real_node, "--case", "version.node_info")) == 0
+
+
+class DropsBudgetLimited(_Delegate):
+    """Counts a budget but reports it like an unlimited partner (budget_limited false)."""
+
+    def blind_evaluate(self, peer: Any, request: m.BlindEvaluateRequest) -> m.Evaluation:
+        return replace(self.inner.blind_evaluate(peer, request), budget_limited=False)
+
+
+def test_node_hiding_its_budget_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=DropsBudgetLimited, select=["budget"])
+    assert _failed(report) == {"budget.exhaustion"}, _explain(report)
+    assert "budget_limited" in report.by_id()["budget.exhaustion"].evidence
+
+
+# ----------------------------------------------------------------------- epoch rotation without waiting
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_key_rotation_judged_from_previous_epoch(pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 reused: bool) -> None:
+    """A node that already rotated names its previous epoch in NodeInfo; the case decides from that pair at
+    once (no hook, no --epoch-wait), and catches a key reused across the two epochs."""
+    import fedcheck.node.epochs as epochs
+
+    if reused:
+        monkeypatch.setattr(epochs, "EpochKey", ReusedKey)
+    node = RunningNode(pki, tmp_path)
+    try:
+        node.app.epochs.rebuild_now()
+        report = run_suite(node.config(pki, rotate_hook=None, epoch_wait_s=0.0),
+                           select=["version", "epoch"])
+    finally:
+        node.stop()
+    r = report.by_id()["epoch.key_rotation"]
+    if reused:
+        assert r.status is Status.FAIL and "same public key" in r.evidence, _explain(report)
+    else:
+        assert r.status is Status.PASS and "previous epoch" in r.evidence, _explain(report)
+
+
+# ------------------------------------------------------------------------------------------- insecure dev
+
+
+def test_insecure_dev_node_without_tls_table_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
+    from fedcheck.errors import ConfigError
+    from fedcheck.node.config import load_node_config
+
+    cfg = _write_config(pki, tmp_path, insecure_dev=True)
+    text = cfg.read_text()
+    cfg.write_text(text[:text.index("[tls]")] + text[text.index("[policy."):])
+    with pytest.raises(ConfigError, match="still verifies signed requests"):
+        load_node_config(cfg)
+
+
+def test_insecure_dev_node_runs_the_evaluation_cases(pki: Pki, tmp_path: Path) -> None:
+    """Plain-text transport, but request signatures still verified against the CA: the suite's evaluation
+    cases (and the signature rows of bad_inputs.json) run and pass; transport cases are skipped."""
+    node = RunningNode(pki, tmp_path, insecure_dev=True)
+    try:
+        cfg = node.config(pki, ca=None, insecure_dev=True)
+        report = run_suite(cfg, select=["version", "transport", "index", "oprf", "exact", "cardinality",
+                                        "bad_input", "policy", "budget"])
+    finally:
+        node.stop()
+    assert report.conformant, _explain(report)
+    res = report.by_id()
+    for cid in ("index.download", "oprf.proof_verifies", "exact.must_hit", "exact.labels",
+                "cardinality.count", "policy.purpose_refused", "policy.stranger_refused", "budget.exhaustion",
+                "bad_input.round_signature_flipped", "bad_input.round_envelope_missing",
+                "bad_input.round_foreign_signer", "bad_input.index_foreign_signer"):
+        assert res[cid].status is Status.PASS, f"{cid}: {res[cid].status} {res[cid].evidence}"
+    assert res["transport.plaintext_refused"].status is Status.SKIP

@@ -21,6 +21,7 @@ from fedcheck.fuzzy import (
     Traveller,
 )
 from fedcheck.fuzzy.encoding import name_bigrams
+from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER
 from fedcheck.fuzzy.reference import face_margins, name_margins
 
 LIMITS = HolderLimits(key_bits=frozenset({1024}))  # small keys in tests only; default stays {2048, 3072}
@@ -103,16 +104,17 @@ def test_per_pair_blinding_mode_and_follow_up(key: QuerierKey) -> None:
     got = {(c.traveller, int(perms[c.traveller, c.reference])) for c in res.hits}
     assert got == set(zip(*np.nonzero(m >= 0), strict=True))
     assert res.hits
-    lab = h.release(q.follow_up(req.round_id, res.hits))
+    lab, record_ids = h.release_with_records(q.follow_up(req.round_id, res.hits))
     assert lab.rejected == 0 and len(lab.released) == len(res.hits)
-    assert {r.record_id for r in lab.released} == {entries[e].record_id for _, e in got}
+    assert set(record_ids) == {entries[e].record_id for _, e in got}
     # forged / guessed references are refused without saying why
     forged = [HitClaim(c.traveller, c.reference, c.proof + 1) for c in res.hits]
     misses = list(zip(*np.nonzero(m < 0), strict=True))[:50]
     inv = {int(v): i for i, v in enumerate(perms[0])}
     guessed = [HitClaim(0, inv[int(e)], 1 << 23) for t, e in misses if t == 0]
-    lab2 = h.release(q.follow_up(req.round_id, forged + guessed))
-    assert not lab2.released and lab2.rejected == len(forged) + len(guessed)
+    bad = (forged + guessed)[: 4 * CLAIMS_PER_TRAVELLER - len(res.hits)]  # within the round's claim cap
+    lab2 = h.release(q.follow_up(req.round_id, bad))
+    assert not lab2.released and lab2.rejected == len(bad)  # and the round is closed:
     h.close_round(req.round_id)
     with pytest.raises(NotFound):
         h.release(q.follow_up(req.round_id, res.hits))

@@ -26,9 +26,11 @@ def register(sub: Any) -> None:
                           description="Run the conformance cases against HOST:PORT and report.")
     run.add_argument("--target", required=True, help="node address, HOST:PORT")
     run.add_argument("--ca", type=Path, help="federation CA certificate (PEM)")
-    run.add_argument("--cert", type=Path, help="client certificate for mutual TLS (a node certificate of the "
-                     "test partner State)")
-    run.add_argument("--key", type=Path, help="private key of --cert (PEM)")
+    run.add_argument("--cert", type=Path, help="client certificate for mutual TLS (an evaluator certificate "
+                     "`fedcheck pki issue --role evaluator --state EVA`, or a node certificate)")
+    run.add_argument("--key", type=Path, help="private key of --cert (PEM, or sealed: see --kek)")
+    run.add_argument("--kek", metavar="file:PATH|env:VAR",
+                     help="operator KEK that opens sealed private keys (fedcheck.trust.atrest)")
     run.add_argument("--partner-cert", type=Path, help="certificate that signs requests (default: --cert)")
     run.add_argument("--partner-key", type=Path, help="private key of --partner-cert (default: --key)")
     run.add_argument("--stranger-cert", type=Path,
@@ -38,7 +40,16 @@ def register(sub: Any) -> None:
     run.add_argument("--server-name", help="TLS name to verify the node's certificate against")
     run.add_argument("--insecure-dev", action="store_true",
                      help="plain-text connection to a development node (transport cases are skipped)")
-    run.add_argument("--dev-identity", default="node.EVA", help="identity claimed with --insecure-dev")
+    run.add_argument("--dev-identity",
+                     help="identity claimed with --insecure-dev (default: <role>.<STATE> of --cert)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="also test this coordinator (enables the coordinator.* cases)")
+    run.add_argument("--coordinator-cert", type=Path,
+                     help="node certificate of a federation member that submits the coordinator cases' "
+                     "rounds (default: --partner-cert when it is a node certificate)")
+    run.add_argument("--coordinator-key", type=Path, help="private key of --coordinator-cert")
+    run.add_argument("--coordinator-server-name", help="TLS name to verify the coordinator's certificate "
+                     "against")
     run.add_argument("--profile", default="standard", help="conformance profile (default: %(default)s)")
     run.add_argument("--case", action="append", dest="cases", metavar="ID",
                      help="run only this case id or id prefix (repeatable), e.g. --case oprf")
@@ -80,7 +91,9 @@ def _run(args: argparse.Namespace) -> int:
         insecure_dev=args.insecure_dev, dev_identity=args.dev_identity, server_name=args.server_name,
         timeout_s=args.timeout, epoch_wait_s=args.epoch_wait, purpose=args.purpose,
         legal_basis=args.legal_basis,
-        budget_cap=args.budget_cap,
+        budget_cap=args.budget_cap, kek=args.kek, coordinator=args.coordinator,
+        coordinator_cert=args.coordinator_cert, coordinator_key=args.coordinator_key,
+        coordinator_server_name=args.coordinator_server_name,
     )
 
     def progress(r: Any) -> None:

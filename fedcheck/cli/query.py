@@ -2,6 +2,12 @@
 
 ``--mode fuzzy`` runs an encrypted similarity round (hits: State + opaque reference); ``--follow-up`` then
 asks each hit's holder, and only that holder, for the labels; ``--mode both`` runs exact, then fuzzy.
+``--fuzzy-kind face`` compares the travellers' ``face_embedding`` instead of names. Large manifests are split
+into sub-rounds (one progress line each on stderr).
+
+``fedcheck query follow-up --config NODE.toml --round ROUND_ID [--reference fz-T.N ...] [--states S]``
+follows up hits of an earlier fuzzy round later, from the round state the querier node keeps sealed
+(``querier-fuzzy.sqlite``, 24 h); holders keep a round open for their ``release_ttl_seconds`` only.
 
 Prints per traveller which States hit, on which key type, with the label (table or ``--format json``; the JSON
 shape is the one documented in :mod:`fedcheck.screening.report`). Exit codes: 0 round completed and every
@@ -20,8 +26,13 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     p = sub.add_parser("query", help="screen a manifest against partner States through the coordinator")
+    p.add_argument("action", nargs="?", choices=("run", "follow-up"), default="run",
+                   help="run (default) a round, or follow-up hits of an earlier fuzzy round (--round)")
     p.add_argument("--config", required=True, help="the querying node's TOML file")
-    p.add_argument("--manifest", required=True, help="travellers (csv, jsonl, paxlst, mrz)")
+    p.add_argument("--manifest", default=None, help="travellers (csv, jsonl, paxlst, mrz); required for run")
+    p.add_argument("--round", default="", help="follow-up: the fuzzy round (or sub-round) id")
+    p.add_argument("--reference", nargs="+", default=[], metavar="fz-T.N",
+                   help="follow-up: only these hit references (default: every hit of the round)")
     p.add_argument("--manifest-format", default=None, help="force the manifest format")
     p.add_argument("--mode", choices=("exact", "cardinality", "fuzzy", "both"), default="exact",
                    help="both = exact round, then a fuzzy (encrypted similarity) round")
@@ -32,8 +43,16 @@ def register(sub: Any) -> None:
                    help="fuzzy: Dice similarity threshold (default: %(default)s)")
     p.add_argument("--year-tolerance", type=int, default=0,
                    help="fuzzy: birth years may differ by this much (default: %(default)s)")
-    p.add_argument("--key-bits", type=int, choices=(2048, 3072), default=2048,
-                   help="fuzzy: Paillier modulus size (default: %(default)s)")
+    p.add_argument("--key-bits", type=int, choices=(1024, 2048, 3072), default=2048,
+                   help="fuzzy: Paillier modulus size (1024: tests only, holders refuse it by default; "
+                   "default: %(default)s)")
+    p.add_argument("--fuzzy-kind", choices=("name", "face"), default="name",
+                   help="fuzzy: compare names (bigram Dice + birth year) or face embeddings (default: name)")
+    p.add_argument("--year-window", default="", metavar="FROM:TO",
+                   help="fuzzy: birth years the DOB check covers (default 1900:2030, narrowed to the "
+                   "holders' listed years; listed years outside it are not checked)")
+    p.add_argument("--sub-round-travellers", type=int, default=0,
+                   help="fuzzy: travellers per sub-round (default: as many as the limits allow)")
     p.add_argument("--states", default="", help="comma-separated holder States (default: all partners)")
     p.add_argument("--purpose", default=None, help="purpose code (default: from the config)")
     p.add_argument("--legal-basis", default=None, help="legal basis reference (default: from the config)")
@@ -62,7 +81,24 @@ def _check_codes(key_types: str, label_fields: str) -> None:
             raise InvalidInput("--label-fields: field names are letters, digits and '_'")
 
 
+def _year_window(text: str) -> tuple[int, int] | None:
+    from fedcheck.errors import InvalidInput
+
+    if not text:
+        return None
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise InvalidInput("--year-window: FROM:TO, e.g. 1930:2010", reason="bad_year_window") from None
+    return a, b
+
+
+def _progress(line: str) -> None:
+    print(f"fedcheck: {line}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
+    from fedcheck.errors import InvalidInput
     from fedcheck.node.app import open_querier
     from fedcheck.node.config import load_node_config
     from fedcheck.node.querier import QueryOptions
@@ -71,6 +107,10 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_node_config(args.config)
     _check_codes(args.key_types, args.label_fields)
+    if args.action == "follow-up":
+        return _follow_up(args, cfg)
+    if not args.manifest:
+        raise InvalidInput("--manifest is required to run a round", reason="missing_manifest")
     manifest = load_manifest(args.manifest, args.manifest_format)
     states = tuple(validate_state(s.strip()) for s in args.states.split(",") if s.strip())
     q = cfg.querier
@@ -87,27 +127,41 @@ def _run(args: argparse.Namespace) -> int:
         label_fields=tuple(f.strip() for f in args.label_fields.split(",") if f.strip()),
     )
     runner, close = open_querier(cfg)
+    fuzzy_round_id = ""
     try:
         if args.mode in ("fuzzy", "both"):
             from fedcheck.node.fuzzyquery import FuzzyOptions, FuzzyQueryRunner
 
             report = runner.run(manifest, options) if args.mode == "both" else None
             fuzzy = FuzzyQueryRunner.for_runner(runner)
-            report = fuzzy.run(
-                manifest, options,
-                FuzzyOptions(threshold=args.threshold, year_tolerance=args.year_tolerance,
-                             key_bits=args.key_bits),
-                report=report, follow_up=args.follow_up,
-            )
+            try:
+                report = fuzzy.run(
+                    manifest, options,
+                    FuzzyOptions(threshold=args.threshold, year_tolerance=args.year_tolerance,
+                                 key_bits=args.key_bits, kind=args.fuzzy_kind,
+                                 year_window=_year_window(args.year_window),
+                                 sub_round_travellers=args.sub_round_travellers),
+                    report=report, follow_up=args.follow_up, progress=_progress,
+                )
+            finally:
+                fuzzy.close()
+            fuzzy_round_id = fuzzy.last_fuzzy.round_id if fuzzy.last_fuzzy is not None else ""
             runner.last_round = fuzzy.last_round if args.mode == "fuzzy" else runner.last_round
         else:
             report = runner.run(manifest, options)
     finally:
         close()
+    round_id = runner.last_round.round_id if runner.last_round else ""
+    if args.mode == "fuzzy":
+        round_id = fuzzy_round_id
+    return _print(args, report, round_id)
+
+
+def _print(args: argparse.Namespace, report: Any, round_id: str) -> int:
     if args.format == "json":
         doc: dict[str, Any] = {
-            "round_id": runner.last_round.round_id if runner.last_round else "",
-            "mode": args.mode,
+            "round_id": round_id,
+            "mode": "follow-up" if args.action == "follow-up" else args.mode,
             "statuses": report.statuses,
             "details": report.details,
             "timings": {k: round(v, 4) for k, v in report.timings.items()},
@@ -127,3 +181,48 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if ok else 1
+
+
+def _follow_up(args: argparse.Namespace, cfg: Any) -> int:
+    """Follow up hits of an earlier fuzzy round from the sealed round state this node kept."""
+    from fedcheck.errors import FedcheckError, InvalidInput
+    from fedcheck.node.app import open_querier
+    from fedcheck.node.fuzzyquery import FuzzyQueryRunner, select_hits
+    from fedcheck.node.querier import QueryOptions
+    from fedcheck.rpc.serde import validate_round_id, validate_state
+    from fedcheck.screening.report import ScreenReport, TravellerResult
+
+    if not args.round:
+        raise InvalidInput("follow-up needs --round ROUND_ID", reason="missing_round")
+    validate_round_id(args.round)
+    states = tuple(validate_state(s.strip()) for s in args.states.split(",") if s.strip())
+    q = cfg.querier
+    options = QueryOptions(
+        purpose=args.purpose or q.purpose,
+        legal_basis=args.legal_basis if args.legal_basis is not None else q.legal_basis,
+        unit=q.unit, official=q.official, deadline_seconds=args.deadline or q.deadline_seconds,
+    )
+    runner, close = open_querier(cfg)
+    fuzzy = FuzzyQueryRunner.for_runner(runner)
+    try:
+        if fuzzy.store is None:
+            raise InvalidInput("this node keeps no fuzzy round state", reason="no_round_state")
+        rnd = fuzzy.store.get(args.round)
+        hits = select_hits(rnd, args.round, args.reference, states)
+        report = ScreenReport([TravellerResult(rid, name) for rid, name in rnd.travellers])
+        released: dict[tuple[str, str, int, int], dict[str, str]] = {}
+        for state in sorted({h.state for h in hits}):
+            try:
+                released.update(fuzzy.follow_up(rnd, state, options, hits))
+                report.statuses[state] = "ok"
+            except FedcheckError as exc:
+                report.statuses[state] = f"follow-up refused ({exc.reason})"
+                report.details[state] = {"code": exc.status, "reasons": [exc.reason], "message": exc.message}
+                print(f"fedcheck: {state}: {exc.message} [{exc.reason}]", file=sys.stderr)
+        fuzzy.add_hits(report, rnd, released, None, hits)
+        report.details["fuzzy"] = {"round_id": rnd.round_id, "claimed": len(hits),
+                                   "released": len(released), "sub_rounds": len(rnd.sub_rounds)}
+    finally:
+        fuzzy.close()
+        close()
+    return _print(args, report, rnd.round_id)

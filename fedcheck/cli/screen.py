@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
                    help="fuzzy modes: birth years may differ by this much (default: %(default)s)")
     p.add_argument("--key-bits", type=int, choices=[1024, 2048, 3072], default=2048,
                    help="fuzzy modes: Paillier modulus size (1024 for tests only; default: %(default)s)")
+    p.add_argument("--fuzzy-kind", choices=["name", "face"], default="name",
+                   help="fuzzy modes: compare names or the records' face_embedding (default: %(default)s)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run)
 
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         report = screen_exact(watchlist, manifest, state=args.state, mode=Mode.EXACT, key_types=key_types) \
             if mode == "both" else None
         report = screen_fuzzy_into(report, watchlist, manifest, state=args.state, threshold=args.threshold,
-                                   year_tolerance=args.year_tolerance, key_bits=args.key_bits)
+                                   year_tolerance=args.year_tolerance, key_bits=args.key_bits,
+                                   kind=args.fuzzy_kind)
     else:
         report = screen_exact(watchlist, manifest, state=args.state, mode=Mode(mode), key_types=key_types)
     out = report.to_json() if args.format == "json" else report.to_table()

@@ -42,8 +42,10 @@ class Status(StrEnum):
     SKIP = "skip"
 
 
-#: Case groups in run order: budget near the end (it spends the test partner's budget), epoch last (it may
-#: wait for or trigger a new epoch, after which cached index and key are stale).
+#: Case groups in run order: epoch after every other case that uses the cached index and key (it may wait for
+#: or trigger a new epoch, after which they are stale), budget last of the node's groups (it spends the test
+#: partner's budget, which need not refill with a new epoch id: holders may count it per time window), then
+#: coordinator (it only runs with --coordinator and talks to another service).
 GROUPS: tuple[str, ...] = (
     "services",
     "version",
@@ -55,8 +57,9 @@ GROUPS: tuple[str, ...] = (
     "fuzzy",
     "bad_input",
     "policy",
-    "budget",
     "epoch",
+    "budget",
+    "coordinator",
 )
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")

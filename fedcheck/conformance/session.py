@@ -30,10 +30,12 @@ from fedcheck.errors import ConfigError
 
 __all__ = [
     "DEV_IDENTITY_KEY",
+    "PROTOCOL_VERSION",
     "Call",
     "IndexDownload",
     "Session",
     "TargetConfig",
+    "cert_name",
     "status_name",
 ]
 
@@ -54,10 +56,14 @@ def status_name(code: grpc.StatusCode | None) -> str:
 class TargetConfig:
     """Where the node under test is and who the suite is when it talks to it.
 
-    ``cert``/``key`` are the TLS client identity (an ``evaluator`` or ``node`` certificate of the federation
-    CA);
+    ``cert``/``key`` are the TLS client identity (normally an ``evaluator`` certificate of the federation CA,
+    ``fedcheck pki issue --role evaluator``; a ``node`` certificate works too);
     ``partner_cert``/``partner_key`` sign round and index requests as the test partner State the node's policy
-    knows (default: the TLS identity). Without TLS material, ``insecure_dev`` must be set explicitly.
+    knows (default: the TLS identity). Without TLS material, ``insecure_dev`` must be set explicitly; signed
+    requests still need ``cert``/``key`` (or the partner pair) then, because a node verifies request
+    signatures against the federation CA even in insecure-dev mode. Keys may be sealed
+    (``fedcheck.trust.atrest``): ``kek`` is the operator KEK spec (``file:PATH`` or ``env:VAR``) that opens
+    them.
     """
 
     target: str
@@ -70,8 +76,20 @@ class TargetConfig:
     stranger_cert: Path | None = None
     stranger_key: Path | None = None
     insecure_dev: bool = False
-    #: identity claimed in insecure-dev mode (metadata), e.g. ``node.EVA``
-    dev_identity: str = "node.EVA"
+    #: identity claimed in insecure-dev mode (metadata), e.g. ``evaluator.EVA``; default: the
+    #: ``<role>.<STATE>`` of the TLS client certificate (else of the partner certificate), else
+    #: ``evaluator.EVA``
+    dev_identity: str | None = None
+    #: KEK spec (``file:PATH`` | ``env:VAR``) opening sealed private keys; plain PEM keys need none
+    kek: str | None = None
+    #: coordinator under test (``HOST:PORT``): enables the ``coordinator.*`` cases
+    coordinator: str | None = None
+    #: node certificate of a federation member that submits the coordinator cases' rounds (the coordinator
+    #: takes rounds only from nodes); default: the partner pair when it is a node certificate
+    coordinator_cert: Path | None = None
+    coordinator_key: Path | None = None
+    #: TLS name of the coordinator's certificate (default: the host part of ``coordinator``)
+    coordinator_server_name: str | None = None
     #: TLS name to check the server certificate against (default: the host part of ``target``)
     server_name: str | None = None
     timeout_s: float = 20.0
@@ -94,6 +112,8 @@ class TargetConfig:
             raise ConfigError("--partner-cert and --partner-key go together", reason="tls_files")
         if (self.stranger_cert is None) != (self.stranger_key is None):
             raise ConfigError("--stranger-cert and --stranger-key go together", reason="tls_files")
+        if (self.coordinator_cert is None) != (self.coordinator_key is None):
+            raise ConfigError("--coordinator-cert and --coordinator-key go together", reason="tls_files")
 
 
 @dataclass
@@ -139,19 +159,39 @@ def _read(path: Path | None) -> bytes | None:
         raise ConfigError("a certificate or key file is missing or unreadable", reason="tls_files") from None
 
 
+def _read_key(path: Path | None, kek: Any) -> bytes | None:
+    """PKCS#8 PEM of a private key file, plain or sealed under ``kek`` (fedcheck.trust.atrest)."""
+    if path is None:
+        return None
+    from fedcheck.trust.pki import load_private_key_pem
+
+    return load_private_key_pem(Path(path), kek)
+
+
 class Session:
     """One run's connection to the node under test, plus the state cases share (node info, index cache)."""
 
     def __init__(self, config: TargetConfig, profile: Profile) -> None:
         self.config = config
         self.profile = profile
+        kek = None
+        if config.kek:
+            from fedcheck.trust.atrest import load_kek
+
+            kek = load_kek(config.kek)
         self._ca = _read(config.ca)
         self._cert = _read(config.cert)
-        self._key = _read(config.key)
+        self._key = _read_key(config.key, kek)
         self.partner_cert_pem = _read(config.partner_cert) or self._cert
-        self.partner_key_pem = _read(config.partner_key) or self._key
+        self.partner_key_pem = _read_key(config.partner_key, kek) or self._key
         self.stranger_cert_pem = _read(config.stranger_cert)
-        self.stranger_key_pem = _read(config.stranger_key)
+        self.stranger_key_pem = _read_key(config.stranger_key, kek)
+        self.coordinator_cert_pem = _read(config.coordinator_cert)
+        self.coordinator_key_pem = _read_key(config.coordinator_key, kek)
+        if self.coordinator_cert_pem is None and _role_of(self.partner_cert_pem) == "node":
+            self.coordinator_cert_pem, self.coordinator_key_pem = self.partner_cert_pem, self.partner_key_pem
+        self.dev_identity = config.dev_identity or _name_of(self._cert) or _name_of(self.partner_cert_pem) \
+            or "evaluator.EVA"
         self.channel = self.open_channel()
         self.node = node_grpc.NodeStub(self.channel)
         self._info: pb.NodeInfo | None = None
@@ -167,14 +207,38 @@ class Session:
     def tls(self) -> bool:
         return self._ca is not None and not self.config.insecure_dev
 
-    def _options(self) -> list[tuple[str, Any]]:
+    def _options(self, server_name: str | None = None) -> list[tuple[str, Any]]:
         opts: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
-        if self.config.server_name:
-            opts.append(("grpc.ssl_target_name_override", self.config.server_name))
+        name = server_name if server_name is not None else self.config.server_name
+        if name:
+            opts.append(("grpc.ssl_target_name_override", name))
         return opts
+
+    def coordinator_channel(self, *, plaintext: bool = False, client_cert: bool = True,
+                            as_member: bool = False) -> grpc.Channel:
+        """A channel to ``--coordinator``: with the TLS client identity (``--cert``), none, or (``as_member``)
+        the member node certificate that submits rounds."""
+        addr = self.config.coordinator
+        if not addr:
+            raise CaseSkipped("no --coordinator given")
+        opts = self._options(self.config.coordinator_server_name or "")
+        if plaintext or not self.tls:
+            return grpc.insecure_channel(addr, options=opts)
+        if as_member:
+            if self.coordinator_cert_pem is None:
+                raise CaseSkipped("needs a member node certificate (--coordinator-cert/--coordinator-key, "
+                                  "or a node certificate as --partner-cert)")
+            creds = grpc.ssl_channel_credentials(self._ca, private_key=self.coordinator_key_pem,
+                                                 certificate_chain=self.coordinator_cert_pem)
+        elif client_cert and self._cert is not None:
+            creds = grpc.ssl_channel_credentials(self._ca, private_key=self._key,
+                                                 certificate_chain=self._cert)
+        else:
+            creds = grpc.ssl_channel_credentials(self._ca)
+        return grpc.secure_channel(addr, creds, options=opts)
 
     def open_channel(
         self, *, plaintext: bool = False, client_cert: bool = True, client_pair: tuple[bytes,
@@ -196,24 +260,36 @@ class Session:
 
     def close(self) -> None:
         self.channel.close()
+        for value in self.memo.values():  # channels cases opened for the run (e.g. to the coordinator)
+            if isinstance(value, grpc.Channel):
+                value.close()
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((DEV_IDENTITY_KEY, self.config.dev_identity),) if self.config.insecure_dev else ()
+        return ((DEV_IDENTITY_KEY, self.dev_identity),) if self.config.insecure_dev else ()
 
-    def invoke(self, fn: Callable[..., T], request: Any, *, timeout: float | None = None) -> Call:
+    def invoke(self, fn: Callable[..., T], request: Any, *, timeout: float | None = None,
+               metadata: tuple[tuple[str, str], ...] | None = None) -> Call:
         """Run a unary call and capture its outcome instead of raising."""
         try:
-            resp = fn(request, timeout=timeout or self.config.timeout_s, metadata=self.metadata)
+            resp = fn(request, timeout=timeout or self.config.timeout_s,
+                      metadata=self.metadata if metadata is None else metadata)
         except grpc.RpcError as err:
             return self._failed(err)
         return Call(response=resp)
 
-    def invoke_stream(self, fn: Callable[..., Iterator[T]], request: Any) -> tuple[list[T], Call]:
+    def dev_metadata(self, cert_pem: bytes | None) -> tuple[tuple[str, str], ...] | None:
+        """Insecure-dev metadata naming ``cert_pem``'s identity (None = the session's default metadata)."""
+        name = _name_of(cert_pem)
+        return ((DEV_IDENTITY_KEY, name),) if self.config.insecure_dev and name else None
+
+    def invoke_stream(self, fn: Callable[..., Iterator[T]], request: Any,
+                      metadata: tuple[tuple[str, str], ...] | None = None) -> tuple[list[T], Call]:
         """Run a server-streaming call; returns the messages received and how the stream ended."""
         got: list[T] = []
+        md = self.metadata if metadata is None else metadata
         try:
-            for msg in fn(request, timeout=self.config.timeout_s, metadata=self.metadata):
+            for msg in fn(request, timeout=self.config.timeout_s, metadata=md):
                 got.append(msg)
         except grpc.RpcError as err:
             return got, self._failed(err)
@@ -378,6 +454,32 @@ class Session:
         )
         self._index[key] = dl
         return dl
+
+
+def _identity(pem: bytes | None) -> tuple[str, str] | None:
+    if pem is None:
+        return None
+    from fedcheck.trust.pki import identity_from_cert
+
+    try:
+        ident = identity_from_cert(pem)
+    except Exception:  # a garbage file is reported by the cases that use it
+        return None
+    return ident.role, ident.state
+
+
+def _role_of(pem: bytes | None) -> str | None:
+    ident = _identity(pem)
+    return ident[0] if ident else None
+
+
+def cert_name(pem: bytes | None) -> str | None:
+    """``<role>.<STATE>`` of a federation certificate (None when absent or not one)."""
+    ident = _identity(pem)
+    return f"{ident[0]}.{ident[1]}" if ident else None
+
+
+_name_of = cert_name
 
 
 class IndexUnavailable(CaseSkipped):

@@ -32,6 +32,14 @@ class CoordinatorApp:
             if cfg.tls is not None
             else None
         )
+        if cfg.insecure_dev and self.tls is not None:
+            # plain-text transport: callers *declare* their TLS hop in metadata (development only). Request
+            # signatures are still verified against [tls] ca/crl, so nobody can act as another State, but the
+            # hop itself is unauthenticated -- never run a federation like this.
+            _log.warning(
+                "coordinator runs with insecure_dev: TLS is OFF and caller hop identities are self-declared"
+                " (fedcheck-dev-identity); request signatures are still verified. Development only."
+            )
         self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
         self.clients = {
             state: GrpcNodeClient(

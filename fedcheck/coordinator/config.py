@@ -51,8 +51,14 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     tls_t = doc.get("tls")
     tls: TlsPaths | None = None
     if isinstance(tls_t, dict):
+        crl = tls_t.get("crl")
+        if not crl and not insecure:
+            raise ConfigError(
+                "tls.crl is required (revocation is checked on every call); only coordinator.insecure_dev"
+                " may omit it",
+                reason="config_tls",
+            )
         try:
-            crl = tls_t.get("crl")
             tls = TlsPaths(
                 resolve_path(base, tls_t["cert"]),
                 resolve_path(base, tls_t["key"]),

@@ -30,6 +30,7 @@ __all__ = [
     "INDEX_MAGIC",
     "INDEX_VERSION",
     "ExactIndex",
+    "index_entry_count",
     "lookup_ranges",
     "tags_from_bytes",
 ]
@@ -47,6 +48,16 @@ _DIGEST_SIZE = 32
 U64Array = npt.NDArray[np.uint64]
 I64Array = npt.NDArray[np.int64]
 IntpArray = npt.NDArray[np.intp]
+
+
+def index_entry_count(data: bytes) -> int:
+    """Number of entries ``n`` from a serialised index's header, without parsing (or checking) the rest."""
+    try:
+        _, _, _, elen = _HEAD.unpack_from(data, 0)
+        (n, _blob_len) = _COUNTS.unpack_from(data, _HEAD.size + elen + _PK_SIZE + _SALT_SIZE)
+    except struct.error:
+        raise FormatError("index header truncated or malformed") from None
+    return int(n)
 
 
 def tags_from_bytes(data: bytes) -> U64Array:

@@ -228,6 +228,7 @@ def _fuzzy_secondary(manifest: Sequence[PersonRecord], data: DemoData, qcfg: Nod
             mode="exact", states=HOLDERS, purpose=q.purpose, legal_basis=q.legal_basis, unit=q.unit,
             official=q.official, deadline_seconds=max(q.deadline_seconds, 45.0)), FuzzyOptions(),
             follow_up=True)
+        fuzzy.close()
     finally:
         close()
     print()

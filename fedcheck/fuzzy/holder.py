@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import gmpy2
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from fedcheck.errors import InvalidInput, LimitExceeded, NotFound
 from fedcheck.fuzzy._paillier import (
@@ -45,11 +47,25 @@ from fedcheck.fuzzy.messages import (
 )
 from fedcheck.records.model import PersonRecord
 
-__all__ = ["MARGIN_BITS", "FuzzyHolder", "HolderEntry", "HolderLimits", "entries_from_records"]
+__all__ = [
+    "CLAIMS_PER_TRAVELLER",
+    "HIT_MARGIN_BOUND",
+    "MARGIN_BITS",
+    "FuzzyHolder",
+    "HolderEntry",
+    "HolderLimits",
+    "entries_from_records",
+]
 
 #: Bits (incl. sign) of an honest margin m: names |m| <= 255, faces |m| <= 2^15 + threshold.
 MARGIN_BITS = {"name": 9, "face": 17}
 MIN_BLIND_BITS = 8
+#: Exclusive upper bound of an honest *hit* margin, what a follow-up claim must prove ``0 <= m < bound``:
+#: names ``m = |X∩Y| - T <= 127 - 1`` (a hit has no DOB penalty, ``T >= 1``); faces ``m <= x_q·y_q <= 64²``
+#: (``‖x_q‖ <= 48 + sqrt(1024)/2``). The tighter the range, the fewer forged values pass (threat model).
+HIT_MARGIN_BOUND = {"name": 128, "face": 4096}
+#: Claims a round accepts in all its follow-ups together, per traveller of the round.
+CLAIMS_PER_TRAVELLER = 32
 
 
 @dataclass(frozen=True)
@@ -102,15 +118,31 @@ class HolderLimits:
     max_travellers: int = 1000
     max_packs: int = 1000
     key_bits: frozenset[int] = ALLOWED_KEY_BITS
+    #: travellers per pack; > 1 shares ``r`` across a pack, which voids the follow-up proof (threat model)
+    max_pack_size: int = 256
+    #: rounds kept for follow-ups (oldest forgotten first); each keeps a 32-byte seed and a claim count
+    max_open_rounds: int = 4096
 
 
 @dataclass
 class _Round:
+    """A scored round: shuffles and blinding are *derived* from ``seed`` (ChaCha20), never stored."""
+
     params: FuzzyParams
-    perms: npt.NDArray[np.int64]
-    r: npt.NDArray[np.uint64]
-    rho: npt.NDArray[np.uint64]
+    seed: bytes
+    entry_count: int
     traveller_count: int
+    blind_bits: int
+    claims: int = 0  # claims checked so far, all follow-ups of the round
+
+    @property
+    def pack_count(self) -> int:
+        return math.ceil(self.traveller_count / self.params.pack_size)
+
+    @property
+    def perms(self) -> npt.NDArray[np.int64]:
+        """Shuffles of every pack, shape ``(packs, entries)`` (recomputed: for tests and analysis)."""
+        return np.stack([_perm(self.seed, i, self.entry_count) for i in range(self.pack_count)])
 
 
 # Worker state, inherited through fork so ciphertexts are not pickled per task.
@@ -175,6 +207,9 @@ class FuzzyHolder:
             raise InvalidInput("slot_bits: too small to blind the margin", reason="bad_slot_bits")
         if p.pack_size * p.slot_bits > pk.key_bits - 2:
             raise InvalidInput("pack_size: slots exceed the plaintext", reason="bad_pack_size")
+        if p.pack_size > self.limits.max_pack_size:
+            raise InvalidInput("pack_size: shared blinding not allowed by this holder",
+                               reason="pack_size_not_allowed")
         expected = req.pack_count * p.ciphertexts_per_pack * pk.ciphertext_bytes
         if len(req.ciphertexts) != expected:
             raise InvalidInput("ciphertexts: count does not match the layout", reason="bad_count")
@@ -210,20 +245,18 @@ class FuzzyHolder:
         cts = ciphertexts_from_bytes(request.ciphertexts, pk.ciphertext_bytes, pk.n)
         packs, n_entries, k, w = request.pack_count, len(self.entries), p.pack_size, p.slot_bits
         blocks = max(1, (pk.key_bits - 2) // (k * w))
-        # cryptographically random shuffles and blinding (os.urandom, vectorised)
-        perms = np.argsort(_urandom_u64((packs, n_entries)), axis=1).astype(np.int64)
-        r = (np.uint64(1) << np.uint64(blind_bits - 1)) | (
-            _urandom_u64((packs, n_entries)) >> np.uint64(64 - blind_bits + 1)
-        )
-        rho = _urandom_u64((packs, n_entries, k)) % r[:, :, None]
-        self._rounds[request.round_id] = _Round(p, perms, r, rho, request.traveller_count)
+        # shuffles and blinding come from a fresh 256-bit secret (ChaCha20 keystream): 32 bytes per round
+        seed = os.urandom(32)
+        while len(self._rounds) >= self.limits.max_open_rounds:
+            del self._rounds[next(iter(self._rounds))]  # oldest first
+        self._rounds[request.round_id] = _Round(p, seed, n_entries, request.traveller_count, blind_bits)
 
         per_pack = p.ciphertexts_per_pack
         outs_per_pack = math.ceil(n_entries / blocks) if n_entries else 0
         state = {
             "n": gmpy2.mpz(pk.n), "n2": gmpy2.mpz(pk.n) ** 2, "width": pk.ciphertext_bytes,
             "cts": [[gmpy2.mpz(c) for c in cts[i * per_pack : (i + 1) * per_pack]] for i in range(packs)],
-            "params": p, "blocks": blocks, "perms": perms, "r": r, "rho": rho,
+            "params": p, "blocks": blocks, "seed": seed, "blind_bits": blind_bits, "n_entries": n_entries,
             "offsets": self._offsets, "flat": self._flat, "coefs": self._coefs, "sizes": self._sizes,
             "years": self._years, "kind": self.kind,
             "rerand_table": Rerandomiser(pk.n).table,
@@ -252,40 +285,105 @@ class FuzzyHolder:
 
     # ------------------------------------------------------------------ follow-up
     def release(self, request: LabelRequest) -> LabelResponse:
-        """Release labels for claimed hits whose proof matches this round's blinding; count the rest.
+        """Release the labels of proven hits (see :meth:`release_with_records`)."""
+        return self.release_with_records(request)[0]
 
-        A claim is valid only if ``proof - 2^(w-1) - ρ`` is ``r·m`` with ``0 <= m`` below the kind's margin
-        bound: forging one without the decryption succeeds with probability about ``2^-b`` per claim.
+    def release_with_records(self, request: LabelRequest) -> tuple[LabelResponse, tuple[str, ...]]:
+        """Check every claim; release labels only if *all* are valid; return the released record ids too.
+
+        The record ids are for the holder's own audit; the response carries only the (already
+        audience-narrowed) label fields, never an internal id. A claim is valid iff its proof is the exact
+        slot value ``2^(w-1) + r·m + ρ`` for this pair's derived ``r, ρ`` with ``0 <= m < HIT_MARGIN_BOUND``.
+        Bounds (docs/threat-model.md, "Follow-up"): claims per round (all its requests) <=
+        ``CLAIMS_PER_TRAVELLER`` × travellers (``LimitExceeded``, nothing released); a request with any
+        invalid claim releases nothing and **closes the round** (its references become meaningless), so
+        a querier gets one wrong guess per round, each round charged and audited.
         """
         rnd = self._rounds.get(request.round_id)
         if rnd is None:
             raise NotFound("round: unknown or closed", reason="unknown_round")
         p = rnd.params
-        released: list[ReleasedLabel] = []
-        rejected = 0
-        for c in request.claims:
+        if rnd.claims + len(request.claims) > CLAIMS_PER_TRAVELLER * rnd.traveller_count:
+            raise LimitExceeded(
+                f"claims: at most {CLAIMS_PER_TRAVELLER} per traveller of the round", reason="too_many_claims"
+            )
+        bound = HIT_MARGIN_BOUND[self.kind]
+        rnd.claims += len(request.claims)
+        valid: list[tuple[int, int, int]] = []  # (claim index, pack, position)
+        for i, c in enumerate(request.claims):
             pack, slot = divmod(c.traveller, p.pack_size)
-            if c.traveller >= rnd.traveller_count or c.reference >= rnd.perms.shape[1]:
-                rejected += 1
+            if c.traveller >= rnd.traveller_count or c.reference >= rnd.entry_count:
                 continue
-            r = int(rnd.r[pack, c.reference])
-            rho = int(rnd.rho[pack, c.reference, slot])
-            diff = c.proof - (1 << (p.slot_bits - 1)) - rho
-            if diff < 0 or diff % r or diff // r >= 1 << (MARGIN_BITS[self.kind] - 1):
-                rejected += 1
-                continue
-            e = self.entries[int(rnd.perms[pack, c.reference])]
-            released.append(ReleasedLabel(c.traveller, c.reference, e.record_id, dict(e.label)))
-        return LabelResponse(request.round_id, tuple(released), rejected)
+            r, rho = _blinding(rnd.seed, pack, c.reference, 1, p.pack_size, rnd.blind_bits)
+            if _claim_ok(c.proof, int(r[0]), int(rho[0, slot]), p.slot_bits, bound):
+                valid.append((i, pack, c.reference))
+        rejected = len(request.claims) - len(valid)
+        if rejected:
+            self.close_round(request.round_id)
+            return LabelResponse(request.round_id, (), rejected), ()
+        perms: dict[int, npt.NDArray[np.int64]] = {}
+        released: list[ReleasedLabel] = []
+        records: list[str] = []
+        for i, pack, pos in valid:
+            if pack not in perms:
+                perms[pack] = _perm(rnd.seed, pack, rnd.entry_count)
+            e = self.entries[int(perms[pack][pos])]
+            c = request.claims[i]
+            released.append(ReleasedLabel(c.traveller, c.reference, dict(e.label)))
+            records.append(e.record_id)
+        return LabelResponse(request.round_id, tuple(released), 0), tuple(records)
 
     def close_round(self, round_id: bytes) -> None:
         """Forget a round's shuffles and blinding: its references become meaningless."""
         self._rounds.pop(round_id, None)
 
 
-def _urandom_u64(shape: tuple[int, ...]) -> npt.NDArray[np.uint64]:
-    count = int(np.prod(shape))
-    return np.frombuffer(os.urandom(8 * count), dtype=np.uint64).reshape(shape).copy()
+def _claim_ok(proof: int, r: int, rho: int, slot_bits: int, bound: int) -> bool:
+    """``proof`` is exactly the slot value ``2^(w-1) + r·m + ρ`` of a hit, ``0 <= m < bound``.
+
+    From a miss value ``v' = 2^(w-1) + r·m' + ρ`` the querier gets a valid proof only as ``v' + r·j``
+    (``j = m - m'``): it must guess a multiple of the unknown ``r``; any offset ``d`` is a multiple of at most
+    a few dozen of the ``2^(b-1)`` possible ``r`` (docs/threat-model.md, "Follow-up").
+    """
+    half = 1 << (slot_bits - 1)
+    if not half <= proof < half << 1:  # a decrypted w-bit slot with its top (hit) bit set
+        return False
+    diff = proof - half - rho
+    return diff >= 0 and diff % r == 0 and diff // r < bound
+
+
+# Per-round secrets, derived: a ChaCha20 keystream keyed by the round's 32-byte seed, one stream per
+# (pack, purpose) (nonce = block counter ‖ pack ‖ purpose), seekable so a follow-up recomputes one value.
+_PERM, _R, _RHO = 1, 2, 3
+
+
+def _stream(seed: bytes, pack: int, purpose: int, offset: int, length: int) -> bytes:
+    block, skip = divmod(offset, 64)
+    nonce = block.to_bytes(4, "little") + struct.pack("<QI", pack, purpose)
+    enc = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
+    return enc.update(bytes(skip + length))[skip:]
+
+
+def _u64(seed: bytes, pack: int, purpose: int, start: int, count: int) -> npt.NDArray[np.uint64]:
+    raw = _stream(seed, pack, purpose, 8 * start, 8 * count)
+    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+
+
+def _perm(seed: bytes, pack: int, n_entries: int) -> npt.NDArray[np.int64]:
+    """The pack's shuffle: argsort of ``n_entries`` keystream words (ties: probability < n²/2^65)."""
+    return np.argsort(_u64(seed, pack, _PERM, 0, n_entries), kind="stable").astype(np.int64)
+
+
+def _blinding(
+    seed: bytes, pack: int, start: int, count: int, k: int, blind_bits: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """``r`` (shape ``count``) uniform in ``[2^(b-1), 2^b)`` and ``ρ`` (``count × k``) in ``[0, r)`` for
+    shuffled positions ``start..start+count`` of ``pack`` (ρ's modulo bias < 2^(b-64))."""
+    r = (np.uint64(1) << np.uint64(blind_bits - 1)) | (
+        _u64(seed, pack, _R, start, count) >> np.uint64(64 - blind_bits + 1)
+    )
+    rho = _u64(seed, pack, _RHO, start * k, count * k).reshape(count, k) % r[:, None]
+    return r, rho
 
 
 def _init_worker_with(state: dict[str, Any]) -> None:
@@ -305,7 +403,13 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
     cts: list[Any] = s["cts"][pack]
     dims, size_table = p.dims, p.size_table
     table, years_ct = cts[dims : dims + size_table], cts[dims + size_table :]
-    perm, r_row, rho_row = s["perms"][pack], s["r"][pack], s["rho"][pack]
+    n_entries = s["n_entries"]
+    if s.get("perm_pack") != pack:  # units of one pack mostly reach the same worker in a row
+        s["perm"], s["perm_pack"] = _perm(s["seed"], pack, n_entries), pack
+    perm = s["perm"]
+    first = start * s["blocks"]
+    r_row, rho_row = _blinding(s["seed"], pack, first, min(stop * s["blocks"], n_entries) - first,
+                               p.pack_size, s["blind_bits"])
     offsets, flat, coefs, sizes, years = s["offsets"], s["flat"], s["coefs"], s["sizes"], s["years"]
     blocks, k, w = s["blocks"], p.pack_size, p.slot_bits
     shift = gmpy2.mpz(1) << (k * w)
@@ -313,7 +417,6 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
     wb = w // 8
     rerand: Rerandomiser = s["rerand"]
     face = s["kind"] == "face"
-    n_entries = len(perm)
     out: list[bytes] = []
     for o in range(start, stop):
         acc: Any = None
@@ -330,9 +433,9 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
                 yr = years[e]
                 if yr is not None and 0 <= yr - p.year_base < p.year_count:
                     a_ct = a_ct * years_ct[yr - p.year_base] % n2
-            blk = gmpy2.powmod(a_ct, int(r_row[pos]), n2)
+            blk = gmpy2.powmod(a_ct, int(r_row[pos - first]), n2)
             acc = blk if acc is None else gmpy2.powmod(acc, shift, n2) * blk % n2
-            slots = (rho_row[pos] + half).astype("<u8").view(np.uint8).reshape(k, 8)[:, :wb]
+            slots = (rho_row[pos - first] + half).astype("<u8").view(np.uint8).reshape(k, 8)[:, :wb]
             add = (add << (k * w)) | int.from_bytes(slots.tobytes(), "little")
         acc = acc * (1 + n * add) % n2 * rerand.factor() % n2
         out.append(int(acc).to_bytes(s["width"], "big"))

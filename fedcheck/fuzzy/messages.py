@@ -49,7 +49,7 @@ def _unframe(data: bytes, kind: str) -> tuple[dict[str, Any], bytes]:
         raise FormatError("message: bad header length", reason="bad_header")
     try:
         header = json.loads(data[9 : 9 + hlen])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON
         raise FormatError("message: header is not JSON", reason="bad_header") from exc
     if not isinstance(header, dict) or header.get("kind") != kind:
         raise FormatError("message: unexpected message kind", reason="bad_kind")
@@ -228,7 +228,8 @@ class LabelRequest:
             raise LimitExceeded("claims: too many or malformed", reason="bad_claims")
         claims = []
         for c in raw:
-            if not (isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and x >= 0 for x in c)):
+            if not (isinstance(c, list) and len(c) == 3
+                    and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in c)):
                 raise InvalidInput("claims: malformed", reason="bad_claims")
             claims.append(HitClaim(c[0], c[1], c[2]))
         return cls(round_id=_hex(h, "round_id", 64), claims=tuple(claims))
@@ -236,11 +237,10 @@ class LabelRequest:
 
 @dataclass(frozen=True)
 class ReleasedLabel:
-    """One verified claim: the entry's record id and label (``Label.to_dict()``)."""
+    """One verified claim: the entry's label, only the fields disclosed to the partner (no internal ids)."""
 
     traveller: int
     reference: int
-    record_id: str
     label: dict[str, Any]
 
 
@@ -261,11 +261,13 @@ class LabelResponse:
         rel = h.get("released")
         if not isinstance(rel, list):
             raise InvalidInput("released: malformed", reason="bad_field")
+        if len(rel) > 10_000:
+            raise LimitExceeded("released: too many", reason="bad_field")
         out = []
         for r in rel:
-            if not isinstance(r, dict):
-                raise InvalidInput("released: malformed", reason="bad_field")
-            out.append(ReleasedLabel(int(r["traveller"]), int(r["reference"]), str(r["record_id"]),
+            if not isinstance(r, dict) or not isinstance(r.get("label"), dict):
+                raise FormatError("released: malformed", reason="bad_field")
+            out.append(ReleasedLabel(_int(r, "traveller", 0, 1 << 20), _int(r, "reference", 0, 1 << 24),
                                      dict(r["label"])))
         return cls(round_id=_hex(h, "round_id", 64), released=tuple(out),
                    rejected=_int(h, "rejected", 0, 1 << 20))

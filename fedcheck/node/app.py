@@ -17,6 +17,7 @@ from typing import Any
 from fedcheck._proto.fedcheck.v1 import node_pb2, node_pb2_grpc
 from fedcheck.errors import ConfigError
 from fedcheck.node import metrics
+from fedcheck.node.announce import AnnouncementSigner
 from fedcheck.node.config import NodeConfig, resolve_path
 from fedcheck.node.epochs import Audience, Epoch, EpochManager
 from fedcheck.node.fuzzy import FuzzyService, FuzzySettings
@@ -99,12 +100,16 @@ class NodeApp:
         kek = load_kek(cfg.kek)
         self.store = open_store(cfg, kek)
         self.tls = load_tls(cfg, kek)
-        self.verifier = PeerVerifier(None if cfg.insecure_dev else self.tls, insecure_dev=cfg.insecure_dev)
+        # insecure_dev: plain-text transport (the TLS hop names itself in metadata), but signed requests are
+        # still verified against the federation CA and CRL of [tls]
+        self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
         self.policy = NodePolicy.from_toml(cfg.raw)
         self.budget = BudgetLedger(
             cfg.data_dir / "budget.sqlite",
             self.policy.holder.budget_limits(),
             epoch_retry_after_s=cfg.epoch_seconds,
+            # per-epoch budgets count per epoch_seconds window: a list import (new epoch) must not refill them
+            epoch_window_seconds=cfg.epoch_seconds,
         )
         self.audit, self._close_audit = open_audit(cfg, kek)
         self.replay = ReplayGuard(cfg.data_dir / "replay.sqlite", window_seconds=cfg.max_skew_seconds)
@@ -130,6 +135,11 @@ class NodeApp:
             index_chunk_bytes=cfg.index_chunk_bytes,
             max_skew_seconds=cfg.max_skew_seconds,
             replay=self.replay,
+            # epoch announcements signed with the node certificate key: queriers verify keys and indexes
+            # that reach them through the coordinator
+            announcer=(
+                AnnouncementSigner(cfg.state, self.tls.cert_pem, self.tls.key_pem) if self.tls else None
+            ),
         )
         fuzzy = FuzzySettings.from_toml(cfg.raw)
         if fuzzy.enabled:  # fuzzy (Paillier) rounds: served and advertised in NodeInfo.modes
@@ -247,6 +257,9 @@ def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
         cert_pem=tls.cert_pem,
         key_pem=tls.key_pem,
         policy=policy,
+        ca_pem=tls.ca_pem,  # holders' epoch announcements are verified against the federation CA + CRL
+        crl=PeerVerifier(tls).crl,
+        max_index_bytes=cfg.querier.max_index_bytes,
     )
 
     def close() -> None:

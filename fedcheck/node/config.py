@@ -15,6 +15,7 @@ from typing import Any
 from fedcheck.errors import ConfigError
 
 __all__ = [
+    "MAX_BATCH_LIMIT",
     "NodeConfig",
     "QuerierSettings",
     "TlsPaths",
@@ -22,6 +23,10 @@ __all__ = [
     "resolve_kek_spec",
     "resolve_path",
 ]
+
+
+#: largest node.max_batch: the proof transcript limit (batch length is a 16-bit field)
+MAX_BATCH_LIMIT = 65_535
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -53,6 +58,8 @@ class QuerierSettings:
     purpose: str = "border-screening"
     legal_basis: str = ""
     deadline_seconds: float = 30.0
+    #: largest holder index this querier downloads ([querier] max_index_mb, default 512 MB)
+    max_index_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,13 @@ def load_node_config(path: str | Path) -> NodeConfig:
     tls: TlsPaths | None = None
     if isinstance(tls_t, dict):
         crl = _get(tls_t, "crl", str, where="tls")
+        if not crl and not insecure:
+            # without a CRL a revoked partner or coordinator certificate would still be accepted
+            raise ConfigError(
+                "tls.crl is required (revocation is checked on every call); only node.insecure_dev may"
+                " omit it",
+                reason="config_tls",
+            )
         try:
             tls = TlsPaths(
                 resolve_path(base, tls_t["cert"]),
@@ -124,7 +138,15 @@ def load_node_config(path: str | Path) -> NodeConfig:
             raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
     elif not insecure:
         raise ConfigError(
-            "a [tls] table is required (or node.insecure_dev = true for development)", reason="config_tls"
+            "a [tls] table (cert, key, ca, optional crl) is required", reason="config_tls"
+        )
+    else:
+        # insecure_dev only drops transport security: request envelopes are still verified against the
+        # federation CA (and CRL), so the CA (with the node's own certificate) stays required
+        raise ConfigError(
+            "node.insecure_dev = true still verifies signed requests: a [tls] table with the federation "
+            "ca (and the node's cert/key) is required",
+            reason="config_tls",
         )
     metrics = doc.get("metrics", {})
     logging_t = doc.get("logging", {})
@@ -159,6 +181,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             purpose=_get(q, "purpose", str, "border-screening", where="querier"),
             legal_basis=_get(q, "legal_basis", str, "", where="querier"),
             deadline_seconds=_get(q, "deadline_seconds", float, 30.0, where="querier"),
+            max_index_bytes=_get(q, "max_index_mb", int, 512, where="querier") * 1024 * 1024,
         ),
         raw=doc,
         path=p,
@@ -167,8 +190,11 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError(
             "node.kek is required (file:PATH or env:VAR): the store is sealed at rest", reason="config_kek"
         )
-    if not 1 <= cfg.max_batch <= 1_000_000:
-        raise ConfigError("node.max_batch must be in 1..1000000", reason="config_limits")
+    if not 1 <= cfg.max_batch <= MAX_BATCH_LIMIT:
+        # the VOPRF proof transcript encodes the batch length in 16 bits (RFC 9497 batched DLEQ)
+        raise ConfigError(f"node.max_batch must be in 1..{MAX_BATCH_LIMIT}", reason="config_limits")
+    if not 1 <= cfg.querier.max_index_bytes // (1024 * 1024) <= 65536:
+        raise ConfigError("querier.max_index_mb must be in 1..65536", reason="config_limits")
     if not 1024 <= cfg.index_chunk_bytes <= 4 * 1024 * 1024:
         raise ConfigError("node.index_chunk_bytes must be in 1 KiB..4 MiB", reason="config_limits")
     if cfg.epoch_seconds < 10:

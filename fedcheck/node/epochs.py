@@ -127,6 +127,11 @@ class EpochManager:
                 raise PreconditionFailed("epoch index not ready yet", reason="index_not_ready")
             return self._current
 
+    def previous(self) -> Epoch | None:
+        """The epoch the current one replaced, while it is still served (else ``None``)."""
+        with self._lock:
+            return self._previous
+
     def get(self, epoch_id: str) -> Epoch:
         """The epoch ``epoch_id`` if still served (current or previous), else FAILED_PRECONDITION."""
         with self._lock:

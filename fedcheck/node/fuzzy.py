@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -40,11 +41,13 @@ from fedcheck.errors import (
     FedcheckError,
     InvalidInput,
     NotFound,
+    PolicyDenied,
     PreconditionFailed,
     Unauthenticated,
 )
 from fedcheck.fuzzy import FuzzyHolder, HolderLimits, LabelRequest, ScoreRequest, entries_from_records
 from fedcheck.fuzzy._paillier import ALLOWED_KEY_BITS
+from fedcheck.fuzzy.encoding import MAX_BIGRAMS
 from fedcheck.fuzzy.holder import HolderEntry
 from fedcheck.node import metrics
 from fedcheck.node.epochs import EpochManager
@@ -53,6 +56,7 @@ from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.messages import (
     FUZZY_MODE,
+    FuzzyInfo,
     FuzzyReleaseRequest,
     FuzzyScore,
     FuzzyScoreRequest,
@@ -86,6 +90,9 @@ class FuzzySettings:
     key_bits: frozenset[int] = field(default_factory=lambda: frozenset(ALLOWED_KEY_BITS))
     #: scoring processes; 0 = all cores
     workers: int = 0
+    #: travellers per Paillier plaintext; > 1 shares blinding within a pack, which leaks margins and voids
+    #: the follow-up proof (docs/threat-model.md): only for a trusted partner
+    max_pack_size: int = 1
 
     @classmethod
     def from_toml(cls, doc: dict[str, Any]) -> FuzzySettings:
@@ -95,7 +102,7 @@ class FuzzySettings:
         if not isinstance(table, dict):
             raise ConfigError("[fuzzy] must be a table", reason="config_type")
         unknown = sorted(set(table) - {"enabled", "max_travellers", "release_ttl_seconds", "max_open_rounds",
-                                       "key_bits", "workers"})
+                                       "key_bits", "workers", "max_pack_size"})
         if unknown:
             raise ConfigError(f"fuzzy: unknown key(s) {unknown}", reason="config_unknown_key")
         base = cls()
@@ -120,6 +127,7 @@ class FuzzySettings:
             max_open_rounds=num("max_open_rounds", base.max_open_rounds, 1, 10_000),
             key_bits=frozenset(bits),
             workers=num("workers", base.workers, 0, 1024),
+            max_pack_size=num("max_pack_size", base.max_pack_size, 1, 256),
         )
 
 
@@ -166,17 +174,20 @@ class FuzzyService:
         self._lock = threading.Lock()  # holders cache and open rounds
         self._score_lock = threading.Lock()  # one scoring at a time (see module docstring)
         self._records: tuple[str, list[PersonRecord]] | None = None  # (list version, records)
-        self._holders: dict[tuple[str, str], FuzzyHolder] = {}  # (epoch id, audience id) -> holder
+        self._holders: dict[tuple[str, str, str], FuzzyHolder] = {}  # (epoch, audience, kind) -> holder
+        self._info: tuple[str, FuzzyInfo, dict[str, str]] | None = None  # (list version, info, id -> ref)
         self._open: OrderedDict[tuple[str, str], _OpenRound] = OrderedDict()  # (querier, round id)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
     def _querier(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
         querier = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
-        if querier.role != "node":
-            raise Unauthenticated("requests must be signed by a node certificate", reason="wrong_role")
-        if peer.role == "node" and peer.state != querier.state:
-            raise Unauthenticated("a node may only relay its own requests", reason="identity_mismatch")
+        if querier.role not in ("node", "evaluator"):  # same rule as NodeService (SIGNER_ROLES)
+            raise Unauthenticated(
+                "requests must be signed by a node or evaluator certificate", reason="wrong_role"
+            )
+        if peer.role != "coordinator" and peer.state != querier.state:
+            raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
         return querier
 
     def _fresh(self, issued_at_ms: int) -> None:
@@ -201,36 +212,86 @@ class FuzzyService:
             rnd = self._open.pop(key)
             rnd.holder.close_round(rnd.fuzzy_round_id)
 
-    def holder_for(self, epoch_id: str, partner: PartnerPolicy) -> FuzzyHolder:
+    def _load_records(self) -> list[PersonRecord]:
+        version = self._store.list_version()
+        with self._lock:
+            if self._records is None or self._records[0] != version:
+                self._records = (version, list(self._store.iter_records()))
+            return self._records[1]
+
+    def info(self) -> FuzzyInfo:
+        """Public layout hints for NodeInfo (cached per list version), rounded so they say little.
+
+        ``name_size_table`` covers every listed |Y| (rounded up to 16), the year window every listed
+        birth year (decades); a querier that sends only these tables gets decisions identical to the full
+        128/131 tables.
+        """
+        version = self._store.list_version()
+        with self._lock:
+            if self._info is not None and self._info[0] == version:
+                return self._info[1]
+        records = self._load_records()
+        names = entries_from_records(records, kind="name")
+        max_y = max((len(e.dims) for e in names), default=0)
+        years = [e.year for e in names if e.year is not None]
+        dims = _face_dims(records)
+        faces = sum(1 for r in records if r.face_embedding is not None and len(r.face_embedding) == dims)
+        info = FuzzyInfo(
+            max_travellers=self.settings.max_travellers,
+            name_size_table=min(MAX_BIGRAMS + 1, (max_y // 16 + 1) * 16),
+            year_min=min(years) // 10 * 10 if years else 0,
+            year_max=max(years) // 10 * 10 + 9 if years else 0,
+            name_entries=_round_up(len(names), 1024),
+            face_dims=dims,
+            face_entries=_round_up(faces, 1024) if dims else 0,
+            release_ttl_seconds=self.settings.release_ttl_seconds,
+        )
+        refs = {r.record_id: (r.label.reference or r.record_id) for r in records}
+        with self._lock:
+            self._info = (version, info, refs)
+        return info
+
+    def _reference(self, record_id: str) -> str:
+        """The list reference of a released record, for the holder's own audit log."""
+        cached = self._info
+        ref = cached[2].get(record_id) if cached is not None else None
+        token = re.sub(r"[^A-Za-z0-9._:/#-]", "_", str(ref or record_id))[:64]
+        return token if token[:1].isalnum() else "r" + token[:63]
+
+    def holder_for(self, epoch_id: str, partner: PartnerPolicy, kind: str = "name") -> FuzzyHolder:
         """The partner's audience of this epoch's list as scored entries (built once, then cached).
 
         Withheld references are left out (indistinguishable from absence) and labels carry only the fields
         disclosed to the partner. Records come from the store; they are re-read when the list changes.
         """
-        key = (epoch_id, partner.audience_id)
+        key = (epoch_id, partner.audience_id, kind)
         with self._lock:
             holder = self._holders.get(key)
             if holder is not None:
                 return holder
-            version = self._store.list_version()
-            if self._records is None or self._records[0] != version:
-                self._records = (version, list(self._store.iter_records()))
-            records = self._records[1]
+        records = self._load_records()
         kept = [r for r in records if r.label.reference not in partner.withheld]
+        dims = 128
+        if kind == "face":  # one embedding dimension per list (the most common one); others are not scored
+            dims = _face_dims(records) or 128
+            kept = [r for r in kept if r.face_embedding is not None and len(r.face_embedding) == dims]
         fields = frozenset(partner.label_fields)
         entries: list[HolderEntry] = [
             replace(e, label={k: v for k, v in e.label.items() if k in fields})
-            for e in entries_from_records(kept, kind="name")
+            for e in entries_from_records(kept, kind=kind)
         ]
         holder = FuzzyHolder(
             entries,
-            kind="name",
+            kind=kind,
+            face_dims=dims,
             workers=self.settings.workers or None,
             mp_context="forkserver",  # never fork the threaded gRPC server process
             limits=HolderLimits(
                 max_travellers=self.settings.max_travellers,
                 max_packs=self.settings.max_travellers,
                 key_bits=self.settings.key_bits,
+                max_pack_size=self.settings.max_pack_size,
+                max_open_rounds=self.settings.max_open_rounds,
             ),
         )
         with self._lock:
@@ -295,7 +356,10 @@ class FuzzyService:
             decision.raise_for_status()
             partner = self._policy.partner(querier.state)
             assert partner is not None  # decide() refuses unknown partners
-            holder = self.holder_for(epoch.epoch_id, partner)
+            if req.params.kind not in partner.effective_fuzzy_kinds:  # docs/policy.md ("Fuzzy kinds")
+                raise PolicyDenied(f"fuzzy {req.params.kind} similarity is not allowed for this partner",
+                                   reason="fuzzy_kind_not_allowed")
+            holder = self.holder_for(epoch.epoch_id, partner, req.params.kind)
             holder.validate(req)  # everything checked before anything is charged
             payload_sha = hashlib.sha256(request.round.payload).hexdigest()
             if self._replay is not None and not self._replay.claim(
@@ -337,6 +401,7 @@ class FuzzyService:
         ms = round((time.perf_counter() - t0) * 1000, 1)
         event.update(
             outcome="ok", duration_ms=ms, budget_remaining=left, evaluated=req.traveller_count * len(holder),
+            modes=[FUZZY_MODE, req.params.kind],
             counts={"entries": len(holder), "key_bits": len(req.public_key) * 8,
                     "pack_size": req.params.pack_size, "response_bytes": len(data)},
         )
@@ -384,17 +449,49 @@ class FuzzyService:
                 rnd = self._open.get((querier.state, payload.round_id))
             # another State's round, an unknown or an expired one all look the same to the caller
             if rnd is None or rnd.fuzzy_round_id != label_request.round_id:
-                raise NotFound("no open fuzzy round of yours with this id (expired or never scored)",
-                               reason="unknown_round")
-            response = rnd.holder.release(label_request)
+                raise NotFound(
+                    "no open fuzzy round of yours with this id: expired (open for "
+                    f"{self.settings.release_ttl_seconds} s after scoring), never scored here, or forgotten "
+                    "by a restart of this node (open rounds are kept in memory only); run a new round",
+                    reason="unknown_round")
+            # a follow-up costs budget like a probe: one item per claim (a forging querier pays per guess)
+            try:
+                epoch_ends: float | None = self._epochs.epoch_ends_unix(self._epochs.get(rnd.epoch_id))
+            except PreconditionFailed:  # the round's epoch is no longer served: still its ledger
+                epoch_ends = None
+            remaining = self._budget.charge(querier.state, len(label_request.claims), rnd.epoch_id,
+                                            epoch_ends_unix=epoch_ends)
+            event["budget_remaining"] = remaining.items
+            response, record_ids = rnd.holder.release_with_records(label_request)
+            if response.rejected:  # the holder closed the round: any wrong claim ends its follow-ups
+                with self._lock:
+                    if self._open.get((querier.state, payload.round_id)) is rnd:
+                        del self._open[(querier.state, payload.round_id)]
         except FedcheckError as exc:
             self._refuse(event, exc)
             raise
         ms = round((time.perf_counter() - t0) * 1000, 1)
+        if response.released:
+            self.info()  # reference map of the current list version
         event.update(outcome="ok", duration_ms=ms, hits=len(response.released), epoch_id=rnd.epoch_id,
+                     # a release is a disclosure: which list entries went out (list references, never names)
+                     references=sorted({self._reference(r) for r in record_ids}),
                      counts={"claims": len(label_request.claims), "released": len(response.released),
-                             "rejected": response.rejected})
+                             "rejected": response.rejected, "round_closed": int(response.rejected > 0)})
         self._audit(event)
         _log.info("fuzzy follow-up", extra={"round_id": payload.round_id, "partner": querier.state,
                                              "count": len(response.released), "ms": ms})
         return response.to_bytes()
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step if value else 0
+
+
+def _face_dims(records: list[PersonRecord]) -> int:
+    """The embedding dimension most listed faces have (0: no faces); only 16..1024 can be scored."""
+    counts: dict[int, int] = {}
+    for r in records:
+        if r.face_embedding is not None and 16 <= len(r.face_embedding) <= 1024:
+            counts[len(r.face_embedding)] = counts.get(len(r.face_embedding), 0) + 1
+    return max(counts, key=lambda d: (counts[d], d)) if counts else 0

@@ -19,13 +19,21 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedcheck.core.index import ExactIndex
-from fedcheck.errors import FedcheckError, IntegrityError, PreconditionFailed, Unavailable
+from fedcheck.errors import (
+    FedcheckError,
+    IntegrityError,
+    LimitExceeded,
+    PreconditionFailed,
+    Unavailable,
+    VerificationError,
+)
 from fedcheck.node import metrics
+from fedcheck.node.announce import verify_announcement
 from fedcheck.protocol.exact import BlindedBatch, ExactQuerier, Mode
 from fedcheck.protocol.exact import Evaluation as ExactEvaluation
 from fedcheck.records.keys import KeyType
@@ -46,12 +54,17 @@ from fedcheck.rpc.messages import (
 from fedcheck.screening.manifest import QueryKeys, query_keys
 from fedcheck.screening.report import Hit, ScreenReport, StateCount, TravellerResult
 from fedcheck.trust.atrest import Sealer
-from fedcheck.trust.pki import sign_payload
+from fedcheck.trust.pki import RevocationList, sign_payload
 from fedcheck.trust.policy import QuerierPolicy
 
 __all__ = ["QuerierCache", "QueryOptions", "QueryRunner"]
 
 _log = logging.getLogger("fedcheck.querier")
+
+#: default cap on one downloaded holder index ([querier] max_index_mb)
+DEFAULT_MAX_INDEX_BYTES = 512 * 1024 * 1024
+#: stands for "NodeInfo carried no announcement" (verification then fails: an unsigned key is never used)
+_MISSING = SignedEnvelope(b"", b"", b"")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
@@ -67,6 +80,8 @@ class QuerierCache:
 
     def __init__(self, path: Path, sealer: Sealer) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.sealer = sealer
         self._sealer = sealer
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -159,6 +174,8 @@ class _HolderPlan:
     keys: QueryKeys
     macs: list[bytes]
     cached: dict[bytes, list[list[object]]]
+    #: the epoch key from the holder's verified announcement
+    public_key: bytes
     send_positions: list[int] = field(default_factory=list)
     batch: BlindedBatch | None = None
 
@@ -175,8 +192,16 @@ class QueryRunner:
         cert_pem: bytes,
         key_pem: bytes,
         policy: QuerierPolicy | None = None,
+        ca_pem: bytes | None = None,
+        crl: Callable[[], RevocationList | None] | None = None,
+        max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
     ) -> None:
         self._state = state
+        #: federation CA and CRL: holders' signed epoch announcements are verified against them (without a
+        #: CA every holder is refused with ``announcement_invalid``: fail closed)
+        self._ca = ca_pem
+        self._crl: Callable[[], RevocationList | None] = crl or (lambda: None)
+        self._max_index = max_index_bytes
         self._coord = coordinator
         self._cache = cache
         self._cert = cert_pem
@@ -190,10 +215,34 @@ class QueryRunner:
 
     # -- index download --------------------------------------------------------------------------------------
 
-    def fetch_index(self, state: str, epoch_id: str, *, timeout: float = 60.0) -> ExactIndex:
-        """Download ``state``'s index for ``epoch_id`` via the coordinator; resumes after transient errors."""
+    def _verify_announced(
+        self, state: str, epoch_id: str, env: SignedEnvelope | None, public_key: bytes | None
+    ) -> bytes | None:
+        if env is None:
+            return public_key
+        return verify_announcement(
+            env, ca_pem=self._ca, crl=self._crl, state=state, epoch_id=epoch_id, public_key=public_key
+        ).epoch_public_key
+
+    def fetch_index(
+        self,
+        state: str,
+        epoch_id: str,
+        *,
+        timeout: float = 60.0,
+        known_announcement: SignedEnvelope | None = None,
+        known_public_key: bytes | None = None,
+    ) -> ExactIndex:
+        """Download ``state``'s index for ``epoch_id`` via the coordinator; resumes after transient errors.
+
+        The download is accepted only with the holder's signed announcement for our audience on the last
+        chunk (its digest = SHA-256 of the downloaded bytes, its key = the index's key, and = the key of
+        ``known_announcement`` / ``known_public_key`` when given); anything else -> ``VerificationError``
+        ``announcement_invalid``. Larger than ``max_index_bytes`` -> ``LimitExceeded`` ``index_too_large``.
+        """
         buf = bytearray()
         failures = 0
+        announced_pk = self._verify_announced(state, epoch_id, known_announcement, known_public_key)
         while True:
             payload = serde.index_request_to_bytes(IndexRequest(state, epoch_id, int(time.time() * 1000)))
             try:
@@ -206,6 +255,12 @@ class QueryRunner:
                         )
                     if chunk.offset != len(buf) or hashlib.sha256(chunk.data).digest() != chunk.chunk_sha256:
                         raise IntegrityError("index chunk failed its integrity check", reason="chunk_corrupt")
+                    if chunk.total_bytes > self._max_index or len(buf) + len(chunk.data) > self._max_index:
+                        raise LimitExceeded(
+                            f"holder index larger than this querier accepts ({self._max_index} bytes;"
+                            " [querier] max_index_mb)",
+                            reason="index_too_large",
+                        )
                     buf += chunk.data
                     if chunk.last:
                         if (
@@ -217,6 +272,19 @@ class QueryRunner:
                             )
                         data = bytes(buf)
                         index = ExactIndex.from_bytes(data)
+                        # authenticity, not just integrity: the holder's own signature over this index's
+                        # digest and key (a relay can recompute the chunk digests, not this)
+                        verify_announcement(
+                            chunk.announcement,
+                            ca_pem=self._ca,
+                            crl=self._crl,
+                            state=state,
+                            epoch_id=epoch_id,
+                            public_key=announced_pk or index.public_key,
+                            index_sha256=hashlib.sha256(data).digest(),
+                        )
+                        if not hmac.compare_digest(index.public_key, announced_pk or index.public_key):
+                            raise VerificationError(reason="announcement_invalid")
                         self._cache.put_index(state, epoch_id, data)
                         return index
                 raise Unavailable("index stream ended early", reason="stream_truncated")
@@ -247,7 +315,16 @@ class QueryRunner:
                 continue
             epoch_id = entry.info.epoch_id
             try:
-                index = self._cache.index(state, epoch_id) or self.fetch_index(state, epoch_id)
+                # the epoch key reached us through the coordinator: trust it only as the holder signed it
+                self._verify_announced(
+                    state, epoch_id, entry.info.epoch_announcement or _MISSING, entry.info.epoch_public_key
+                )
+                index = self._cache.index(state, epoch_id) or self.fetch_index(
+                    state,
+                    epoch_id,
+                    known_announcement=entry.info.epoch_announcement,
+                    known_public_key=entry.info.epoch_public_key,
+                )
             except FedcheckError as exc:
                 statuses[state] = (
                     f"{'unavailable' if isinstance(exc, Unavailable) else 'refused'} ({exc.reason})"
@@ -274,7 +351,7 @@ class QueryRunner:
                 qk.pair_owner[:] = [positions[int(o)] for o in qk.pair_owner]
             macs = [self._cache.mac(k) for k in qk.keys]
             cached = self._cache.results(state, epoch_id, macs) if mode is Mode.EXACT else {}
-            plan = _HolderPlan(state, epoch_id, index, qk, macs, cached)
+            plan = _HolderPlan(state, epoch_id, index, qk, macs, cached, entry.info.epoch_public_key)
             plan.send_positions = [i for i, m in enumerate(macs) if m not in cached]
             if plan.send_positions:
                 plan.batch = querier.blind([qk.keys[i] for i in plan.send_positions], mode=mode)
@@ -343,10 +420,14 @@ class QueryRunner:
                 if ev.audit_hash:
                     details.setdefault(state, {})["audit_head"] = f"{ev.audit_seq}:{ev.audit_hash}"
                 try:
+                    if ev.epoch_id and ev.epoch_id != plan.epoch_id:
+                        raise VerificationError(reason="epoch_mismatch")
+                    # the proof must verify under the key the holder announced (and signed); the index was
+                    # checked against that announcement when downloaded
                     fin = querier.finalize(
                         plan.batch,
                         ExactEvaluation(list(hr.evaluation.evaluated), hr.evaluation.proof or None),
-                        public_key=plan.index.public_key,
+                        public_key=plan.public_key,
                         index=plan.index,
                     )
                 except FedcheckError as exc:

@@ -4,75 +4,189 @@ Why: the coordinator relays signed rounds, so it (or anyone on the path who capt
 signed round to burn the querier's budget or re-run an old query. Together with the freshness check on the
 signed ``issued_at`` (``node.max_skew_seconds``), a holder accepts each (querier, round id) once:
 
-* an *exact* duplicate (same signed payload, hence the same batch digest) is answered again idempotently and
-  **not charged** to the budget a second time (a coordinator retry must not cost the querier);
+* an *exact* duplicate (same signed payload, hence the same batch digest) of an **answered** request gets the
+  stored answer again and is **not charged** a second time (a coordinator retry must not cost the querier);
+* claims have a state: ``pending`` from :meth:`ReplayGuard.begin` until the owner either
+  completes it (:meth:`~ReplayGuard.complete`: charged, evaluated, audited; the answer is stored) or
+  releases it (:meth:`~ReplayGuard.release`: refused, e.g. budget spent: nothing was answered). A duplicate
+  arriving while the first is pending waits briefly for that outcome; if it is released, the waiter takes the
+  claim over (and is charged like a new request); if it is still pending, the waiter is refused with
+  ``ABORTED`` ``round_in_progress`` (retry after). So nothing is ever evaluated without a charge, however many
+  identical requests race (a pending duplicate used to be answered for free even when the first one's charge
+  then failed). Pending claims of a process that died are dropped on open;
 * the same round id with a different payload is refused (``FAILED_PRECONDITION`` ``round_id_reused``).
 
 Entries only need to outlive the freshness window: an older request is refused as stale anyway, so rows older
-than ``2 x max_skew`` are pruned. Digests of signed payloads only, never payload bytes.
+than ``2 x max_skew`` are pruned. Digests of signed payloads and the answers (evaluated group elements and
+proofs, which the relaying coordinator sees anyway), never request payload bytes.
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcheck.errors import PreconditionFailed
+from fedcheck.errors import Aborted, PreconditionFailed
 
-__all__ = ["ReplayGuard"]
+__all__ = ["Claim", "ReplayGuard"]
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (
+DROP TABLE IF EXISTS seen;
+CREATE TABLE IF NOT EXISTS claims (
     querier TEXT NOT NULL, round_id TEXT NOT NULL, digest TEXT NOT NULL, at REAL NOT NULL,
+    state TEXT NOT NULL,            -- 'pending' or 'answered'
+    owner TEXT NOT NULL,            -- token of the pending owner ('' once answered)
+    answer BLOB,                    -- the stored answer of an answered claim (opaque to the guard)
     PRIMARY KEY (querier, round_id));
 """
 
+_PENDING = "pending"
+_ANSWERED = "answered"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of :meth:`ReplayGuard.begin`.
+
+    ``fresh``: the caller now owns a pending claim and must :meth:`~ReplayGuard.complete` or
+    :meth:`~ReplayGuard.release` it (with ``token``). Otherwise ``answer`` is the stored answer of the
+    identical, already answered request (answer it again without charging).
+    """
+
+    fresh: bool
+    token: str = ""
+    answer: bytes | None = field(default=None, repr=False)
+
 
 class ReplayGuard:
-    """(querier, round id) -> payload digest, in SQLite (WAL); thread-safe."""
+    """(querier, round id) -> payload digest, claim state and stored answer, in SQLite (WAL); thread-safe.
+
+    ``wait_seconds``: how long a duplicate of a pending claim waits for its outcome before ``ABORTED``.
+    """
 
     def __init__(
-        self, path: Path, *, window_seconds: float, clock: Callable[[], float] | None = None
+        self,
+        path: Path,
+        *,
+        window_seconds: float,
+        clock: Callable[[], float] | None = None,
+        wait_seconds: float = 5.0,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._window = float(window_seconds)
+        self._wait = float(wait_seconds)
         self._clock = clock or time.time
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        # a pending claim of a previous process never answered anything (the answer leaves only after
+        # complete()): forget it, so the round can be retried (and is charged again)
+        self._db.execute("DELETE FROM claims WHERE state=?", (_PENDING,))
+
+    def _row(self, querier: str, round_id: str) -> tuple[str, str, str, bytes | None] | None:
+        row = self._db.execute(
+            "SELECT digest, state, owner, answer FROM claims WHERE querier=? AND round_id=?",
+            (querier, round_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else bytes(row[3])
+
+    def _prune(self, now: float) -> None:
+        # older requests are refused as stale anyway; a pending claim that old belongs to a dead request
+        self._db.execute("DELETE FROM claims WHERE at < ?", (now - 2 * self._window,))
+
+    @staticmethod
+    def _check_digest(stored: str, digest: str) -> None:
+        if not hmac.compare_digest(stored, digest):
+            raise PreconditionFailed(
+                "round_id already used with a different payload", reason="round_id_reused"
+            )
+
+    def begin(self, querier: str, round_id: str, digest: str, *, wait_seconds: float | None = None) -> Claim:
+        """Claim (querier, round id) for an evaluation, or get the stored answer of an identical answered one.
+
+        A duplicate of a *pending* claim waits up to ``wait_seconds`` (default: the guard's) for its outcome:
+        answered -> that answer; released -> the caller takes the claim over (``fresh``); still pending ->
+        :class:`~fedcheck.errors.Aborted` (``round_in_progress``). Another payload under the same id ->
+        :class:`PreconditionFailed` (``round_id_reused``).
+        """
+        deadline = time.monotonic() + (self._wait if wait_seconds is None else wait_seconds)
+        with self._changed:
+            now = self._clock()
+            self._prune(now)
+            while True:
+                row = self._row(querier, round_id)
+                if row is None:
+                    token = secrets.token_hex(16)
+                    self._db.execute(
+                        "INSERT INTO claims VALUES (?,?,?,?,?,?,NULL)",
+                        (querier, round_id, digest, now, _PENDING, token),
+                    )
+                    return Claim(True, token)
+                stored, state, _owner, answer = row
+                self._check_digest(stored, digest)
+                if state == _ANSWERED:
+                    if answer is None:  # recorded by claim(): its caller refuses every duplicate
+                        raise PreconditionFailed("this round was already answered", reason="round_id_reused")
+                    return Claim(False, "", answer)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Aborted(
+                        "an identical request is still being evaluated; retry shortly",
+                        retry_after_s=1,
+                        reason="round_in_progress",
+                    )
+                self._changed.wait(left)
+
+    def complete(self, querier: str, round_id: str, token: str, answer: bytes) -> None:
+        """Mark the caller's pending claim answered and store ``answer`` for identical duplicates."""
+        with self._changed:
+            self._db.execute(
+                "UPDATE claims SET state=?, owner='', answer=?, at=?"
+                " WHERE querier=? AND round_id=? AND owner=?",
+                (_ANSWERED, answer, self._clock(), querier, round_id, token),
+            )
+            self._changed.notify_all()
 
     def claim(self, querier: str, round_id: str, digest: str) -> bool:
-        """Record a new evaluation: True if new, False for an exact duplicate of an evaluated one.
+        """Record (querier, round id) once, for callers that refuse *every* duplicate (fuzzy rounds).
 
-        Raises :class:`PreconditionFailed` (``round_id_reused``) when the id was used with another payload.
+        True if new (recorded as answered, without a stored answer), False if it exists with the same payload
+        (pending or answered). Raises :class:`PreconditionFailed` (``round_id_reused``) for another payload.
         """
         now = self._clock()
-        with self._lock:
-            self._db.execute("DELETE FROM seen WHERE at < ?", (now - 2 * self._window,))
-            row = self._db.execute(
-                "SELECT digest FROM seen WHERE querier=? AND round_id=?", (querier, round_id)
-            ).fetchone()
+        with self._changed:
+            self._prune(now)
+            row = self._row(querier, round_id)
             if row is not None:
-                if hmac.compare_digest(str(row[0]), digest):
-                    return False
-                raise PreconditionFailed(
-                    "round_id already used with a different payload", reason="round_id_reused"
-                )
-            self._db.execute("INSERT INTO seen VALUES (?,?,?,?)", (querier, round_id, digest, now))
+                self._check_digest(row[0], digest)
+                return False
+            self._db.execute(
+                "INSERT INTO claims VALUES (?,?,?,?,?,'',NULL)", (querier, round_id, digest, now, _ANSWERED)
+            )
             return True
 
-    def release(self, querier: str, round_id: str, digest: str) -> None:
-        """Forget a claim whose evaluation was refused afterwards (e.g. budget), so nothing was answered."""
-        with self._lock:
+    def release(self, querier: str, round_id: str, digest_or_token: str) -> None:
+        """Forget a claim whose evaluation was refused afterwards (e.g. budget), so nothing was answered.
+
+        Takes the pending claim's token (:meth:`begin`) or, for :meth:`claim`, the payload digest.
+        """
+        with self._changed:
             self._db.execute(
-                "DELETE FROM seen WHERE querier=? AND round_id=? AND digest=?", (querier, round_id, digest)
+                "DELETE FROM claims WHERE querier=? AND round_id=? AND (owner=? OR (owner='' AND digest=?))",
+                (querier, round_id, digest_or_token, digest_or_token),
             )
+            self._changed.notify_all()
 
     def close(self) -> None:
         with self._lock:

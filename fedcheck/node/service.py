@@ -11,14 +11,17 @@ request sizes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from fedcheck.core.index import index_entry_count
 from fedcheck.crypto.oprf import deserialize_element
 from fedcheck.errors import (
+    Aborted,
     BudgetExhausted,
     FedcheckError,
     InvalidInput,
@@ -27,11 +30,13 @@ from fedcheck.errors import (
     Unauthenticated,
 )
 from fedcheck.node import metrics
-from fedcheck.node.epochs import EpochManager
-from fedcheck.node.replay import ReplayGuard
+from fedcheck.node.announce import AnnouncementSigner
+from fedcheck.node.epochs import Epoch, EpochManager
+from fedcheck.node.replay import Claim, ReplayGuard
 
 if TYPE_CHECKING:
     from fedcheck.node.fuzzy import FuzzyService
+from fedcheck.protocol.exact import Evaluation as ExactEvaluation
 from fedcheck.protocol.exact import Mode
 from fedcheck.rpc import serde
 from fedcheck.rpc.messages import (
@@ -46,20 +51,45 @@ from fedcheck.rpc.messages import (
     GetIndexRequest,
     IndexChunk,
     NodeInfo,
+    RoundPayload,
     SignedEnvelope,
 )
 from fedcheck.trust.audit import SignedHead
-from fedcheck.trust.budget import BudgetLedger
+from fedcheck.trust.budget import BudgetLedger, BudgetRemaining
 from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
-from fedcheck.trust.policy import HolderPolicy, RoundRequest
+from fedcheck.trust.policy import Decision, HolderPolicy, RoundRequest
 
-__all__ = ["AuditFn", "NodeService", "audience_key"]
+__all__ = ["SIGNER_ROLES", "AuditFn", "NodeService", "audience_key"]
+
+#: Certificate roles that may sign round and index requests. An ``evaluator`` certificate (conformance suite,
+#: ``fedcheck pki issue --role evaluator``) is treated like the partner State it names: it gets only what the
+#: holder's policy grants that State code, and the audit entries record ``role = evaluator``.
+SIGNER_ROLES: tuple[str, ...] = ("node", "evaluator")
 
 _log = logging.getLogger("fedcheck.node")
+_T = TypeVar("_T")
+
+#: What a refusal's fallback audit entry keeps when the full event cannot be appended: nothing the caller
+#: wrote (unit, official, legal basis, purpose), only the verified partner, the round id and the outcome.
+_REDUCED_REFUSAL_FIELDS: tuple[str, ...] = (
+    "type", "partner", "peer", "round_id", "epoch_id", "outcome", "status", "reason", "retry_after_s",
+)
 
 #: Appends one audit event durably (fsynced) before returning; returns the signed head acknowledging it
 #: (``None`` when the sink has no signed head, e.g. in tests).
 AuditFn = Callable[[Mapping[str, Any]], SignedHead | None]
+
+
+def _encode_answer(ev: ExactEvaluation) -> bytes:
+    """A stored answer for identical duplicates: u16 proof length | proof | evaluated elements (32 bytes)."""
+    proof = ev.proof or b""
+    return len(proof).to_bytes(2, "big") + proof + b"".join(ev.evaluated)
+
+
+def _decode_answer(blob: bytes) -> ExactEvaluation:
+    plen = int.from_bytes(blob[:2], "big")
+    proof, rest = blob[2 : 2 + plen], blob[2 + plen :]
+    return ExactEvaluation([rest[i : i + 32] for i in range(0, len(rest), 32)], proof or None)
 
 
 def audience_key(audience_id: str, modes: tuple[str, ...]) -> str:
@@ -85,6 +115,7 @@ class NodeService:
         max_skew_seconds: int = 600,
         replay: ReplayGuard | None = None,
         fuzzy: FuzzyService | None = None,
+        announcer: AnnouncementSigner | None = None,
     ) -> None:
         self._state = state
         self._epochs = epochs
@@ -97,6 +128,9 @@ class NodeService:
         self._chunk = index_chunk_bytes
         self._skew_ms = max_skew_seconds * 1000
         self._replay = replay
+        #: signs epoch announcements with the node certificate key (NodeInfo, last index chunk); without it
+        #: queriers refuse this holder (they cannot tell its key from a relay's)
+        self._announcer = announcer
         #: fuzzy (Paillier) rounds; ``None`` when the node does not serve them (not advertised then)
         self.fuzzy = fuzzy
 
@@ -111,15 +145,31 @@ class NodeService:
             querier = verify_payload(
                 env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
             )
-            if querier.role != "node":
-                raise Unauthenticated("requests must be signed by a node certificate", reason="wrong_role")
-            if peer.role == "node" and peer.state != querier.state:
-                raise Unauthenticated("a node may only relay its own requests", reason="identity_mismatch")
+            if querier.role not in SIGNER_ROLES:
+                raise Unauthenticated(
+                    "requests must be signed by a node or evaluator certificate", reason="wrong_role"
+                )
+            # only the coordinator relays other States' requests; a node or an evaluator talking to the
+            # holder directly may only send requests signed for its own State
+            if peer.role != "coordinator" and peer.state != querier.state:
+                raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
         except FedcheckError as exc:
             # audited too: the TLS hop is verified, the signer is not (so only the hop is named)
             self._refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
             raise
         return querier
+
+    def _parse(
+        self, peer: PeerIdentity, querier: PeerIdentity, kind: str, parse: Callable[[bytes], _T], data: bytes
+    ) -> _T:
+        """Parse a signed payload; a payload the wire rules refuse (e.g. text the audit log would refuse) is
+        a refusal like any other, audited with the verified signer and nothing from the payload."""
+        try:
+            return parse(data)
+        except FedcheckError as exc:
+            event = {"type": kind, "partner": querier.state, "role": querier.role, "peer": peer.name}
+            self._refuse(event, exc)
+            raise
 
     def _fresh(self, issued_at_ms: int) -> None:
         now = time.time() * 1000
@@ -132,9 +182,16 @@ class NodeService:
         partner = str(event.get("partner", "?"))
         metrics.REFUSALS.labels(partner=partner, reason=exc.reason).inc()
         event.update(type="refusal", outcome="refused", status=exc.status, reason=exc.reason)
-        if isinstance(exc, BudgetExhausted):
+        if isinstance(exc, (BudgetExhausted, Aborted)):
             event["retry_after_s"] = exc.retry_after_s
-        self._audit(event)
+        try:
+            self._audit(event)
+        except FedcheckError as audit_exc:
+            # a refusal is never left unaudited: if the full event is rejected (or the append failed), record
+            # the reduced event that carries no caller-supplied text
+            reduced = {k: event[k] for k in _REDUCED_REFUSAL_FIELDS if k in event}
+            reduced["reasons"] = [exc.reason, "audit_reduced", audit_exc.reason]
+            self._audit(reduced)
         _log.info(
             "request refused",
             extra={"round_id": event.get("round_id", ""), "partner": partner, "reason": exc.reason},
@@ -142,12 +199,41 @@ class NodeService:
 
     # -- handler interface -----------------------------------------------------------------------------------
 
-    def node_info(self) -> NodeInfo:
+    def _announce(self, epoch: Epoch, index_sha256: bytes = b"") -> SignedEnvelope | None:
+        if self._announcer is None:
+            return None
+        ends_ms = int(self._epochs.epoch_ends_unix(epoch) * 1000)
+        # served as the current epoch until ends_ms, then (at most about one more epoch) as the previous one
+        until_ms = ends_ms + max(0, ends_ms - epoch.started_unix_ms)
+        return self._announcer.sign(
+            epoch.epoch_id, epoch.public_key, index_sha256, epoch.started_unix_ms, until_ms
+        )
+
+    def _audience_size(self, epoch: Epoch, peer: PeerIdentity | None) -> int:
+        """Entries of the caller's own audience index (0 for the coordinator, which relays to everyone)."""
+        if peer is None or peer.role not in SIGNER_ROLES:
+            return 0
+        partner = self._policy.partner(peer.state)
+        if partner is None:
+            return 0
+        try:
+            return index_entry_count(epoch.index_for(audience_key(partner.audience_id, partner.modes)).data)
+        except FedcheckError:
+            return 0
+
+    def node_info(self, peer: PeerIdentity | None = None) -> NodeInfo:
+        """The node's description as ``peer`` may see it: ``index_size`` is the size of the caller's own
+        audience index (0 when the coordinator asks, as its answer is relayed to every partner), never the
+        whole list's, so no partner learns how many keys are withheld from it."""
+        ann: SignedEnvelope | None = None
         try:
             ep = self._epochs.current()
-            epoch_id, pk, size, started = ep.epoch_id, ep.public_key, ep.size, ep.started_unix_ms
+            epoch_id, pk, started = ep.epoch_id, ep.public_key, ep.started_unix_ms
+            size = self._audience_size(ep, peer)
+            ann = self._announce(ep)
         except PreconditionFailed:
             epoch_id, pk, size, started = "", b"", 0, 0
+        prev = self._epochs.previous()
         return NodeInfo(
             self._state,
             SUPPORTED_VERSIONS,
@@ -159,12 +245,19 @@ class NodeService:
             self._chunk,
             started,
             self._epochs.building,
+            previous_epoch_id=prev.epoch_id if prev is not None else "",
+            previous_epoch_public_key=prev.public_key if prev is not None else b"",
+            fuzzy=self.fuzzy.info() if self.fuzzy is not None else None,
+            epoch_announcement=ann,
+            previous_epoch_announcement=self._announce(prev) if prev is not None else None,
         )
 
     def get_index(self, peer: PeerIdentity, request: GetIndexRequest) -> Iterator[IndexChunk]:
         querier = self._querier(peer, request.request, "index")
-        req = serde.index_request_from_bytes(request.request.payload)
-        event: dict[str, Any] = {"type": "index", "partner": querier.state, "peer": peer.name}
+        req = self._parse(peer, querier, "index", serde.index_request_from_bytes, request.request.payload)
+        event: dict[str, Any] = {
+            "type": "index", "partner": querier.state, "role": querier.role, "peer": peer.name,
+        }
         try:
             if req.holder_state != self._state:
                 raise InvalidInput("index request is for another State", reason="wrong_holder")
@@ -179,14 +272,16 @@ class NodeService:
         except FedcheckError as exc:
             self._refuse(event, exc)
             raise
-        if request.offset == 0:
-            event.update(
-                outcome="ok",
-                epoch_id=epoch.epoch_id,
-                index_size=len(blob.data),
-                index_digest=blob.sha256.hex(),
-            )
-            self._audit(event)
+        # every download start is audited, resumed ones too (offset > 0), so downloads cannot hide in resumes
+        event.update(
+            outcome="ok",
+            epoch_id=epoch.epoch_id,
+            index_size=len(blob.data),
+            index_digest=blob.sha256.hex(),
+            offset=request.offset,
+        )
+        self._audit(event)
+        announcement = self._announce(epoch, blob.sha256)
         total = len(blob.data)
         pos = request.offset
         while True:
@@ -201,6 +296,7 @@ class NodeService:
                 blob.sha256,
                 last,
                 epoch.public_key,
+                announcement if last else None,
             )
             pos += len(data)
             if last:
@@ -209,12 +305,13 @@ class NodeService:
     def blind_evaluate(self, peer: PeerIdentity, request: BlindEvaluateRequest) -> Evaluation:
         t0 = time.perf_counter()
         querier = self._querier(peer, request.round)
-        payload = serde.round_payload_from_bytes(request.round.payload)
+        payload = self._parse(peer, querier, "request", serde.round_payload_from_bytes, request.round.payload)
         n = len(request.blinded)
         event: dict[str, Any] = {
             "type": "request",
             "round_id": payload.round_id,
             "partner": querier.state,
+            "role": querier.role,
             "peer": peer.name,
             "unit": payload.unit,
             "official": payload.official,
@@ -263,27 +360,72 @@ class NodeService:
             for element in request.blinded:  # validate every element before anything is charged
                 deserialize_element(element)
             payload_sha = hashlib.sha256(request.round.payload).hexdigest()
-            fresh = (
-                self._replay.claim(querier.state, payload.round_id, payload_sha)
+            # pending until answered: a concurrent duplicate waits for the outcome (or gets ABORTED), and is
+            # answered without a charge only once this request was charged, evaluated and audited
+            claim = (
+                self._replay.begin(querier.state, payload.round_id, payload_sha)
                 if self._replay is not None
-                else True
+                else Claim(True)
             )
+            fresh = claim.fresh
+            stored: ExactEvaluation | None = None
             if fresh:
                 try:
                     remaining = self._budget.charge(
                         querier.state, n, epoch.epoch_id, epoch_ends_unix=self._epochs.epoch_ends_unix(epoch)
                     )
-                except FedcheckError:
-                    if self._replay is not None:
-                        self._replay.release(querier.state, payload.round_id, payload_sha)
+                except BaseException:
+                    self._release(querier.state, payload.round_id, claim)
                     raise
-            else:  # exact duplicate of an evaluated request: answer again, charge nothing
+            else:  # exact duplicate of an answered request: the stored answer again, charge nothing
+                stored = _decode_answer(claim.answer or b"")
                 remaining = self._budget.remaining(querier.state, epoch.epoch_id)
                 event["replayed"] = True
         except FedcheckError as exc:
             self._refuse(event, exc)
             raise
-        result = epoch.holder.blind_evaluate(list(request.blinded), mode=Mode(payload.mode), verifiable=True)
+        try:  # charged from here on: every failure is audited, mapped to a status, and the claim released
+            return self._evaluate_charged(
+                t0, event, querier, payload, request, epoch, decision, remaining, claim, stored
+            )
+        except Exception as exc:
+            if fresh:
+                self._release(querier.state, payload.round_id, claim)
+            err = (
+                exc
+                if isinstance(exc, FedcheckError)
+                else FedcheckError("evaluation failed after the charge", reason="evaluation_failed")
+            )
+            if not isinstance(exc, FedcheckError):
+                _log.error("evaluation failed after charge", exc_info=exc)
+            with contextlib.suppress(FedcheckError):  # the audit sink may be what failed
+                self._refuse(event, err)
+            if err is exc:
+                raise
+            raise err from None
+
+    def _release(self, partner: str, round_id: str, claim: Claim) -> None:
+        if self._replay is not None and claim.fresh:
+            self._replay.release(partner, round_id, claim.token)
+
+    def _evaluate_charged(
+        self,
+        t0: float,
+        event: dict[str, Any],
+        querier: PeerIdentity,
+        payload: RoundPayload,
+        request: BlindEvaluateRequest,
+        epoch: Epoch,
+        decision: Decision,
+        remaining: BudgetRemaining,
+        claim: Claim,
+        stored: ExactEvaluation | None,
+    ) -> Evaluation:
+        n = len(request.blinded)
+        fresh = claim.fresh
+        result = stored or epoch.holder.blind_evaluate(
+            list(request.blinded), mode=Mode(payload.mode), verifiable=True
+        )
         left = remaining.items
         metrics.ITEMS_EVALUATED.labels(partner=querier.state).inc(n)
         metrics.BATCH_SIZE.labels(method="BlindEvaluate").observe(n)
@@ -293,6 +435,8 @@ class NodeService:
         if decision.narrowed:
             event["narrowed"] = [r for r in decision.reasons if r.startswith("narrowed_")]
         head = self._audit(event)
+        if fresh and self._replay is not None:
+            self._replay.complete(querier.state, payload.round_id, claim.token, _encode_answer(result))
         _log.info(
             "batch evaluated",
             extra={
@@ -315,6 +459,7 @@ class NodeService:
             effective_key_types=decision.effective_key_types,
             effective_label_fields=decision.effective_label_fields,
             replayed=not fresh,
+            budget_limited=left is not None,
         )
 
     # -- fuzzy (Paillier) rounds: see fedcheck.node.fuzzy ----------------------------------------------------

@@ -356,8 +356,10 @@ class ExactQuerier:
         index: ExactIndex,
         verify: bool = True,
     ) -> ExactResult:
-        """Verify, unblind, look up and open. ``public_key`` is the epoch key the querier expects (from the
-        holder's signed announcement); an index or proof under another key is refused."""
+        """Verify, unblind, look up and open. ``public_key`` is the epoch key the querier expects: the key of
+        the holder's signed epoch announcement (``EpochAnnouncementPayload``, signed with the holder's node
+        certificate key and verified by :mod:`fedcheck.node.announce` before this is called); an index or
+        proof under another key is refused. This function does not check signatures itself."""
         if index.public_key != public_key:
             raise PreconditionFailed("index was built under a different epoch key")
         evaluated = evaluation.evaluated

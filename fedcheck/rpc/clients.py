@@ -222,7 +222,7 @@ class InMemoryNodeClient:
         self._peer = peer
 
     def node_info(self, *, timeout: float) -> NodeInfo:
-        return serde.node_info_from_pb(serde.node_info_to_pb(self._h.node_info()))
+        return serde.node_info_from_pb(serde.node_info_to_pb(self._h.node_info(self._peer)))
 
     def get_index(self, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]:
         req = serde.get_index_request_from_pb(serde.get_index_request_to_pb(request))

@@ -51,6 +51,7 @@ STATUS_TABLE: dict[type[e.FedcheckError], grpc.StatusCode] = {
     e.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     e.NotFound: grpc.StatusCode.NOT_FOUND,
     e.IntegrityError: grpc.StatusCode.DATA_LOSS,
+    e.Aborted: grpc.StatusCode.ABORTED,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
     e.FedcheckError: grpc.StatusCode.INTERNAL,
 }
@@ -64,6 +65,7 @@ _REVERSE: dict[grpc.StatusCode, type[e.FedcheckError]] = {
     grpc.StatusCode.NOT_FOUND: e.NotFound,
     grpc.StatusCode.DATA_LOSS: e.IntegrityError,
     grpc.StatusCode.UNAVAILABLE: e.Unavailable,
+    grpc.StatusCode.ABORTED: e.Aborted,
     grpc.StatusCode.DEADLINE_EXCEEDED: e.Unavailable,
     grpc.StatusCode.CANCELLED: e.Unavailable,
 }
@@ -94,7 +96,7 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     metadata: list[tuple[str, str]] = [(REASON_KEY, exc.reason)]
     if len(exc.reasons) > 1:
         metadata.append((REASONS_KEY, ",".join(exc.reasons)))
-    if isinstance(exc, e.BudgetExhausted):
+    if isinstance(exc, (e.BudgetExhausted, e.Aborted)):
         metadata.append((RETRY_AFTER_KEY, str(int(exc.retry_after_s))))
     context.set_trailing_metadata(tuple(metadata))
     message = "verification failed" if isinstance(exc, e.VerificationError) else exc.message
@@ -119,6 +121,12 @@ def from_rpc_error(err: grpc.RpcError) -> e.FedcheckError:
         except ValueError:
             retry = 0
         return e.BudgetExhausted(details, retry_after_s=retry, reason=reason, reasons=reasons)
+    if code == grpc.StatusCode.ABORTED:
+        try:
+            retry = max(0, int(meta.get(RETRY_AFTER_KEY, "1")))
+        except ValueError:
+            retry = 1
+        return e.Aborted(details, retry_after_s=retry, reason=reason, reasons=reasons)
     cls = _BY_REASON.get(reason) or _REVERSE.get(code, e.FedcheckError)
     if cls is e.Unavailable and code == grpc.StatusCode.DEADLINE_EXCEEDED:
         reason = "deadline"

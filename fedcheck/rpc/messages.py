@@ -18,7 +18,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "BlindEvaluateRequest",
+    "EpochAnnouncement",
     "Evaluation",
+    "FuzzyInfo",
     "FuzzyReleasePayload",
     "FuzzyReleaseRequest",
     "FuzzyScore",
@@ -118,6 +120,27 @@ class NodeInfo:
     index_chunk_bytes: int
     epoch_started_unix_ms: int
     epoch_building: bool = False
+    fuzzy: FuzzyInfo | None = None
+    #: the epoch the current one replaced, while still served ("" / b"" when none)
+    previous_epoch_id: str = ""
+    previous_epoch_public_key: bytes = b""
+    #: holder-signed announcements of the current / previous epoch (fedcheck.node.announce); None when unset
+    epoch_announcement: SignedEnvelope | None = None
+    previous_epoch_announcement: SignedEnvelope | None = None
+
+
+@dataclass(frozen=True)
+class FuzzyInfo:
+    """Public layout hints of a node's fuzzy service (proto ``FuzzyInfo``; rounded, see docs/fuzzy.md)."""
+
+    max_travellers: int
+    name_size_table: int
+    year_min: int
+    year_max: int
+    name_entries: int
+    face_dims: int = 0
+    face_entries: int = 0
+    release_ttl_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,21 @@ class IndexChunk:
     index_sha256: bytes
     last: bool
     epoch_public_key: bytes
+    #: on the last chunk: the holder-signed announcement for the caller's audience (with the index digest)
+    announcement: SignedEnvelope | None = None
+
+
+@dataclass(frozen=True)
+class EpochAnnouncement:
+    """What a holder signs about an epoch (proto ``EpochAnnouncementPayload``; see fedcheck.node.announce)."""
+
+    state: str
+    epoch_id: str
+    epoch_public_key: bytes
+    #: SHA-256 of the index one audience downloads; b"" in the audience-independent NodeInfo announcement
+    index_sha256: bytes
+    valid_from_unix_ms: int
+    valid_until_unix_ms: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +199,8 @@ class Evaluation:
     effective_label_fields: tuple[str, ...] = ()
     #: answer to an exact duplicate of an evaluated request (no budget charged again)
     replayed: bool = False
+    #: the querier has a budget at this holder (``budget_remaining`` counts; 0 = spent); False = unlimited
+    budget_limited: bool = False
 
 
 @dataclass(frozen=True)

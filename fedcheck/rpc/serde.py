@@ -17,8 +17,10 @@ from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2 as cpb
 from fedcheck.errors import FormatError, InvalidElement, InvalidInput, UnsupportedVersion
 from fedcheck.rpc import messages as m
+from fedcheck.trust.audit import audit_text_problem
 
 __all__ = [
+    "EPOCH_ANNOUNCEMENT_CONTEXT",
     "blind_evaluate_request_from_pb",
     "blind_evaluate_request_to_pb",
     "check_header",
@@ -26,6 +28,8 @@ __all__ = [
     "chunk_to_pb",
     "envelope_from_pb",
     "envelope_to_pb",
+    "epoch_announcement_from_bytes",
+    "epoch_announcement_to_bytes",
     "evaluation_from_pb",
     "evaluation_to_pb",
     "fuzzy_release_payload_from_bytes",
@@ -96,6 +100,17 @@ def _text(value: str, field: str, *, required: bool = False) -> str:
         raise InvalidInput(
             f"{field} must be at most {_TEXT_MAX} printable characters", reason=f"invalid_{field}"
         )
+    return value
+
+
+def _audited_text(value: str, field: str, *, required: bool = False) -> str:
+    """Caller-supplied text that goes into the receiver's audit log: the wire rules plus the audit log's own
+    string rules (:func:`fedcheck.trust.audit.audit_text_problem`, one shared validator), so every request
+    that passes here can be audited, refusals included."""
+    _text(value, field, required=required)
+    problem = audit_text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"{field} is not accepted: {problem}", reason=f"invalid_{field}")
     return value
 
 
@@ -214,14 +229,14 @@ def round_payload_from_bytes(data: bytes) -> m.RoundPayload:
         raise InvalidInput("round payload needs deadline and issue time", reason="missing_deadline")
     return m.RoundPayload(
         round_id=validate_round_id(msg.round_id),
-        purpose=_text(msg.purpose, "purpose", required=True),
-        legal_basis=_text(msg.legal_basis, "legal_basis"),
+        purpose=_audited_text(msg.purpose, "purpose", required=True),
+        legal_basis=_audited_text(msg.legal_basis, "legal_basis"),
         mode=_mode_from_pb(msg.mode),
         targets=tuple(targets),
         deadline_unix_ms=int(msg.deadline_unix_ms),
         issued_at_unix_ms=int(msg.issued_at_unix_ms),
-        unit=_text(msg.unit, "unit"),
-        official=_text(msg.official, "official"),
+        unit=_audited_text(msg.unit, "unit"),
+        official=_audited_text(msg.official, "official"),
         key_types=_codes(msg.key_types, "key_types"),
         label_fields=_codes(msg.label_fields, "label_fields"),
     )
@@ -249,6 +264,41 @@ def index_request_from_bytes(data: bytes) -> m.IndexRequest:
     )
 
 
+#: Context prefix of a signed epoch announcement payload: it can never parse as a request payload (a
+#: request signed by a node key is not an announcement, and vice versa).
+EPOCH_ANNOUNCEMENT_CONTEXT = b"fedcheck/v1/epoch-announcement\x00"
+
+
+def epoch_announcement_to_bytes(a: m.EpochAnnouncement) -> bytes:
+    msg = pb.EpochAnnouncementPayload(
+        state=a.state,
+        epoch_id=a.epoch_id,
+        epoch_public_key=a.epoch_public_key,
+        index_sha256=a.index_sha256,
+        valid_from_unix_ms=a.valid_from_unix_ms,
+        valid_until_unix_ms=a.valid_until_unix_ms,
+    )
+    return EPOCH_ANNOUNCEMENT_CONTEXT + msg.SerializeToString(deterministic=True)
+
+
+def epoch_announcement_from_bytes(data: bytes) -> m.EpochAnnouncement:
+    if not data.startswith(EPOCH_ANNOUNCEMENT_CONTEXT):
+        raise FormatError("not an epoch announcement", reason="invalid_announcement")
+    msg = pb.EpochAnnouncementPayload()
+    try:
+        msg.ParseFromString(data[len(EPOCH_ANNOUNCEMENT_CONTEXT) :])
+    except DecodeError:
+        raise FormatError("epoch announcement does not parse", reason="invalid_announcement") from None
+    return m.EpochAnnouncement(
+        validate_state(msg.state),
+        _text(msg.epoch_id, "epoch_id", required=True),
+        bytes(msg.epoch_public_key),
+        bytes(msg.index_sha256),
+        int(msg.valid_from_unix_ms),
+        int(msg.valid_until_unix_ms),
+    )
+
+
 # -- node messages ------------------------------------------------------------------------------------------
 
 
@@ -263,7 +313,20 @@ def node_info_to_pb(i: m.NodeInfo) -> pb.NodeInfo:
         limits=pb.Limits(max_batch=i.max_batch, index_chunk_bytes=i.index_chunk_bytes),
         epoch_started_unix_ms=i.epoch_started_unix_ms,
         epoch_building=i.epoch_building,
+        fuzzy=None if i.fuzzy is None else pb.FuzzyInfo(**vars(i.fuzzy)),
+        previous_epoch_id=i.previous_epoch_id,
+        previous_epoch_public_key=i.previous_epoch_public_key,
+        epoch_announcement=_opt_envelope_to_pb(i.epoch_announcement),
+        previous_epoch_announcement=_opt_envelope_to_pb(i.previous_epoch_announcement),
     )
+
+
+def _opt_envelope_to_pb(env: m.SignedEnvelope | None) -> pb.SignedEnvelope | None:
+    return None if env is None else envelope_to_pb(env)
+
+
+def _opt_envelope_from_pb(msg: pb.NodeInfo | pb.IndexChunk, name: str) -> m.SignedEnvelope | None:
+    return envelope_from_pb(getattr(msg, name), name) if msg.HasField(name) else None
 
 
 def node_info_from_pb(i: pb.NodeInfo) -> m.NodeInfo:
@@ -278,6 +341,20 @@ def node_info_from_pb(i: pb.NodeInfo) -> m.NodeInfo:
         index_chunk_bytes=int(i.limits.index_chunk_bytes),
         epoch_started_unix_ms=int(i.epoch_started_unix_ms),
         epoch_building=bool(i.epoch_building),
+        fuzzy=_fuzzy_info_from_pb(i.fuzzy) if i.HasField("fuzzy") else None,
+        previous_epoch_id=i.previous_epoch_id,
+        previous_epoch_public_key=bytes(i.previous_epoch_public_key),
+        epoch_announcement=_opt_envelope_from_pb(i, "epoch_announcement"),
+        previous_epoch_announcement=_opt_envelope_from_pb(i, "previous_epoch_announcement"),
+    )
+
+
+def _fuzzy_info_from_pb(f: pb.FuzzyInfo) -> m.FuzzyInfo:
+    return m.FuzzyInfo(
+        max_travellers=int(f.max_travellers), name_size_table=min(int(f.name_size_table), 256),
+        year_min=int(f.year_min), year_max=int(f.year_max), name_entries=int(f.name_entries),
+        face_dims=int(f.face_dims), face_entries=int(f.face_entries),
+        release_ttl_seconds=int(f.release_ttl_seconds),
     )
 
 
@@ -291,6 +368,7 @@ def chunk_to_pb(c: m.IndexChunk) -> pb.IndexChunk:
         index_sha256=c.index_sha256,
         last=c.last,
         epoch_public_key=c.epoch_public_key,
+        announcement=_opt_envelope_to_pb(c.announcement),
     )
 
 
@@ -304,6 +382,7 @@ def chunk_from_pb(c: pb.IndexChunk) -> m.IndexChunk:
         bytes(c.index_sha256),
         bool(c.last),
         bytes(c.epoch_public_key),
+        _opt_envelope_from_pb(c, "announcement"),
     )
 
 
@@ -350,6 +429,7 @@ def evaluation_to_pb(ev: m.Evaluation) -> pb.BlindEvaluateResponse:
         effective_key_types=list(ev.effective_key_types),
         effective_label_fields=list(ev.effective_label_fields),
         replayed=ev.replayed,
+        budget_limited=ev.budget_limited,
     )
 
 
@@ -366,6 +446,7 @@ def evaluation_from_pb(ev: pb.BlindEvaluateResponse) -> m.Evaluation:
         effective_key_types=_codes(ev.effective_key_types, "effective_key_types"),
         effective_label_fields=_codes(ev.effective_label_fields, "effective_label_fields"),
         replayed=bool(ev.replayed),
+        budget_limited=bool(ev.budget_limited),
     )
 
 
@@ -538,10 +619,10 @@ def fuzzy_release_payload_from_bytes(data: bytes) -> m.FuzzyReleasePayload:
         holder_state=validate_state(msg.holder_state, "holder_state"),
         label_request_sha256=bytes(msg.label_request_sha256),
         issued_at_unix_ms=int(msg.issued_at_unix_ms),
-        purpose=_text(msg.purpose, "purpose", required=True),
-        legal_basis=_text(msg.legal_basis, "legal_basis"),
-        unit=_text(msg.unit, "unit"),
-        official=_text(msg.official, "official"),
+        purpose=_audited_text(msg.purpose, "purpose", required=True),
+        legal_basis=_audited_text(msg.legal_basis, "legal_basis"),
+        unit=_audited_text(msg.unit, "unit"),
+        official=_audited_text(msg.official, "official"),
     )
 
 

@@ -22,6 +22,11 @@ from fedcheck.rpc.tls import PeerVerifier
 __all__ = ["CoordinatorServicer", "NodeServicer"]
 
 
+#: TLS peers a node answers: the coordinator (relaying), partner nodes (direct index downloads) and
+#: evaluators (conformance suite). Signed requests are then judged by their signer (NodeService._querier).
+NODE_PEER_ROLES: tuple[str, ...] = ("node", "coordinator", "evaluator")
+
+
 class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
     def __init__(self, handler: NodeHandler, verifier: PeerVerifier) -> None:
         self._h = handler
@@ -29,15 +34,15 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
 
     def GetNodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfo:
         try:
-            self._v.identify(context)
+            peer = self._v.identify(context, roles=NODE_PEER_ROLES)
             serde.check_header(request.header, request.HasField("header"))
-            return serde.node_info_to_pb(self._h.node_info())
+            return serde.node_info_to_pb(self._h.node_info(peer))
         except Exception as exc:
             abort(context, exc)
 
     def GetIndex(self, request: pb.GetIndexRequest, context: grpc.ServicerContext) -> Iterator[pb.IndexChunk]:
         try:
-            peer = self._v.identify(context)
+            peer = self._v.identify(context, roles=NODE_PEER_ROLES)
             req = serde.get_index_request_from_pb(request)
             for chunk in self._h.get_index(peer, req):
                 yield serde.chunk_to_pb(chunk)
@@ -48,7 +53,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         self, request: pb.BlindEvaluateRequest, context: grpc.ServicerContext
     ) -> pb.BlindEvaluateResponse:
         try:
-            peer = self._v.identify(context)
+            peer = self._v.identify(context, roles=NODE_PEER_ROLES)
             req = serde.blind_evaluate_request_from_pb(request, self._h.max_batch)
             return serde.evaluation_to_pb(self._h.blind_evaluate(peer, req))
         except Exception as exc:
@@ -58,7 +63,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         self, request: pb.FuzzyScoreRequest, context: grpc.ServicerContext
     ) -> pb.FuzzyScoreResponse:
         try:
-            peer = self._v.identify(context)
+            peer = self._v.identify(context, roles=NODE_PEER_ROLES)
             req = serde.fuzzy_score_request_from_pb(request)
             return serde.fuzzy_score_to_pb(self._h.fuzzy_score(peer, req))
         except Exception as exc:
@@ -68,7 +73,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         self, request: pb.FuzzyReleaseRequest, context: grpc.ServicerContext
     ) -> pb.FuzzyReleaseResponse:
         try:
-            peer = self._v.identify(context)
+            peer = self._v.identify(context, roles=NODE_PEER_ROLES)
             req = serde.fuzzy_release_request_from_pb(request)
             return pb.FuzzyReleaseResponse(label_response=self._h.fuzzy_release(peer, req))
         except Exception as exc:

@@ -8,6 +8,7 @@ only behind ``insecure_dev`` (an explicit config key / flag the demo does not us
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from fedcheck.errors import ConfigError, Unauthenticated
 from fedcheck.trust.atrest import KeyEncryptionKey
@@ -100,7 +102,9 @@ class PeerVerifier:
         self._lock = threading.Lock()
         self._crl: RevocationList | None = None
         self._crl_mtime: float = -1.0
-        self._cache: dict[bytes, PeerIdentity] = {}
+        #: verified identities by certificate, with the certificate's notAfter: a cache hit re-checks expiry
+        #: (revocation is re-checked by clearing the cache whenever the CRL file changes)
+        self._cache: dict[bytes, tuple[PeerIdentity, dt.datetime]] = {}
 
     @property
     def ca_pem(self) -> bytes:
@@ -141,14 +145,20 @@ class PeerVerifier:
             pem = bytes(pems[0])
             crl = self.crl()
             with self._lock:
-                ident_cached = self._cache.get(pem)
-            if ident_cached is None:
-                ident_cached = verify_certificate(pem, self.ca_pem, crl)
+                cached = self._cache.get(pem)
+            now = dt.datetime.now(dt.UTC)
+            if cached is None or now > cached[1]:
+                # (re)verify: first use, or the cached certificate has expired since (fails closed then)
+                with self._lock:
+                    self._cache.pop(pem, None)
+                ident = verify_certificate(pem, self.ca_pem, crl)
+                not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
                 with self._lock:
                     if len(self._cache) > 1024:
                         self._cache.clear()
-                    self._cache[pem] = ident_cached
-            ident = ident_cached
+                    self._cache[pem] = (ident, not_after)
+            else:
+                ident = cached[0]
         if ident.role not in roles:
             raise Unauthenticated("caller's role may not use this service", reason="wrong_role")
         return ident

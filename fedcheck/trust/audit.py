@@ -62,6 +62,7 @@ __all__ = [
     "AuditLog",
     "SignedHead",
     "VerifyReport",
+    "audit_text_problem",
     "check_event",
     "export_report",
     "generate_signing_key",
@@ -95,6 +96,7 @@ ALLOWED_EVENT_FIELDS: frozenset[str] = frozenset(
         "holders",
         "targets",
         "peer",  # "<role>.<STATE>" of the TLS peer
+        "role",  # certificate role of the request's signer: node, or evaluator (conformance suite)
         "cert_serial",
         "unit",  # submitting unit (organisational code)
         "official",  # pseudonymous official / operator id
@@ -124,6 +126,7 @@ ALLOWED_EVENT_FIELDS: frozenset[str] = frozenset(
         "retry_after_s",
         "index_digest",
         "index_size",
+        "offset",  # byte offset a (resumed) index download starts at
         "key_id",  # public fingerprint of a key, never key bytes
         "component",
         "version",
@@ -133,12 +136,33 @@ ALLOWED_EVENT_FIELDS: frozenset[str] = frozenset(
         "anchors",  # audit heads (State -> "SEQ:HASH") the coordinator received with a round's answers
         "items_by_state",
         "replayed",  # an exact duplicate answered again without charging budget
+        "references",  # list references released by a fuzzy follow-up (bounded: see _check_references)
     }
 )
 _MAX_STR = 256
 _MAX_LIST = 256
 # long runs of base64/hex alphabet look like key material, ciphertexts or encoded blobs
 _BLOB_RE = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
+#: a released list reference: one short token (no spaces, so a "GIVEN FAMILY" name cannot pass as one)
+_REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$")
+_MAX_REFERENCES = 256
+
+
+def audit_text_problem(value: str) -> str | None:
+    """Why ``value`` may not be stored as an audit string value, or ``None`` if it may.
+
+    The one rule set for strings that end up in audit events: wire validation of caller-supplied text that
+    is audited (``unit``, ``official``, ``legal_basis``, ``purpose`` in :mod:`fedcheck.rpc.serde`) calls this
+    too, so a request whose text passes the wire checks can always be audited (and one that cannot be audited
+    is refused at the wire, before any decision).
+    """
+    if len(value) > _MAX_STR:
+        return f"longer than {_MAX_STR} characters"
+    if "-----BEGIN" in value or _BLOB_RE.search(value):
+        return "looks like key material or an encoded blob (PEM, or 80+ base64/hex characters in a row)"
+    if any(ord(c) < 0x20 for c in value):
+        return "control characters"
+    return None
 
 
 def check_event(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,8 +180,20 @@ def check_event(event: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
         if key not in ALLOWED_EVENT_FIELDS:
             raise InvalidInput(f"audit event field {key!r} is not allowed", reason="audit_field")
-        out[key] = _check_value(value, key, depth=0)
+        out[key] = _check_references(value) if key == "references" else _check_value(value, key, depth=0)
     return out
+
+
+def _check_references(value: Any) -> list[str]:
+    """``references``: at most 256 short reference tokens (``[A-Za-z0-9._:/#-]``, <= 64 chars)."""
+    if not isinstance(value, (list, tuple)) or len(value) > _MAX_REFERENCES:
+        raise InvalidInput("audit event field 'references': must be a list of at most 256 references",
+                           reason="audit_value")
+    for v in value:
+        if not isinstance(v, str) or not _REFERENCE_RE.match(v):
+            raise InvalidInput("audit event field 'references': each must be a short reference token",
+                               reason="audit_value")
+    return [str(v) for v in value]
 
 
 def _check_scalar(value: Any, key: str) -> Any:
@@ -168,12 +204,9 @@ def _check_scalar(value: Any, key: str) -> Any:
             raise InvalidInput(f"audit event field {key!r}: non-finite number", reason="audit_value")
         return value
     if isinstance(value, str):
-        if len(value) > _MAX_STR or "-----BEGIN" in value or _BLOB_RE.search(value):
-            raise InvalidInput(
-                f"audit event field {key!r}: value too long or looks like key material", reason="audit_value"
-            )
-        if any(ord(c) < 0x20 for c in value):
-            raise InvalidInput(f"audit event field {key!r}: control characters", reason="audit_value")
+        problem = audit_text_problem(value)
+        if problem is not None:
+            raise InvalidInput(f"audit event field {key!r}: {problem}", reason="audit_value")
         return value
     raise InvalidInput(f"audit event field {key!r}: unsupported type", reason="audit_value")
 
@@ -455,8 +488,16 @@ class AuditLog:
                 raise IntegrityError(
                     "audit entry could not be written durably", reason="audit_write"
                 ) from None
-            head_sig = self._write_head(seq, h)
+            # the line is durable: it is part of the chain from now on, whatever happens to the head (a
+            # head that lags behind the log is what recovery and verify_log expect after a crash; reusing
+            # this seq for the next entry would look like tampering)
             self._seq, self._last_hash = seq, h
+            try:
+                head_sig = self._write_head(seq, h)
+            except (OSError, ValueError):
+                raise IntegrityError(
+                    "audit entry written but its signed head could not be updated", reason="audit_head_write"
+                ) from None
             return entry, SignedHead(seq, h, head_sig)
 
     @property

@@ -96,6 +96,12 @@ class BudgetLedger:
     :meth:`fedcheck.trust.policy.HolderPolicy.budget_limits`); a partner without an entry is counted but not
     limited (whether it may query at all is the policy's decision). ``epoch_retry_after_s`` is the hint given
     when an epoch budget is spent and the caller does not say when the epoch ends.
+
+    ``epoch_window_seconds`` (nodes pass ``node.epoch_seconds``): the per-epoch budget is counted per *time
+    window* of that length (aligned to the Unix epoch), whatever epoch id the caller names. Epoch ids change
+    on every list import (and the previous epoch stays served), so counting per epoch id would let a partner's
+    budget refill on each import; a window does not reset early. ``budget_per_day`` (UTC day) is the hard
+    bound in any case. Without a window, the period is the epoch id as given (tests, tools).
     """
 
     def __init__(
@@ -105,7 +111,11 @@ class BudgetLedger:
         *,
         epoch_retry_after_s: int = 3600,
         clock: Callable[[], float] = time.time,
+        epoch_window_seconds: int | None = None,
     ) -> None:
+        if epoch_window_seconds is not None and epoch_window_seconds < 1:
+            raise ConfigError("epoch_window_seconds must be positive", reason="bad_budget")
+        self._window = epoch_window_seconds
         self._path = str(path)
         self._limits = dict(limits or {})
         self._epoch_retry = int(epoch_retry_after_s)
@@ -136,6 +146,13 @@ class BudgetLedger:
         midnight = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
         return max(1, int(midnight.timestamp() - now + 0.999))
 
+    def _epoch_period(self, epoch: str, now: float) -> tuple[str, float | None]:
+        """(period key, end of the period as Unix time or None) of the per-epoch budget."""
+        if self._window is None:
+            return epoch, None
+        start = int(now // self._window) * self._window
+        return f"window:{start}", float(start + self._window)
+
     def _used(self, partner: str, period: str, key: str) -> int:
         row = self._db.execute(
             "SELECT used FROM usage WHERE partner=? AND period=? AND period_key=?", (partner, period, key)
@@ -159,6 +176,9 @@ class BudgetLedger:
             limit = self._limits.get(partner, BudgetLimit())
             now = self._clock()
             day = self._day(now)
+            epoch, window_end = self._epoch_period(epoch, now)
+            if window_end is not None:
+                epoch_ends_unix = window_end
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 used_epoch = self._used(partner, "epoch", epoch)
@@ -220,7 +240,10 @@ class BudgetLedger:
         """Remaining budget in ``epoch`` (default: the partner's most recently charged epoch) and today."""
         with self._lock:
             limit = self._limits.get(partner, BudgetLimit())
-            day = self._day(self._clock())
+            now = self._clock()
+            day = self._day(now)
+            if epoch is not None or self._window is not None:
+                epoch = self._epoch_period(epoch or "", now)[0]
             if epoch is None:
                 row = self._db.execute(
                     "SELECT period_key FROM usage WHERE partner=? AND period='epoch'"

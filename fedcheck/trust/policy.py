@@ -55,6 +55,10 @@ ALL_MODES: tuple[str, ...] = ("exact", "cardinality", "fuzzy")
 #: Match-key types a holder can allow (values of ``fedcheck.records.keys.KeyType``).
 ALL_KEY_TYPES: tuple[str, ...] = ("document", "name_dob", "name_yob_nat", "phonetic_yob")
 DEFAULT_LABEL_FIELDS: tuple[str, ...] = ("category", "reference", "listing_date")
+#: Fuzzy (Paillier) similarity kinds a holder can allow (``FuzzyParams.kind``).
+ALL_FUZZY_KINDS: tuple[str, ...] = ("name", "face")
+#: Key types that already disclose name matching: a partner allowed one of them may get name similarity.
+NAME_KEY_TYPES: tuple[str, ...] = ("name_dob", "name_yob_nat", "phonetic_yob")
 DEFAULT_PROTECTED_FLAGS: tuple[str, ...] = ("refugee", "asylum_seeker")
 
 OK = "OK"
@@ -67,6 +71,7 @@ _PARTNER_KEYS = frozenset(
     {
         "modes",
         "key_types",
+        "fuzzy_kinds",
         "label_fields",
         "purposes",
         "require_legal_basis",
@@ -139,6 +144,20 @@ class PartnerPolicy:
     max_batch: int = 10_000
     budget: BudgetLimit = field(default_factory=BudgetLimit)
     withheld: frozenset[str] = frozenset()
+    #: explicit fuzzy kinds; None = derived from ``key_types`` (see :attr:`effective_fuzzy_kinds`)
+    fuzzy_kinds: tuple[str, ...] | None = None
+
+    @property
+    def effective_fuzzy_kinds(self) -> tuple[str, ...]:
+        """Fuzzy kinds this partner may run (mode ``fuzzy`` must be allowed too).
+
+        Explicit ``fuzzy_kinds`` wins. Otherwise a partner allowed a name key type gets ``name`` and ``face``
+        (identity matching beyond documents); a documents-only partner gets none, so granting it mode
+        ``fuzzy`` alone never opens name or face similarity.
+        """
+        if self.fuzzy_kinds is not None:
+            return self.fuzzy_kinds
+        return ALL_FUZZY_KINDS if any(k in NAME_KEY_TYPES for k in self.key_types) else ()
 
     @classmethod
     def from_toml(
@@ -175,6 +194,11 @@ class PartnerPolicy:
             ),
             withheld=frozenset(
                 _str_list(table.get("withheld", []), f"{where}.withheld", pattern=re.compile(r"^\S{1,128}$"))
+            ),
+            fuzzy_kinds=(
+                _str_list(table["fuzzy_kinds"], f"{where}.fuzzy_kinds", allowed=ALL_FUZZY_KINDS)
+                if "fuzzy_kinds" in table
+                else None
             ),
         )
 

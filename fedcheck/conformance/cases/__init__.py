@@ -11,6 +11,7 @@ from fedcheck.conformance.cases import (  # noqa: F401 - imported for their regi
     bad_input,
     budget,
     cardinality,
+    coordinator,
     exact,
     fuzzy,
     index,

@@ -81,7 +81,8 @@ class Evaluated:
 
 
 def evaluate_inputs(session: Session, inputs: Sequence[bytes], *, mode: int = pb.MODE_EXACT,
-                    common_blind: bool = False, what: str = "BlindEvaluate") -> Evaluated:
+                    common_blind: bool = False, what: str = "BlindEvaluate",
+                    epoch_id: str | None = None) -> Evaluated:
     """Blind ``inputs`` (fresh scalar each, or one shared scalar as a cardinality querier does), send them in
     one signed round, and return the evaluation; fails the case unless the node answers OK with the right
     number of elements."""
@@ -91,7 +92,8 @@ def evaluate_inputs(session: Session, inputs: Sequence[bytes], *, mode: int = pb
         raise CaseSkipped(f"needs a batch of {len(inputs)} but the node's max_batch is {limit}")
     blinds_in = [oprf.random_scalar()] * len(inputs) if common_blind else None
     blinds, blinded = oprf.blind(list(inputs), MODE, blinds=blinds_in)
-    resp = expect_ok(session.blind_evaluate(blinded, mode), what)
+    payload = None if epoch_id is None else session.round_payload(blinded, mode, target_epoch_id=epoch_id)
+    resp = expect_ok(session.blind_evaluate(blinded, mode, payload=payload), what)
     if len(resp.evaluated) != len(blinded):
         raise CaseFailed(f"{what}: sent {len(blinded)} elements, got {len(resp.evaluated)} back")
     return Evaluated(list(inputs), blinds, blinded, resp)

@@ -24,20 +24,28 @@ def _send(session: Session, n: int) -> Call:
 @case("budget.exhaustion",
       title="the budget is charged per item, refuses whole batches, then stops the partner",
       spec="issue #5 (budgets counted in items evaluated per epoch; BudgetExhausted RESOURCE_EXHAUSTED); "
-      "common.proto BlindEvaluateResponse.budget_remaining", needs=("partner",))
+      "common.proto BlindEvaluateResponse.budget_remaining/budget_limited", needs=("partner",))
 def exhaustion(session: Session) -> str:
-    """budget_remaining falls by exactly the batch size; a batch one larger than what remains is refused with
-    RESOURCE_EXHAUSTED and charges nothing; the exact remainder is then accepted; one more item is refused."""
+    """budget_limited is true and budget_remaining falls by exactly the batch size; a batch one larger than
+    what remains is refused with RESOURCE_EXHAUSTED and charges nothing; the exact remainder is then accepted
+    (budget_remaining 0, budget_limited still true); one more item is refused. Skipped when the node reports
+    no budget for the partner (budget_limited false, budget_remaining 0)."""
     session.require_partner()
     max_batch = max(1, session.info().limits.max_batch)
     first = _send(session, 1)
     if first.status == "RESOURCE_EXHAUSTED":
         raise CaseSkipped("the test partner's budget is already spent for this period")
-    left = int(expect_ok(first, "a one-item batch").budget_remaining)
+    resp1 = expect_ok(first, "a one-item batch")
+    left = int(resp1.budget_remaining)
+    if not resp1.budget_limited:
+        # budget_limited = false means "no budget configured": budget_remaining must then be 0, and a node
+        # that does count a budget must say so (else 0 would be ambiguous between unlimited and spent)
+        check(left == 0, f"budget_limited is false but budget_remaining={left}: a node that counts a budget "
+              "must set budget_limited")
+        raise CaseSkipped("no budget configured for the test partner (budget_limited = false)")
     if left == 0:
         again = _send(session, 1)
-        if again.ok:
-            raise CaseSkipped("no budget configured for the test partner (budget_remaining stays 0)")
+        check(not again.ok, "budget_limited with budget_remaining=0, yet one more item was evaluated")
         check(again.status == "RESOURCE_EXHAUSTED", f"after budget_remaining=0, got {again.describe()}")
         session.memo["budget.refusal"] = again
         return "budget was exactly spent; the next item is refused"
@@ -46,6 +54,7 @@ def exhaustion(session: Session) -> str:
     steps = 0
     while left >= max_batch:  # spend down to less than one batch
         resp = expect_ok(_send(session, max_batch), "spending the budget")
+        check(resp.budget_limited, "budget_limited turned false while the budget was being spent")
         check(int(resp.budget_remaining) == left - max_batch,
               f"budget_remaining went {left} -> {resp.budget_remaining} for {max_batch} items")
         left -= max_batch
@@ -56,7 +65,9 @@ def exhaustion(session: Session) -> str:
     if left:
         rest = expect_ok(_send(session, left), f"the remaining {left} items (the refused batch must charge "
                          "nothing)")
-        check(int(rest.budget_remaining) == 0, f"budget_remaining={rest.budget_remaining} after spending all")
+        check(int(rest.budget_remaining) == 0 and rest.budget_limited,
+              f"budget_remaining={rest.budget_remaining} budget_limited={rest.budget_limited} after spending "
+              "all (expected 0 and true: spent, not unlimited)")
     last = _send(session, 1)
     check(last.status == "RESOURCE_EXHAUSTED", f"one item after exhaustion got {last.describe()}")
     session.memo["budget.refusal"] = last

@@ -68,7 +68,8 @@ def shuffled(session: Session) -> str:
 
 
 @case("cardinality.proof", title="the cardinality-mode proof verifies (over the batch sums)",
-      spec="protocol/exact module docstring (cardinality proof covers sum B_i, sum E_i); RFC 9497 §2.2",
+      spec="common.proto BlindEvaluateResponse.proof (cardinality mode: proof over the sums ΣC, ΣD); "
+      "protocol/exact module docstring; RFC 9497 §2.2",
       needs=("partner",))
 def proof(session: Session) -> str:
     """The node's proof must verify as a DLEQ proof of ``(sum B_i, sum E_i)`` under the published key."""

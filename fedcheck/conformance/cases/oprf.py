@@ -95,13 +95,34 @@ def _wait_new_epoch(session: Session, old_epoch: str) -> pb.NodeInfo | None:
         time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
 
+def _judge_previous(session: Session, info: pb.NodeInfo, inputs: list[bytes]) -> str:
+    """Rotation judged from NodeInfo.previous_epoch_id/_public_key: both epochs are still served, so the same
+    inputs are evaluated under each (rounds bound to each epoch) and must verify under each key and differ."""
+    prev_id, prev_pk = info.previous_epoch_id, bytes(info.previous_epoch_public_key)
+    cur_id, cur_pk = info.epoch_id, bytes(info.epoch_public_key)
+    check(prev_id != cur_id, f"previous_epoch_id equals the current epoch id {cur_id!r}")
+    check(len(prev_pk) == 32, f"previous_epoch_public_key is {len(prev_pk)} bytes")
+    check(prev_pk != cur_pk, f"epoch {prev_id!r} -> {cur_id!r} kept the same public key "
+          f"({cur_pk.hex()[:16]}…): the key is reused across epochs", old_epoch=prev_id, new_epoch=cur_id)
+    old_out = evaluate_inputs(session, inputs, epoch_id=prev_id,
+                              what=f"BlindEvaluate bound to the previous epoch {prev_id!r}"
+                              ).verified_outputs(prev_pk)
+    out = evaluate_inputs(session, inputs).verified_outputs(cur_pk)
+    same = sum(x == y for x, y in zip(out, old_out, strict=True))
+    check(same == 0, f"{same}/{len(inputs)} outputs unchanged across epochs: the key is reused")
+    return f"previous epoch {prev_id} -> {cur_id}: new key, proofs verify under each, outputs changed"
+
+
 @case("epoch.key_rotation", title="a new epoch brings a new key and new outputs",
-      spec="issue #3 (publishes its VOPRF public key per epoch); common.proto NodeInfo.epoch_id",
+      spec="issue #3 (publishes its VOPRF public key per epoch); common.proto NodeInfo.epoch_id, "
+      "NodeInfo.previous_epoch_id/previous_epoch_public_key",
       needs=("partner",))
 def epoch_rotation(session: Session) -> str:
     """When the node announces a new epoch id (seen during the run, or within ``--epoch-wait`` seconds), its
-    public key must differ, proofs must verify under the new key, and the same inputs must give new outputs.
-    Also fails when the key changed while the epoch id did not."""
+    public key must differ, proofs must verify under the new key, the same inputs must give new outputs, and
+    NodeInfo must name the replaced epoch and its key as ``previous_epoch_*``. Without a new epoch, a node
+    that advertises ``previous_epoch_id`` is judged on that pair at once (no waiting). Also fails when the key
+    changed while the epoch id did not."""
     first = session.info_history[0] if session.info_history else session.info()
     for seen in session.info_history:
         if seen.epoch_id == first.epoch_id and seen.epoch_public_key != first.epoch_public_key:
@@ -112,9 +133,13 @@ def epoch_rotation(session: Session) -> str:
         inputs = own_inputs("det", 8)
         memo = (session.info().epoch_id, pk, inputs, evaluate_inputs(session, inputs).verified_outputs(pk))
     old_epoch, old_pk, inputs, old_out = memo
+    now = session.info(refresh=True)
+    if now.epoch_id == old_epoch and now.previous_epoch_id and session.config.rotate_hook is None:
+        return _judge_previous(session, now, inputs)
     new = _wait_new_epoch(session, old_epoch)
     if new is None:
-        raise CaseSkipped(f"no new epoch observed (epoch {old_epoch!r}); use --epoch-wait to wait for one")
+        raise CaseSkipped(f"no new epoch observed (epoch {old_epoch!r}) and the node names no previous epoch "
+                          "(NodeInfo.previous_epoch_id); use --epoch-wait to wait for one")
     new_pk = bytes(new.epoch_public_key)
     check(new_pk != old_pk, f"epoch {old_epoch!r} -> {new.epoch_id!r} kept the same public key "
           f"({new_pk.hex()[:16]}…): the key is reused across epochs", old_epoch=old_epoch,
@@ -122,4 +147,8 @@ def epoch_rotation(session: Session) -> str:
     out = evaluate_inputs(session, inputs).verified_outputs(new_pk)
     same = sum(x == y for x, y in zip(out, old_out, strict=True))
     check(same == 0, f"{same}/{len(inputs)} outputs unchanged across epochs: the key is reused")
+    if new.previous_epoch_id:  # optional field; when present it must name what was just replaced
+        check(new.previous_epoch_id == old_epoch and bytes(new.previous_epoch_public_key) == old_pk,
+              f"after {old_epoch!r} -> {new.epoch_id!r}, NodeInfo names previous epoch "
+              f"{new.previous_epoch_id!r} with key {bytes(new.previous_epoch_public_key).hex()[:16]}…")
     return f"{old_epoch} -> {new.epoch_id}: new key, proofs verify, outputs changed"

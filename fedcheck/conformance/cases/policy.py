@@ -73,11 +73,12 @@ def stranger_refused(session: Session) -> str:
         env = session.sign(payload.SerializeToString(), cert_pem=cert, key_pem=key)
         req = pb.BlindEvaluateRequest(header=session.header(round_id=payload.round_id), round=env,
                                       blinded=blinded)
-        ev = session.invoke(stub.BlindEvaluate, req)
+        md = session.dev_metadata(cert)  # insecure-dev: the hop names the stranger, like its signature
+        ev = session.invoke(stub.BlindEvaluate, req, metadata=md)
         ipayload = pb.IndexRequestPayload(holder_state=session.info().state,
                                           issued_at_unix_ms=payload.issued_at_unix_ms)
         ienv = session.sign(ipayload.SerializeToString(), cert_pem=cert, key_pem=key)
-        _, ix = session.invoke_stream(stub.GetIndex, session.index_request(envelope=ienv))
+        _, ix = session.invoke_stream(stub.GetIndex, session.index_request(envelope=ienv), metadata=md)
     finally:
         channel.close()
     check(ev.status == "PERMISSION_DENIED", f"BlindEvaluate by a non-partner: {ev.describe()}")

@@ -93,7 +93,7 @@ class Limits(_message.Message):
     def __init__(self, max_batch: _Optional[int] = ..., index_chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("state", "protocol_versions", "modes", "epoch_id", "epoch_public_key", "index_size", "limits", "epoch_started_unix_ms", "epoch_building")
+    __slots__ = ("state", "protocol_versions", "modes", "epoch_id", "epoch_public_key", "index_size", "limits", "epoch_started_unix_ms", "epoch_building", "fuzzy", "previous_epoch_id", "previous_epoch_public_key", "epoch_announcement", "previous_epoch_announcement")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     MODES_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,11 @@ class NodeInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_BUILDING_FIELD_NUMBER: _ClassVar[int]
+    FUZZY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_EPOCH_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_EPOCH_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     state: str
     protocol_versions: _containers.RepeatedScalarFieldContainer[int]
     modes: _containers.RepeatedScalarFieldContainer[Mode]
@@ -112,10 +117,51 @@ class NodeInfo(_message.Message):
     limits: Limits
     epoch_started_unix_ms: int
     epoch_building: bool
-    def __init__(self, state: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[int]] = ..., modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., epoch_started_unix_ms: _Optional[int] = ..., epoch_building: _Optional[bool] = ...) -> None: ...
+    fuzzy: FuzzyInfo
+    previous_epoch_id: str
+    previous_epoch_public_key: bytes
+    epoch_announcement: SignedEnvelope
+    previous_epoch_announcement: SignedEnvelope
+    def __init__(self, state: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[int]] = ..., modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., epoch_started_unix_ms: _Optional[int] = ..., epoch_building: _Optional[bool] = ..., fuzzy: _Optional[_Union[FuzzyInfo, _Mapping]] = ..., previous_epoch_id: _Optional[str] = ..., previous_epoch_public_key: _Optional[bytes] = ..., epoch_announcement: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., previous_epoch_announcement: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
+
+class EpochAnnouncementPayload(_message.Message):
+    __slots__ = ("state", "epoch_id", "epoch_public_key", "index_sha256", "valid_from_unix_ms", "valid_until_unix_ms")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SHA256_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    epoch_id: str
+    epoch_public_key: bytes
+    index_sha256: bytes
+    valid_from_unix_ms: int
+    valid_until_unix_ms: int
+    def __init__(self, state: _Optional[str] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_sha256: _Optional[bytes] = ..., valid_from_unix_ms: _Optional[int] = ..., valid_until_unix_ms: _Optional[int] = ...) -> None: ...
+
+class FuzzyInfo(_message.Message):
+    __slots__ = ("max_travellers", "name_size_table", "year_min", "year_max", "name_entries", "face_dims", "face_entries", "release_ttl_seconds")
+    MAX_TRAVELLERS_FIELD_NUMBER: _ClassVar[int]
+    NAME_SIZE_TABLE_FIELD_NUMBER: _ClassVar[int]
+    YEAR_MIN_FIELD_NUMBER: _ClassVar[int]
+    YEAR_MAX_FIELD_NUMBER: _ClassVar[int]
+    NAME_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    FACE_DIMS_FIELD_NUMBER: _ClassVar[int]
+    FACE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    max_travellers: int
+    name_size_table: int
+    year_min: int
+    year_max: int
+    name_entries: int
+    face_dims: int
+    face_entries: int
+    release_ttl_seconds: int
+    def __init__(self, max_travellers: _Optional[int] = ..., name_size_table: _Optional[int] = ..., year_min: _Optional[int] = ..., year_max: _Optional[int] = ..., name_entries: _Optional[int] = ..., face_dims: _Optional[int] = ..., face_entries: _Optional[int] = ..., release_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class IndexChunk(_message.Message):
-    __slots__ = ("epoch_id", "offset", "data", "chunk_sha256", "total_bytes", "index_sha256", "last", "epoch_public_key")
+    __slots__ = ("epoch_id", "offset", "data", "chunk_sha256", "total_bytes", "index_sha256", "last", "epoch_public_key", "announcement")
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +170,7 @@ class IndexChunk(_message.Message):
     INDEX_SHA256_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
     EPOCH_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     epoch_id: str
     offset: int
     data: bytes
@@ -132,7 +179,8 @@ class IndexChunk(_message.Message):
     index_sha256: bytes
     last: bool
     epoch_public_key: bytes
-    def __init__(self, epoch_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., chunk_sha256: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., index_sha256: _Optional[bytes] = ..., last: _Optional[bool] = ..., epoch_public_key: _Optional[bytes] = ...) -> None: ...
+    announcement: SignedEnvelope
+    def __init__(self, epoch_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., chunk_sha256: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., index_sha256: _Optional[bytes] = ..., last: _Optional[bool] = ..., epoch_public_key: _Optional[bytes] = ..., announcement: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
 
 class GetIndexRequest(_message.Message):
     __slots__ = ("header", "request", "offset")
@@ -161,7 +209,7 @@ class BlindEvaluateRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., round: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., blinded: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class BlindEvaluateResponse(_message.Message):
-    __slots__ = ("epoch_id", "evaluated", "proof", "budget_remaining", "audit_seq", "audit_hash", "audit_signature", "narrowed", "effective_key_types", "effective_label_fields", "replayed")
+    __slots__ = ("epoch_id", "evaluated", "proof", "budget_remaining", "audit_seq", "audit_hash", "audit_signature", "narrowed", "effective_key_types", "effective_label_fields", "replayed", "budget_limited")
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     EVALUATED_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +221,7 @@ class BlindEvaluateResponse(_message.Message):
     EFFECTIVE_KEY_TYPES_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_LABEL_FIELDS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
     epoch_id: str
     evaluated: _containers.RepeatedScalarFieldContainer[bytes]
     proof: bytes
@@ -184,7 +233,8 @@ class BlindEvaluateResponse(_message.Message):
     effective_key_types: _containers.RepeatedScalarFieldContainer[str]
     effective_label_fields: _containers.RepeatedScalarFieldContainer[str]
     replayed: bool
-    def __init__(self, epoch_id: _Optional[str] = ..., evaluated: _Optional[_Iterable[bytes]] = ..., proof: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., audit_signature: _Optional[bytes] = ..., narrowed: _Optional[_Iterable[str]] = ..., effective_key_types: _Optional[_Iterable[str]] = ..., effective_label_fields: _Optional[_Iterable[str]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    budget_limited: bool
+    def __init__(self, epoch_id: _Optional[str] = ..., evaluated: _Optional[_Iterable[bytes]] = ..., proof: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., audit_signature: _Optional[bytes] = ..., narrowed: _Optional[_Iterable[str]] = ..., effective_key_types: _Optional[_Iterable[str]] = ..., effective_label_fields: _Optional[_Iterable[str]] = ..., replayed: _Optional[bool] = ..., budget_limited: _Optional[bool] = ...) -> None: ...
 
 class FuzzyScoreRequest(_message.Message):
     __slots__ = ("header", "round", "score_request")

@@ -19,6 +19,12 @@ def register(sub: Any) -> None:
     serve.add_argument("--config", required=True, help="coordinator TOML file")
     serve.add_argument("--insecure-dev", action="store_true", help="plain-text transport, development only")
     serve.set_defaults(func=_serve)
+    rot = csub.add_parser(
+        "rotate-kek", help="re-wrap the coordinator's sealed TLS and audit keys under a new KEK (stopped)"
+    )
+    rot.add_argument("--config", required=True, help="coordinator TOML file")
+    rot.add_argument("--new-kek", required=True, help="file:PATH or env:VAR holding the new KEK")
+    rot.set_defaults(func=_rotate_kek)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -33,3 +39,27 @@ def _serve(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, insecure_dev=True)
     configure_json_logging(logging.DEBUG if args.verbose > 1 else logging.INFO, file=cfg.log_file)
     return CoordinatorApp(cfg).serve_forever()
+
+
+def _rotate_kek(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from fedcheck.coordinator.config import load_coordinator_config
+    from fedcheck.trust.atrest import load_kek
+    from fedcheck.trust.rotation import rotate_kek
+
+    cfg = load_coordinator_config(args.config)
+    files: dict[str, Path] = {}
+    if cfg.audit_key is not None:
+        files["audit_signing_key"] = cfg.audit_key
+    if cfg.tls is not None:
+        files["tls_key"] = cfg.tls.key
+    lock = cfg.audit_log.with_name(cfg.audit_log.name + ".lock") if cfg.audit_log is not None else None
+    done = rotate_kek(load_kek(cfg.kek), load_kek(args.new_kek), sealed_files=files, lock_path=lock,
+                      what="coordinator")
+    print(json.dumps({"coordinator": True, "rotated": done}))
+    print(f"now point coordinator.kek in {args.config} at the new KEK, then destroy the old one",
+          file=sys.stderr)
+    return 0

@@ -70,51 +70,24 @@ def _dev_secrets(args: argparse.Namespace) -> int:
 
 
 def _rotate_kek(args: argparse.Namespace) -> int:
-    import fcntl
     import json
-    import os
 
-    from fedcheck.errors import ConfigError, VerificationError
     from fedcheck.node.app import audit_paths
     from fedcheck.node.config import load_node_config
-    from fedcheck.trust.atrest import EnvelopeSealer, is_sealed_file, load_kek, rewrap_sealed_file
+    from fedcheck.trust.atrest import load_kek
+    from fedcheck.trust.rotation import rotate_kek
 
     cfg = load_node_config(args.config)
-    old, new = load_kek(cfg.kek), load_kek(args.new_kek)
-    if old.same_key(new):
-        raise ConfigError("the new KEK is the current KEK", reason="kek_unchanged")
     key_path, log_path = audit_paths(cfg)
-    lock_path = log_path.with_name(log_path.name + ".lock")
-    if lock_path.exists():  # a running node holds the audit log lock (and a keyring copy in memory)
-        fd = os.open(lock_path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError("stop the node before rotating its KEK", reason="node_running") from None
-        finally:
-            os.close(fd)
-    done: dict[str, str] = {}
-    keyring = cfg.data_dir / "keyring.json"
-    if keyring.exists():
-        try:
-            EnvelopeSealer.load(keyring, old).rotate_kek(new)
-            done["keyring"] = "rewrapped"
-        except VerificationError:
-            EnvelopeSealer.load(keyring, new)  # already rotated (an interrupted earlier run), else raises
-            done["keyring"] = "already under the new KEK"
     files = {"audit_signing_key": key_path}
     if cfg.tls is not None:
         files["tls_key"] = cfg.tls.key
-    for name, path in files.items():
-        if not path.exists() or not is_sealed_file(path):
-            done[name] = "absent or not sealed (skipped)"
-            continue
-        try:
-            rewrap_sealed_file(path, old, new)
-            done[name] = "rewrapped"
-        except VerificationError:
-            rewrap_sealed_file(path, new, new)  # opens only if already under the new KEK
-            done[name] = "already under the new KEK"
+    done = rotate_kek(
+        load_kek(cfg.kek), load_kek(args.new_kek), sealed_files=files,
+        keyring=cfg.data_dir / "keyring.json",
+        # a running node holds the audit log lock (and a keyring copy in memory)
+        lock_path=log_path.with_name(log_path.name + ".lock"), what="node",
+    )
     print(json.dumps({"state": cfg.state, "rotated": done}))
     print(
         f"now point node.kek in {args.config} at the new KEK ({args.new_kek.split(':', 1)[0]}:...), "

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcheck.errors import ConfigError
-from fedcheck.node.config import TlsPaths, resolve_kek_spec, resolve_path
+from fedcheck.node.config import MAX_BATCH_LIMIT, TlsPaths, resolve_kek_spec, resolve_path
 
 __all__ = ["CoordinatorConfig", "load_coordinator_config"]
 
@@ -86,7 +86,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         raise ConfigError("[audit] must be a table", reason="config_type")
     data_dir = resolve_path(base, str(c.get("data_dir", "var/coordinator")))
     try:
-        return CoordinatorConfig(
+        cfg = CoordinatorConfig(
             listen=str(c.get("listen", "127.0.0.1:0")),
             data_dir=data_dir,
             nodes=nodes,
@@ -111,3 +111,6 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         )
     except (TypeError, ValueError):
         raise ConfigError("coordinator config has a value of the wrong type", reason="config_type") from None
+    if not 1 <= cfg.max_batch <= MAX_BATCH_LIMIT:  # a holder could not prove a larger batch anyway
+        raise ConfigError(f"coordinator.max_batch must be in 1..{MAX_BATCH_LIMIT}", reason="config_limits")
+    return cfg

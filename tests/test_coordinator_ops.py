@@ -1,4 +1,4 @@
-"""`fedcheck coordinator rotate-kek`: the coordinator's sealed TLS and audit keys move to a new KEK."""
+"""Coordinator operations: KEK rotation of its sealed TLS and audit keys, configuration limits."""
 
 from __future__ import annotations
 
@@ -51,3 +51,14 @@ def test_rotate_kek_refuses_while_coordinator_runs(tmp_path: Path) -> None:
                     "--new-kek", spec]) == 2
     finally:
         app.stop()
+
+
+def test_coordinator_max_batch_is_capped(tmp_path: Path) -> None:
+    from fedcheck.errors import ConfigError
+
+    fed = write_federation(tmp_path / "fed", ("FRA", "KEN"), metrics=False)
+    text = fed.coordinator_config.read_text()
+    capped = text.replace("[coordinator]\n", "[coordinator]\nmax_batch = 70000\n", 1)
+    fed.coordinator_config.write_text(capped)
+    with pytest.raises(ConfigError, match="max_batch"):
+        load_coordinator_config(fed.coordinator_config)

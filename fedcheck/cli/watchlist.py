@@ -36,9 +36,9 @@ def register(sub: Any) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from fedcheck.cli.progress import Progress
     from fedcheck.node.app import open_store
     from fedcheck.node.config import load_node_config
+    from fedcheck.progress import Progress
 
     cfg = load_node_config(args.config)
     records, rejected = _read(args.file, args.fmt)

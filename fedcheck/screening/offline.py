@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from fedcheck.progress import track
 from fedcheck.protocol.exact import EpochKey, ExactHolder, ExactQuerier, IndexEntry, Mode
 from fedcheck.records import DEFAULT_KEY_TYPES, KeyType, PersonRecord, match_keys
 from fedcheck.screening.manifest import query_keys
@@ -23,7 +24,7 @@ def index_entries(watchlist: Sequence[PersonRecord],
                   key_types: Sequence[KeyType] = DEFAULT_KEY_TYPES) -> list[IndexEntry]:
     """Holder side: every match key of every listed person, carrying the person's label."""
     entries = []
-    for record in watchlist:
+    for record in track(watchlist, total=len(watchlist), desc="match keys", unit="records"):
         label = record.label.to_dict()
         for mk in match_keys(record, key_types):
             entries.append(IndexEntry(mk.value, str(mk.key_type), label))

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from fedcheck.cli.progress import Progress, progress_enabled, track
+from fedcheck.progress import Progress, progress_enabled, track
 
 
 class FakeTTY(io.StringIO):

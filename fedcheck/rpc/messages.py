@@ -168,6 +168,10 @@ class EpochAnnouncement:
     index_sha256: bytes
     valid_from_unix_ms: int
     valid_until_unix_ms: int
+    #: index-download announcements: the partner State whose signed request the index answers ("" in NodeInfo)
+    partner_state: str = ""
+    #: index-download announcements: the holder's audience key the index was built for ("" in NodeInfo)
+    audience: str = ""
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,8 @@ def epoch_announcement_to_bytes(a: m.EpochAnnouncement) -> bytes:
         index_sha256=a.index_sha256,
         valid_from_unix_ms=a.valid_from_unix_ms,
         valid_until_unix_ms=a.valid_until_unix_ms,
+        partner_state=a.partner_state,
+        audience=a.audience,
     )
     return EPOCH_ANNOUNCEMENT_CONTEXT + msg.SerializeToString(deterministic=True)
 
@@ -296,6 +298,8 @@ def epoch_announcement_from_bytes(data: bytes) -> m.EpochAnnouncement:
         bytes(msg.index_sha256),
         int(msg.valid_from_unix_ms),
         int(msg.valid_until_unix_ms),
+        validate_state(msg.partner_state) if msg.partner_state else "",
+        _text(msg.audience, "audience"),
     )
 
 

@@ -125,20 +125,24 @@ class NodeInfo(_message.Message):
     def __init__(self, state: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[int]] = ..., modes: _Optional[_Iterable[_Union[Mode, str]]] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., epoch_started_unix_ms: _Optional[int] = ..., epoch_building: _Optional[bool] = ..., fuzzy: _Optional[_Union[FuzzyInfo, _Mapping]] = ..., previous_epoch_id: _Optional[str] = ..., previous_epoch_public_key: _Optional[bytes] = ..., epoch_announcement: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., previous_epoch_announcement: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
 
 class EpochAnnouncementPayload(_message.Message):
-    __slots__ = ("state", "epoch_id", "epoch_public_key", "index_sha256", "valid_from_unix_ms", "valid_until_unix_ms")
+    __slots__ = ("state", "epoch_id", "epoch_public_key", "index_sha256", "valid_from_unix_ms", "valid_until_unix_ms", "partner_state", "audience")
     STATE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     INDEX_SHA256_FIELD_NUMBER: _ClassVar[int]
     VALID_FROM_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_STATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     state: str
     epoch_id: str
     epoch_public_key: bytes
     index_sha256: bytes
     valid_from_unix_ms: int
     valid_until_unix_ms: int
-    def __init__(self, state: _Optional[str] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_sha256: _Optional[bytes] = ..., valid_from_unix_ms: _Optional[int] = ..., valid_until_unix_ms: _Optional[int] = ...) -> None: ...
+    partner_state: str
+    audience: str
+    def __init__(self, state: _Optional[str] = ..., epoch_id: _Optional[str] = ..., epoch_public_key: _Optional[bytes] = ..., index_sha256: _Optional[bytes] = ..., valid_from_unix_ms: _Optional[int] = ..., valid_until_unix_ms: _Optional[int] = ..., partner_state: _Optional[str] = ..., audience: _Optional[str] = ...) -> None: ...
 
 class FuzzyInfo(_message.Message):
     __slots__ = ("max_travellers", "name_size_table", "year_min", "year_max", "name_entries", "face_dims", "face_entries", "release_ttl_seconds")

@@ -95,6 +95,7 @@ ca = "{pki.ca}"
 crl = "{pki.root / 'ca' / 'crl.pem'}"
 
 [policy.holder.partners.{PARTNER}]
+evaluator = true
 modes = ["exact", "cardinality", "fuzzy"]
 key_types = ["document", "name_dob", "name_yob_nat", "phonetic_yob"]
 label_fields = ["category", "reference", "listing_date"]

@@ -407,3 +407,68 @@ def test_restarted_holder_answers_not_found(fed: Federation, tmp_path: Any,
     assert doc["statuses"] == {"KEN": "follow-up refused (unknown_round)"}
     assert doc["details"]["KEN"]["code"] == "NOT_FOUND" and "restart" in doc["details"]["KEN"]["message"]
     assert "restart" in out.err
+
+
+class _TamperingRelay:
+    """A coordinator transport that alters what the real coordinator relays (a malicious coordinator)."""
+
+    def __init__(self, inner: Any, mode: str) -> None:
+        self.inner, self.mode, self.sealed = inner, mode, b""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def submit_fuzzy_round(self, request: Any, *, timeout: float) -> Any:
+        result = self.inner.submit_fuzzy_round(request, timeout=timeout)
+        if self.mode != "score":
+            return result
+        out = []
+        for h in result.results:
+            if h.fuzzy is not None:  # substitute: the same bytes with one ciphertext byte changed
+                data = bytearray(h.fuzzy.score_response)
+                data[-1] ^= 1
+                h = replace(h, fuzzy=replace(h.fuzzy, score_response=bytes(data)))
+            out.append(h)
+        return replace(result, results=tuple(out))
+
+    def fuzzy_release(self, state: str, request: Any, *, timeout: float) -> Any:
+        reply = self.inner.fuzzy_release(state, request, timeout=timeout)
+        self.sealed = reply.sealed_label_response
+        if self.mode == "release":
+            data = bytearray(reply.sealed_label_response)
+            data[40] ^= 1
+            reply = replace(reply, sealed_label_response=bytes(data))
+        return reply
+
+
+def test_relay_cannot_alter_fuzzy_answers_or_read_labels(fed: Federation) -> None:
+    from fedcheck.node.fuzzyquery import FuzzyRound
+
+    runner, close = open_querier(_cfg(fed, "FRA"))
+    try:
+        fuzzy = FuzzyQueryRunner.for_runner(runner)
+        relay = _TamperingRelay(fuzzy._coord, "score")
+        fuzzy._coord = relay
+        report = fuzzy.run(_manifest(fed), _options(), FuzzyOptions(key_bits=KEY_BITS))
+        assert report.statuses == {"KEN": "refused (answer_unverified)"}
+        assert not any(t.hits for t in report.travellers)
+
+        relay.mode = "none"
+        report = fuzzy.run(_manifest(fed), _options(), FuzzyOptions(key_bits=KEY_BITS))
+        rnd = fuzzy.last_fuzzy
+        assert isinstance(rnd, FuzzyRound) and rnd.hits and report.statuses == {"KEN": "ok"}
+        released = fuzzy.follow_up(rnd, "KEN", _options(), rnd.hits[:1])
+        assert released
+        label = next(iter(released.values()))
+        for value in label.values():  # what the coordinator relayed carries no label plaintext
+            assert value.encode() not in relay.sealed
+
+        relay.mode = "release"
+        fuzzy.run(_manifest(fed), _options(), FuzzyOptions(key_bits=KEY_BITS))
+        rnd = fuzzy.last_fuzzy
+        assert rnd is not None and rnd.hits
+        with pytest.raises(FedcheckError) as err:
+            fuzzy.follow_up(rnd, "KEN", _options(), rnd.hits[:1])
+        assert err.value.reason == "answer_unverified"
+    finally:
+        close()

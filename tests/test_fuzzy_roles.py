@@ -24,7 +24,8 @@ from fedcheck.fuzzy.encoding import name_bigrams
 from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER
 from fedcheck.fuzzy.reference import face_margins, name_margins
 
-LIMITS = HolderLimits(key_bits=frozenset({1024}))  # small keys in tests only; default stays {2048, 3072}
+LIMITS = HolderLimits(key_bits=frozenset({1024}),  # small keys in tests only; default stays {2048, 3072}
+                      claims_per_traveller=64)  # random synthetic names: many hits per traveller
 THETA = Fraction(4, 5)
 rng = random.Random(7)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from fedcheck.demo.data import make_demo_data
 from fedcheck.errors import InvalidInput, NotFound
 from fedcheck.fuzzy import FuzzyHolder, FuzzyQuerier, HitClaim, HolderLimits, QuerierKey, entries_from_records
 from fedcheck.fuzzy.encoding import MAX_BIGRAMS
+from fedcheck.node.fuzzy import MAX_RELEASE_CLAIMS
 from fedcheck.node.fuzzyquery import FuzzyHit, FuzzyOptions, FuzzyRound, FuzzyRoundStore, plan_layout
 from fedcheck.rpc.messages import FuzzyInfo
 from fedcheck.screening.fuzzy import traveller_of
@@ -73,12 +76,16 @@ def test_round_state_is_sealed_and_found_by_sub_round(tmp_path: Path) -> None:
     sealer = EnvelopeSealer.open_or_create(tmp_path / "keyring.json", KeyEncryptionKey.generate())
     store = FuzzyRoundStore(tmp_path / "fz.sqlite", sealer)
     rnd = FuzzyRound("r-1", [FuzzyHit(1, "KEN", HitClaim(0, 5, 123456), "r-1.s2", b"\x01" * 16)],
-                     ["r-1.s1", "r-1.s2"], [("T1", "ALPHA BRAVO"), ("T2", "CHARLIE DELTAFOX")], "name", 1.0,
-                     {"KEN": 600})
+                     ["r-1.s1", "r-1.s2"], [("T1", "ALPHA BRAVO"), ("T2", "CHARLIE DELTAFOX")], "name",
+                     time.time(), {"KEN": 600})
     store.put(rnd)
     assert store.get("r-1.s2") == store.get("r-1") == rnd
     with pytest.raises(NotFound):
         store.get("r-2")
+    # a round older than the retention is never returned, even before a write prunes it
+    store.put(replace(rnd, round_id="r-old", sub_rounds=[], created_unix=time.time() - 2 * 86400))
+    with pytest.raises(NotFound):
+        store.get("r-old")
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("fz.sqlite*"))
     assert b"DELTAFOX" not in raw and b"KEN" not in raw  # nothing in clear, not even the State
@@ -87,7 +94,10 @@ def test_round_state_is_sealed_and_found_by_sub_round(tmp_path: Path) -> None:
 def test_audit_references_are_bounded() -> None:
     ev = check_event({"type": "fuzzy_release", "references": ["KEN-REF-00007", "QDi.123"]})
     assert ev["references"] == ["KEN-REF-00007", "QDi.123"]
-    for bad in (["JOHN SMITH"], ["x" * 65], ["ok"] * 257, "KEN-1", [7]):
+    # the bound is the most one follow-up can release (fedcheck.node.fuzzy.MAX_RELEASE_CLAIMS)
+    most = check_event({"type": "fuzzy_release", "references": ["ok"] * MAX_RELEASE_CLAIMS})
+    assert len(most["references"]) == MAX_RELEASE_CLAIMS
+    for bad in (["JOHN SMITH"], ["x" * 65], ["ok"] * (MAX_RELEASE_CLAIMS + 1), "KEN-1", [7]):
         with pytest.raises(InvalidInput):
             check_event({"type": "fuzzy_release", "references": bad})
 

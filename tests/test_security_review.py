@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ COORD = PeerIdentity("coordinator", "FED", 1)
 class Pki:
     ca_pem: bytes
     certs: dict[str, tuple[bytes, bytes]]  # State -> (cert, key) of its node certificate
+    evaluators: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # code -> evaluator cert, key
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,11 @@ def pki() -> Pki:
     for state in ("FRA", "DEU", "ITA"):
         files = issue_certificate(d / "ca", d / state, role="node", state=state)
         certs[state] = (files.cert.read_bytes(), files.key.read_bytes())
-    return Pki((d / "ca" / "ca.crt.pem").read_bytes(), certs)
+    evaluators = {}
+    for code in ("FRA", "EVA"):
+        files = issue_certificate(d / "ca", d / f"eva-{code}", role="evaluator", state=code)
+        evaluators[code] = (files.cert.read_bytes(), files.key.read_bytes())
+    return Pki((d / "ca" / "ca.crt.pem").read_bytes(), certs, evaluators)
 
 
 def _records() -> list[PersonRecord]:
@@ -128,7 +133,7 @@ class StubEpochs:
         return epoch.started_unix_ms / 1000 + 3600
 
 
-def _policy(budget_per_epoch: int | None = None) -> HolderPolicy:
+def _policy(budget_per_epoch: int | None = None, extra: dict[str, Any] | None = None) -> HolderPolicy:
     fra: dict[str, Any] = {
         "modes": ["exact", "cardinality"], "key_types": ["document", "name_dob"], "purposes": ["border"],
     }
@@ -137,13 +142,15 @@ def _policy(budget_per_epoch: int | None = None) -> HolderPolicy:
     ita = {
         "modes": ["exact"], "key_types": ["document"], "purposes": ["border"], "withheld": ["REF-0", "REF-1"],
     }
-    return HolderPolicy.from_toml({"policy": {"holder": {"partners": {"FRA": fra, "ITA": ita}}}})
+    partners = {"FRA": fra, "ITA": ita, **(extra or {})}
+    return HolderPolicy.from_toml({"policy": {"holder": {"partners": partners}}})
 
 
 def _holder(
-    tmp: Path, pki: Pki, *, budget_per_epoch: int | None = None, audit: Any = None, announce: bool = True
+    tmp: Path, pki: Pki, *, budget_per_epoch: int | None = None, audit: Any = None, announce: bool = True,
+    extra_partners: dict[str, Any] | None = None,
 ) -> tuple[NodeService, BudgetLedger, StubEpochs, list[dict[str, Any]]]:
-    pol = _policy(budget_per_epoch)
+    pol = _policy(budget_per_epoch, extra_partners)
     epochs = StubEpochs(pol, _records())
     budget = BudgetLedger(tmp / "b.sqlite", pol.budget_limits())
     events: list[dict[str, Any]] = []
@@ -160,7 +167,9 @@ def _digest(blinded: list[bytes]) -> bytes:
     return hashlib.sha256(b"".join(blinded)).digest()
 
 
-def _request(pki: Pki, keys: list[bytes], round_id: str, **fields: Any) -> BlindEvaluateRequest:
+def _request(
+    pki: Pki, keys: list[bytes], round_id: str, signer: tuple[bytes, bytes] | None = None, **fields: Any
+) -> BlindEvaluateRequest:
     batch = ExactQuerier().blind(keys, mode=Mode.EXACT)
     now = int(time.time() * 1000)
     p = RoundPayload(
@@ -168,7 +177,7 @@ def _request(pki: Pki, keys: list[bytes], round_id: str, **fields: Any) -> Blind
         targets=(RoundTarget("DEU", "DEU-e1", len(batch.blinded), _digest(batch.blinded)),),
         deadline_unix_ms=now + 60000, issued_at_unix_ms=now, **fields,
     )
-    cert, key = pki.certs["FRA"]
+    cert, key = signer or pki.certs["FRA"]
     data = serde.round_payload_to_bytes(p)
     env = SignedEnvelope(data, sign_payload(key, data), cert)
     return BlindEvaluateRequest(env, tuple(batch.blinded), round_id)
@@ -496,3 +505,251 @@ def test_missing_crl_is_a_config_error_unless_insecure_dev(tmp_path: Path) -> No
         load_node_config(cfg)
     cfg.write_text(base.format(extra="insecure_dev = true\n"))
     assert load_node_config(cfg).tls is not None
+
+
+# -- second review: audience-bound index announcements, evaluator stand-ins, cache, replay limits -----------
+
+
+def _runner(tmp: Path, pki: Pki, state: str, relay: Any, tag: str) -> QueryRunner:
+    cache = QuerierCache(tmp / f"qc-{tag}.sqlite",
+                         EnvelopeSealer.open_or_create(tmp / f"kr-{tag}.json", KeyEncryptionKey.generate()))
+    return QueryRunner(state=state, coordinator=relay, cache=cache, cert_pem=pki.certs[state][0],
+                       key_pem=pki.certs[state][1], ca_pem=pki.ca_pem, crl=lambda: None)
+
+
+class AudienceSwapRelay:
+    """Relays the holder-signed index of *another* partner's audience (a GetIndex that partner signed earlier,
+    replayed in place of the victim's): narrower -> hits suppressed; broader -> withheld entries exposed."""
+
+    def __init__(
+        self, inner: InMemoryCoordinatorClient, svc: NodeService, signer: tuple[bytes, bytes]
+    ) -> None:
+        self.inner, self.svc, self.signer = inner, svc, signer
+
+    def get_index(self, state: str, request: GetIndexRequest, *, timeout: float) -> Iterator[IndexChunk]:
+        from fedcheck.rpc.messages import IndexRequest
+
+        req = serde.index_request_from_bytes(request.request.payload)
+        data = serde.index_request_to_bytes(IndexRequest(state, req.epoch_id, int(time.time() * 1000)))
+        env = SignedEnvelope(data, sign_payload(self.signer[1], data), self.signer[0])
+        yield from self.svc.get_index(COORD, GetIndexRequest(env, request.offset))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize(("victim", "other"), [("FRA", "ITA"), ("ITA", "FRA")])
+def test_relay_handing_another_audiences_signed_index_is_refused(
+    tmp_path: Path, pki: Pki, victim: str, other: str
+) -> None:
+    svc, _, _, _ = _holder(tmp_path, pki)
+    engine = RoundEngine({"DEU": InMemoryNodeClient(svc, COORD)}, RoundStore(tmp_path / "r.sqlite"),
+                         ca_pem=pki.ca_pem, crl=lambda: None)
+    inner = InMemoryCoordinatorClient(engine, PeerIdentity("node", victim, 2))
+    opts = QueryOptions(states=("DEU",), purpose="border", legal_basis="LB-1")
+    manifest = _records()[:2]  # REF-0 and REF-1: listed, withheld from ITA
+    honest = _runner(tmp_path, pki, victim, inner, "honest").run(manifest, opts)
+    assert honest.statuses["DEU"] == "ok"
+    assert bool(any(t.hits for t in honest.travellers)) is (victim == "FRA")  # ITA never sees REF-0/1
+    swapped = _runner(tmp_path, pki, victim, AudienceSwapRelay(inner, svc, pki.certs[other]), "swap").run(
+        manifest, opts
+    )
+    engine.close()
+    assert swapped.statuses["DEU"] == "refused (announcement_invalid)", swapped.statuses
+    assert not any(t.hits for t in swapped.travellers)
+
+
+def test_index_announcement_names_the_requesting_partner_and_audience(tmp_path: Path, pki: Pki) -> None:
+    from fedcheck.node.announce import verify_announcement
+    from fedcheck.rpc.messages import IndexRequest
+
+    svc, _, epochs, _ = _holder(tmp_path, pki)
+    data = serde.index_request_to_bytes(IndexRequest("DEU", "DEU-e1", int(time.time() * 1000)))
+    cert, key = pki.certs["ITA"]
+    env = SignedEnvelope(data, sign_payload(key, data), cert)
+    last = list(svc.get_index(COORD, GetIndexRequest(env)))[-1]
+    ann = verify_announcement(last.announcement, ca_pem=pki.ca_pem, crl=lambda: None, state="DEU",
+                              epoch_id="DEU-e1", partner_state="ITA")
+    ita = _policy().partner("ITA")
+    assert ita is not None and ann.audience == audience_key(ita.audience_id, ita.modes)
+    with pytest.raises(FedcheckError) as exc:
+        verify_announcement(last.announcement, ca_pem=pki.ca_pem, crl=lambda: None, state="DEU",
+                            epoch_id="DEU-e1", partner_state="FRA")
+    assert exc.value.reason == "announcement_invalid"
+    info = svc.node_info(COORD).epoch_announcement  # the NodeInfo announcement stays audience-free
+    nodeinfo_ann = serde.epoch_announcement_from_bytes(info.payload) if info is not None else None
+    assert nodeinfo_ann is not None and nodeinfo_ann.partner_state == "" and nodeinfo_ann.audience == ""
+    assert epochs.epoch.epoch_id == "DEU-e1"
+
+
+def test_evaluator_certificate_is_no_stand_in_for_a_partner_state(tmp_path: Path, pki: Pki) -> None:
+    eva = {"modes": ["exact"], "key_types": ["document"], "purposes": ["border"], "evaluator": True}
+    svc, _, epochs, events = _holder(tmp_path, pki, extra_partners={"EVA": eva})
+    with pytest.raises(FedcheckError) as exc:  # evaluator.FRA: FRA's entry does not say evaluator = true
+        svc.blind_evaluate(COORD, _request(pki, [b"a"], "r-evfra", signer=pki.evaluators["FRA"]))
+    assert exc.value.status == "PERMISSION_DENIED" and exc.value.reason == "evaluator_not_allowed"
+    assert events[-1]["type"] == "refusal" and events[-1]["reason"] == "evaluator_not_allowed"
+    assert epochs.evaluations == 0
+    # the index download too
+    from fedcheck.rpc.messages import IndexRequest
+
+    data = serde.index_request_to_bytes(IndexRequest("DEU", "DEU-e1", int(time.time() * 1000)))
+    cert, key = pki.evaluators["FRA"]
+    with pytest.raises(FedcheckError) as exc:
+        list(svc.get_index(COORD, GetIndexRequest(SignedEnvelope(data, sign_payload(key, data), cert))))
+    assert exc.value.reason == "evaluator_not_allowed"
+    # evaluator.EVA, whose entry says evaluator = true: judged as EVA, audited as an evaluator
+    ev = svc.blind_evaluate(COORD, _request(pki, [b"a"], "r-eva", signer=pki.evaluators["EVA"]))
+    assert len(ev.evaluated) == 1 and events[-1]["partner"] == "EVA" and events[-1]["role"] == "evaluator"
+    # and the node certificate of FRA is unaffected
+    assert len(svc.blind_evaluate(COORD, _request(pki, [b"b"], "r-node")).evaluated) == 1
+
+
+def test_fuzzy_querier_applies_the_evaluator_rule(pki: Pki) -> None:
+    from types import SimpleNamespace
+
+    from fedcheck.node.fuzzy import FuzzyService
+
+    eva = {"modes": ["fuzzy"], "purposes": ["border"], "evaluator": True}
+    refused: list[dict[str, Any]] = []
+    stub = SimpleNamespace(_ca_pem=pki.ca_pem, _crl=lambda: None, _policy=_policy(extra={"EVA": eva}),
+                           _refuse=lambda event, exc: refused.append(dict(event, reason=exc.reason)))
+    data = b"any signed payload"
+
+    def env(signer: tuple[bytes, bytes]) -> SignedEnvelope:
+        return SignedEnvelope(data, sign_payload(signer[1], data), signer[0])
+
+    with pytest.raises(FedcheckError) as exc:
+        FuzzyService._querier(stub, COORD, env(pki.evaluators["FRA"]))  # type: ignore[arg-type]
+    assert exc.value.reason == "evaluator_not_allowed" and refused[-1]["reason"] == "evaluator_not_allowed"
+    assert FuzzyService._querier(stub, COORD, env(pki.evaluators["EVA"])).state == "EVA"  # type: ignore[arg-type]
+    assert FuzzyService._querier(stub, COORD, env(pki.certs["FRA"])).state == "FRA"  # type: ignore[arg-type]
+
+
+def test_policy_evaluator_flag_is_per_partner_and_boolean() -> None:
+    base = {"modes": ["exact"], "purposes": ["border"]}
+    pol = HolderPolicy.from_toml({"holder": {"partners": {"FRA": base, "EVA": {**base, "evaluator": True}}}})
+    assert pol.evaluator_refused("evaluator", "FRA") and not pol.evaluator_refused("node", "FRA")
+    assert not pol.evaluator_refused("evaluator", "EVA")
+    assert not pol.evaluator_refused("evaluator", "KEN")  # no partner: refused later (partner_not_allowed)
+    for bad in ({"partners": {"EVA": {**base, "evaluator": "yes"}}},
+                {"defaults": {"evaluator": True}, "partners": {"EVA": base}}):
+        with pytest.raises(ConfigError):
+            HolderPolicy.from_toml({"holder": bad})
+
+
+@pytest.mark.parametrize("bad", ["suppressed", "foreign_key"])
+def test_cached_index_not_matching_the_announcement_is_downloaded_again(
+    tmp_path: Path, pki: Pki, bad: str
+) -> None:
+    svc, _, epochs, _ = _holder(tmp_path, pki)
+    engine = RoundEngine({"DEU": InMemoryNodeClient(svc, COORD)}, RoundStore(tmp_path / "r.sqlite"),
+                         ca_pem=pki.ca_pem, crl=lambda: None)
+    relay = InMemoryCoordinatorClient(engine, PeerIdentity("node", "FRA", 2))
+    runner = _runner(tmp_path, pki, "FRA", relay, "c")
+    # a cached index the announcement does not vouch for: one entry suppressed under the real key, or k'
+    holder = epochs.epoch.holder if bad == "suppressed" else ExactHolder(EpochKey.generate("DEU-e1"))
+    data = holder.build_index(index_entries(_records()[1:])).to_bytes()
+    runner._cache.put_index("DEU", "DEU-e1", data)
+    report = runner.run(_records()[:2], QueryOptions(states=("DEU",), purpose="border", legal_basis="LB-1"))
+    assert report.statuses["DEU"] == "ok", report.statuses
+    assert all(t.hits for t in report.travellers)  # w0 is found: the real index was downloaded again
+    entry = runner._cache.index_entry("DEU", "DEU-e1")
+    assert entry is not None and entry[0] != data and entry[1] is not None
+    again = runner.run(_records()[:2], QueryOptions(states=("DEU",), purpose="border", legal_basis="LB-1"))
+    assert again.statuses["DEU"] == "ok (cached)" and all(t.hits for t in again.travellers)
+    engine.close()
+
+
+def test_free_duplicates_are_capped_and_audited_once(tmp_path: Path, pki: Pki) -> None:
+    svc, budget, epochs, events = _holder(tmp_path, pki, budget_per_epoch=100)
+    req = _request(pki, [b"a", b"b"], "r-flood")
+    svc.blind_evaluate(COORD, req)
+    for _ in range(3):  # coordinator retries: the stored answer, uncharged
+        assert svc.blind_evaluate(COORD, req).replayed
+    n_events = len(events)
+    for i in range(5):
+        with pytest.raises(LimitExceeded) as exc:
+            svc.blind_evaluate(COORD, req)
+        assert exc.value.status == "RESOURCE_EXHAUSTED" and exc.value.reason == "replay_limit"
+        if i == 0:
+            assert len(events) == n_events + 1 and events[-1]["reason"] == "replay_limit"
+    assert len(events) == n_events + 1  # audited once, not per duplicate beyond the cap
+    assert epochs.evaluations == 1 and budget.remaining("FRA", "DEU-e1").per_epoch == 98
+
+
+def test_waiters_on_one_pending_claim_are_capped(tmp_path: Path) -> None:
+    g = ReplayGuard(tmp_path / "r.sqlite", window_seconds=60, wait_seconds=2.0, max_waiters=2)
+    first = g.begin("FRA", "r1", "a" * 64)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def go() -> None:
+        t0 = time.monotonic()
+        try:
+            c = g.begin("FRA", "r1", "a" * 64)
+            out = f"answer:{c.answer!r}"
+        except Aborted:
+            out = f"aborted:{time.monotonic() - t0 < 1.0}"
+        with lock:
+            outcomes.append(out)
+
+    threads = [threading.Thread(target=go) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    g.complete("FRA", "r1", first.token, b"ans")
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["aborted:True"] * 3 + ["answer:b'ans'"] * 2, outcomes
+    g.close()
+
+
+class _FailingDb:
+    """Delegates to a sqlite connection; statements starting with one of ``fail`` raise (disk full)."""
+
+    def __init__(self, db: Any, fail: tuple[str, ...]) -> None:
+        self.db, self.fail = db, fail
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith(self.fail):
+            import sqlite3
+
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_failed_complete_does_not_block_an_honest_retry(tmp_path: Path) -> None:
+    import sqlite3
+
+    g = ReplayGuard(tmp_path / "r.sqlite", window_seconds=60, wait_seconds=0.1)
+    first = g.begin("FRA", "r1", "a" * 64)
+    real = g._db
+    g._db = _FailingDb(real, ("UPDATE", "DELETE"))  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        g.complete("FRA", "r1", first.token, b"ans")
+    g.release("FRA", "r1", first.token)  # the caller's clean-up fails too, silently (its error stands)
+    g._db = real
+    retry = g.begin("FRA", "r1", "a" * 64)  # taken over, not ABORTED until pruned
+    assert retry.fresh and retry.token != first.token
+    g.complete("FRA", "r1", retry.token, b"ans")
+    assert g.begin("FRA", "r1", "a" * 64).answer == b"ans"
+    g.close()
+
+
+def test_node_retry_after_a_failed_complete_is_evaluated(tmp_path: Path, pki: Pki) -> None:
+    svc, _, epochs, events = _holder(tmp_path, pki, budget_per_epoch=100)
+    guard = svc._replay
+    assert guard is not None
+    real = guard._db
+    guard._db = _FailingDb(real, ("UPDATE claims SET state", "DELETE FROM claims WHERE querier"))  # type: ignore[assignment]
+    req = _request(pki, [b"a"], "r-complete")
+    with pytest.raises(FedcheckError) as exc:
+        svc.blind_evaluate(COORD, req)
+    assert exc.value.reason == "evaluation_failed" and events[-1]["type"] == "refusal"
+    guard._db = real
+    ev = svc.blind_evaluate(COORD, req)  # the honest retry proceeds (charged again: nothing was answered)
+    assert not ev.replayed and epochs.evaluations == 2

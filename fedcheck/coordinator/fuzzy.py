@@ -37,6 +37,7 @@ from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
     FUZZY_MODE,
+    FuzzyReleaseReply,
     FuzzyReleaseRequest,
     FuzzyScoreRequest,
     HolderResult,
@@ -224,8 +225,11 @@ class FuzzyRelay:
 
     # -- follow-up -----------------------------------------------------------------------------------------
 
-    def release(self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest) -> bytes:
-        """Forward a follow-up to ``state`` only; the signed payload must name that same holder."""
+    def release(self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest) -> FuzzyReleaseReply:
+        """Forward a follow-up to ``state`` only; the signed payload must name that same holder.
+
+        The answer is opaque here: the labels are sealed to the querier's reply key and the holder signs
+        the answer (fedcheck.node.fuzzyseal), so this relay can drop it but neither read nor alter it."""
         env = request.release
         querier = self._signer(peer, env.payload, env.signature, env.certificate_pem)
         payload = serde.fuzzy_release_payload_from_bytes(env.payload)

@@ -42,6 +42,7 @@ from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
+    FuzzyReleaseReply,
     FuzzyReleaseRequest,
     GetIndexRequest,
     HolderResult,
@@ -408,7 +409,9 @@ class RoundEngine:
     def submit_fuzzy_round(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult:
         return self._fuzzy_relay().submit(peer, request)
 
-    def fuzzy_release(self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest) -> bytes:
+    def fuzzy_release(
+        self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest
+    ) -> FuzzyReleaseReply:
         return self._fuzzy_relay().release(peer, state, request)
 
     def list_nodes(self, peer: PeerIdentity) -> list[NodeEntry]:

@@ -14,8 +14,9 @@ import math
 import multiprocessing
 import os
 import struct
+import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gmpy2
@@ -64,8 +65,11 @@ MIN_BLIND_BITS = 8
 #: names ``m = |X∩Y| - T <= 127 - 1`` (a hit has no DOB penalty, ``T >= 1``); faces ``m <= x_q·y_q <= 64²``
 #: (``‖x_q‖ <= 48 + sqrt(1024)/2``). The tighter the range, the fewer forged values pass (threat model).
 HIT_MARGIN_BOUND = {"name": 128, "face": 4096}
-#: Claims a round accepts in all its follow-ups together, per traveller of the round.
-CLAIMS_PER_TRAVELLER = 32
+#: Claims a round accepts in all its follow-ups together, per traveller of the round (default of
+#: ``HolderLimits.claims_per_traveller``). An honest traveller rarely hits more than a few entries of one list
+#: (name variants x birth years of one listed person); every claim beyond is, against a malicious querier,
+#: one more label it may obtain (docs/threat-model.md "Follow-up").
+CLAIMS_PER_TRAVELLER = 4
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,10 @@ class HolderLimits:
     max_pack_size: int = 256
     #: rounds kept for follow-ups (oldest forgotten first); each keeps a 32-byte seed and a claim count
     max_open_rounds: int = 4096
+    #: follow-up claims a round accepts per traveller, all its follow-ups together (the only bound on what a
+    #: malicious querier gets, with budget and audit; docs/threat-model.md "Follow-up"). Offline screening
+    #: against one's own list raises it: there the querier is the holder.
+    claims_per_traveller: int = CLAIMS_PER_TRAVELLER
 
 
 @dataclass
@@ -134,6 +142,8 @@ class _Round:
     traveller_count: int
     blind_bits: int
     claims: int = 0  # claims checked so far, all follow-ups of the round
+    #: serialises the round's follow-ups: claim count and closure are decided one request at a time
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def pack_count(self) -> int:
@@ -302,11 +312,26 @@ class FuzzyHolder:
         rnd = self._rounds.get(request.round_id)
         if rnd is None:
             raise NotFound("round: unknown or closed", reason="unknown_round")
+        with rnd.lock:  # concurrent follow-ups of one round: one at a time, and never after it was closed
+            if self._rounds.get(request.round_id) is not rnd:
+                raise NotFound("round: unknown or closed", reason="unknown_round")
+            return self._release_locked(rnd, request)
+
+    def check_claims(self, round_id: bytes, count: int) -> None:
+        """Raise (``unknown_round`` / ``too_many_claims``) if ``count`` more claims cannot be checked for
+        this round now: lets a caller refuse before charging anything (the release re-checks under lock)."""
+        rnd = self._rounds.get(round_id)
+        if rnd is None:
+            raise NotFound("round: unknown or closed", reason="unknown_round")
+        cap = self.limits.claims_per_traveller
+        if rnd.claims + count > cap * rnd.traveller_count:
+            raise LimitExceeded(f"claims: at most {cap} per traveller of the round", reason="too_many_claims")
+
+    def _release_locked(self, rnd: _Round, request: LabelRequest) -> tuple[LabelResponse, tuple[str, ...]]:
         p = rnd.params
-        if rnd.claims + len(request.claims) > CLAIMS_PER_TRAVELLER * rnd.traveller_count:
-            raise LimitExceeded(
-                f"claims: at most {CLAIMS_PER_TRAVELLER} per traveller of the round", reason="too_many_claims"
-            )
+        cap = self.limits.claims_per_traveller
+        if rnd.claims + len(request.claims) > cap * rnd.traveller_count:
+            raise LimitExceeded(f"claims: at most {cap} per traveller of the round", reason="too_many_claims")
         bound = HIT_MARGIN_BOUND[self.kind]
         rnd.claims += len(request.claims)
         valid: list[tuple[int, int, int]] = []  # (claim index, pack, position)

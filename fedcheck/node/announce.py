@@ -5,10 +5,12 @@ through the coordinator's relay. Unsigned, a malicious coordinator could substit
 built under k' and evaluations with valid DLEQ proofs under k' -- and so suppress or forge every hit. The
 holder therefore signs, with its node certificate key (:func:`fedcheck.trust.pki.sign_payload`), an
 :class:`~fedcheck.rpc.messages.EpochAnnouncement` (State, epoch id, public key, the SHA-256 of the index the
-partner's audience downloads, validity window); the querier verifies it against the federation CA and CRL
-(certificate role ``node``, certificate State = the target State), checks the downloaded index against the
-announced digest and verifies every evaluation proof under the announced key. A coordinator can still drop
-or delay, never substitute.
+partner's audience downloads, validity window and -- on an index download -- the requesting partner's State
+and the audience key the index was built for); the querier verifies it against the federation CA and CRL
+(certificate role ``node``, certificate State = the target State, partner State = its own State), checks the
+downloaded index against the announced digest and verifies every evaluation proof under the announced key. A
+coordinator can still drop or delay, never substitute -- neither its own key or index nor the holder-signed
+index of another partner's audience (narrower: hits suppressed; broader: withheld entries exposed).
 """
 
 from __future__ import annotations
@@ -37,22 +39,35 @@ class AnnouncementSigner:
         self._cert = cert_pem
         self._key = key_pem
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, bytes, bytes, int, int], SignedEnvelope] = {}
+        self._cache: dict[tuple[str, bytes, bytes, int, int, str, str], SignedEnvelope] = {}
 
     def sign(
-        self, epoch_id: str, public_key: bytes, index_sha256: bytes, valid_from_ms: int, valid_until_ms: int
+        self,
+        epoch_id: str,
+        public_key: bytes,
+        index_sha256: bytes,
+        valid_from_ms: int,
+        valid_until_ms: int,
+        *,
+        partner_state: str = "",
+        audience: str = "",
     ) -> SignedEnvelope:
-        key = (epoch_id, public_key, index_sha256, valid_from_ms, valid_until_ms)
+        """``partner_state`` / ``audience``: for an index download, the verified requesting partner's State
+        and the audience key of the index served (empty for the audience-free NodeInfo announcement)."""
+        key = (epoch_id, public_key, index_sha256, valid_from_ms, valid_until_ms, partner_state, audience)
         with self._lock:
             env = self._cache.get(key)
         if env is not None:
             return env
         payload = serde.epoch_announcement_to_bytes(
-            EpochAnnouncement(self._state, epoch_id, public_key, index_sha256, valid_from_ms, valid_until_ms)
+            EpochAnnouncement(
+                self._state, epoch_id, public_key, index_sha256, valid_from_ms, valid_until_ms,
+                partner_state=partner_state, audience=audience,
+            )
         )
         env = SignedEnvelope(payload, sign_payload(self._key, payload), self._cert)
         with self._lock:
-            if len(self._cache) > 256:  # epochs x audiences; old epochs are never asked for again
+            if len(self._cache) > 256:  # epochs x partners; old epochs are never asked for again
                 self._cache.clear()
             self._cache[key] = env
         return env
@@ -71,11 +86,13 @@ def verify_announcement(
     epoch_id: str,
     public_key: bytes | None = None,
     index_sha256: bytes | None = None,
+    partner_state: str | None = None,
     now_ms: int | None = None,
     skew_ms: int = DEFAULT_SKEW_MS,
 ) -> EpochAnnouncement:
     """Check ``env`` is ``state``'s own signed announcement of ``epoch_id`` (and of ``public_key`` /
-    ``index_sha256`` when given), currently valid. Raises :class:`VerificationError`
+    ``index_sha256`` when given, and made for ``partner_state`` when given: an index announcement must name
+    the querier's own State), currently valid. Raises :class:`VerificationError`
     (``announcement_invalid``) on anything else, including a missing announcement."""
     if env is None or not ca_pem:
         raise _fail()
@@ -94,6 +111,7 @@ def verify_announcement(
         and ann.valid_from_unix_ms - skew_ms <= now <= ann.valid_until_unix_ms + skew_ms
         and (public_key is None or hmac.compare_digest(ann.epoch_public_key, public_key))
         and (index_sha256 is None or hmac.compare_digest(ann.index_sha256, index_sha256))
+        and (partner_state is None or (bool(partner_state) and ann.partner_state == partner_state))
     )
     if not ok:
         raise _fail()

@@ -21,6 +21,7 @@ from fedcheck.node.announce import AnnouncementSigner
 from fedcheck.node.config import NodeConfig, resolve_path
 from fedcheck.node.epochs import Audience, Epoch, EpochManager
 from fedcheck.node.fuzzy import FuzzyService, FuzzySettings
+from fedcheck.node.fuzzyseal import AnswerSigner
 from fedcheck.node.querier import QuerierCache, QueryRunner
 from fedcheck.node.replay import ReplayGuard
 from fedcheck.node.service import AuditFn, NodeService, audience_key
@@ -148,6 +149,8 @@ class NodeApp:
                 budget=self.budget, audit=self.audit, ca_pem=self.tls.ca_pem if self.tls else b"",
                 crl=self.verifier.crl, settings=fuzzy, max_skew_seconds=cfg.max_skew_seconds,
                 replay=self.replay,
+                # every fuzzy answer signed with the node certificate key (fedcheck.node.fuzzyseal)
+                signer=AnswerSigner(cfg.state, self.tls.cert_pem, self.tls.key_pem) if self.tls else None,
             )
         self.server: RunningServer | None = None
         self._stopped = threading.Event()

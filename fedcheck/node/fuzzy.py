@@ -34,29 +34,33 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from fedcheck.errors import (
     BudgetExhausted,
     FedcheckError,
     InvalidInput,
+    LimitExceeded,
     NotFound,
     PolicyDenied,
     PreconditionFailed,
     Unauthenticated,
+    Unavailable,
 )
 from fedcheck.fuzzy import FuzzyHolder, HolderLimits, LabelRequest, ScoreRequest, entries_from_records
 from fedcheck.fuzzy._paillier import ALLOWED_KEY_BITS
 from fedcheck.fuzzy.encoding import MAX_BIGRAMS
-from fedcheck.fuzzy.holder import HolderEntry
+from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER, HolderEntry
 from fedcheck.node import metrics
 from fedcheck.node.epochs import EpochManager
+from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, AnswerSigner, seal_labels
 from fedcheck.node.replay import ReplayGuard
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.messages import (
     FUZZY_MODE,
     FuzzyInfo,
+    FuzzyReleaseReply,
     FuzzyReleaseRequest,
     FuzzyScore,
     FuzzyScoreRequest,
@@ -73,6 +77,16 @@ _log = logging.getLogger("fedcheck.node.fuzzy")
 
 #: Appends one audit event durably before returning (the node's audit log).
 AuditFn = Callable[[dict[str, Any]], object]
+_T = TypeVar("_T")
+
+#: What a refusal's fallback audit entry keeps when the full event cannot be appended (as NodeService): only
+#: the verified partner and role, the round id and the outcome, nothing the caller wrote.
+_REDUCED_REFUSAL_FIELDS: tuple[str, ...] = (
+    "type", "partner", "role", "peer", "round_id", "epoch_id", "outcome", "status", "reason", "retry_after_s",
+)
+#: Claims one follow-up request may carry: the most one round can ever accept (CLAIMS_PER_TRAVELLER x the
+#: largest [fuzzy] max_travellers), and the bound of the audit event's ``references`` (fedcheck.trust.audit)
+MAX_RELEASE_CLAIMS = CLAIMS_PER_TRAVELLER * 1000
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,7 @@ class FuzzyService:
         max_skew_seconds: int = 600,
         replay: ReplayGuard | None = None,
         clock: Callable[[], float] = time.time,
+        signer: AnswerSigner | None = None,
     ) -> None:
         self._state = state
         self._store = store
@@ -171,24 +186,53 @@ class FuzzyService:
         self._skew_ms = max_skew_seconds * 1000
         self._replay = replay
         self._clock = clock
+        #: signs every answer with the node certificate key (fedcheck.node.fuzzyseal); without it queriers
+        #: refuse this holder's answers (they cannot tell them from a relay's)
+        self._signer = signer
         self._lock = threading.Lock()  # holders cache and open rounds
         self._score_lock = threading.Lock()  # one scoring at a time (see module docstring)
         self._records: tuple[str, list[PersonRecord]] | None = None  # (list version, records)
         self._holders: dict[tuple[str, str, str], FuzzyHolder] = {}  # (epoch, audience, kind) -> holder
-        self._info: tuple[str, FuzzyInfo, dict[str, str]] | None = None  # (list version, info, id -> ref)
+        self._infos: dict[str, tuple[str, FuzzyInfo]] = {}  # audience ("*": relayed) -> (list version, info)
+        self._refs: tuple[str, dict[str, str]] | None = None  # (list version, record id -> list reference)
         self._open: OrderedDict[tuple[str, str], _OpenRound] = OrderedDict()  # (querier, round id)
 
     # -- helpers -------------------------------------------------------------------------------------------
 
-    def _querier(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
-        querier = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
-        if querier.role not in ("node", "evaluator"):  # same rule as NodeService (SIGNER_ROLES)
-            raise Unauthenticated(
-                "requests must be signed by a node or evaluator certificate", reason="wrong_role"
+    def _querier(self, peer: PeerIdentity, env: SignedEnvelope, kind: str = "fuzzy") -> PeerIdentity:
+        try:
+            querier = verify_payload(
+                env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
             )
-        if peer.role != "coordinator" and peer.state != querier.state:
-            raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
+            if querier.role not in ("node", "evaluator"):  # same rule as NodeService (SIGNER_ROLES)
+                raise Unauthenticated(
+                    "requests must be signed by a node or evaluator certificate", reason="wrong_role"
+                )
+            if peer.role != "coordinator" and peer.state != querier.state:
+                raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
+        except FedcheckError as exc:
+            # audited too (as NodeService._querier): the TLS hop is verified, the signer is not
+            self._refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
+            raise
+        if self._policy.evaluator_refused(querier.role, querier.state):  # same rule as NodeService._querier
+            denied = PolicyDenied("evaluator certificates of this State are not accepted",
+                                  reason="evaluator_not_allowed")
+            self._refuse({"type": kind, "partner": querier.state, "role": querier.role, "peer": peer.name},
+                         denied)
+            raise denied
         return querier
+
+    def _parse(
+        self, peer: PeerIdentity, querier: PeerIdentity, kind: str, parse: Callable[[bytes], _T], data: bytes
+    ) -> _T:
+        """Parse a signed payload; a payload the wire rules refuse (e.g. text the audit log would refuse) is
+        a refusal like any other, audited with the verified signer and nothing from the payload."""
+        try:
+            return parse(data)
+        except FedcheckError as exc:
+            self._refuse({"type": kind, "partner": querier.state, "role": querier.role, "peer": peer.name},
+                         exc)
+            raise
 
     def _fresh(self, issued_at_ms: int) -> None:
         if abs(self._clock() * 1000 - issued_at_ms) > self._skew_ms:
@@ -202,7 +246,14 @@ class FuzzyService:
         event.update(outcome="refused", status=exc.status, reason=exc.reason)
         if isinstance(exc, BudgetExhausted):
             event["retry_after_s"] = exc.retry_after_s
-        self._audit(event)
+        try:
+            self._audit(event)
+        except FedcheckError as audit_exc:
+            # a refusal is never left unaudited: if the full event is rejected (or the append failed), record
+            # the reduced event that carries no caller-supplied text
+            reduced = {k: event[k] for k in _REDUCED_REFUSAL_FIELDS if k in event}
+            reduced["reasons"] = [exc.reason, "audit_reduced", audit_exc.reason]
+            self._audit(reduced)
         _log.info("fuzzy request refused",
                   extra={"round_id": event.get("round_id", ""), "partner": partner, "reason": exc.reason})
 
@@ -219,18 +270,31 @@ class FuzzyService:
                 self._records = (version, list(self._store.iter_records()))
             return self._records[1]
 
-    def info(self) -> FuzzyInfo:
-        """Public layout hints for NodeInfo (cached per list version), rounded so they say little.
+    def info(self, peer: PeerIdentity | None = None) -> FuzzyInfo:
+        """Public layout hints for NodeInfo (cached per list version and audience), rounded to say little.
 
-        ``name_size_table`` covers every listed |Y| (rounded up to 16), the year window every listed
-        birth year (decades); a querier that sends only these tables gets decisions identical to the full
-        128/131 tables.
+        ``name_size_table`` covers every |Y| (rounded up to 16), the year window every birth year (decades)
+        of the *audience's* entries, so a querier that sends only these tables gets decisions identical to the
+        full 128/131 tables. A partner asking directly gets the hints of its own audience (never counting
+        entries withheld from it); the coordinator -- whose answer is relayed to every partner -- and an
+        unidentified caller get the hints of the union of the audiences of partners allowed fuzzy mode
+        (valid for each of them; they count no entry withheld from every partner).
         """
+        partner = None
+        if peer is not None and peer.role != "coordinator":
+            partner = self._policy.partner(peer.state)
+        key = partner.audience_id if partner is not None else "*"
         version = self._store.list_version()
         with self._lock:
-            if self._info is not None and self._info[0] == version:
-                return self._info[1]
+            cached = self._infos.get(key)
+            if cached is not None and cached[0] == version:
+                return cached[1]
         records = self._load_records()
+        if partner is not None:
+            records = [r for r in records if r.label.reference not in partner.withheld]
+        else:
+            fuzzy_partners = [p for p in self._policy.partners.values() if FUZZY_MODE in p.modes]
+            records = [r for r in records if any(r.label.reference not in p.withheld for p in fuzzy_partners)]
         names = entries_from_records(records, kind="name")
         max_y = max((len(e.dims) for e in names), default=0)
         years = [e.year for e in names if e.year is not None]
@@ -246,15 +310,21 @@ class FuzzyService:
             face_entries=_round_up(faces, 1024) if dims else 0,
             release_ttl_seconds=self.settings.release_ttl_seconds,
         )
-        refs = {r.record_id: (r.label.reference or r.record_id) for r in records}
         with self._lock:
-            self._info = (version, info, refs)
+            if len(self._infos) > 256:
+                self._infos.clear()
+            self._infos[key] = (version, info)
         return info
 
     def _reference(self, record_id: str) -> str:
         """The list reference of a released record, for the holder's own audit log."""
-        cached = self._info
-        ref = cached[2].get(record_id) if cached is not None else None
+        version = self._store.list_version()
+        cached = self._refs
+        if cached is None or cached[0] != version:
+            refs = {r.record_id: (r.label.reference or r.record_id) for r in self._load_records()}
+            cached = (version, refs)
+            self._refs = cached
+        ref = cached[1].get(record_id)
         token = re.sub(r"[^A-Za-z0-9._:/#-]", "_", str(ref or record_id))[:64]
         return token if token[:1].isalnum() else "r" + token[:63]
 
@@ -312,12 +382,15 @@ class FuzzyService:
 
     def score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore:
         t0 = time.perf_counter()
-        querier = self._querier(peer, request.round)
-        payload = serde.round_payload_from_bytes(request.round.payload)
+        querier = self._querier(peer, request.round, "fuzzy_score")
+        payload = self._parse(
+            peer, querier, "fuzzy_score", serde.round_payload_from_bytes, request.round.payload
+        )
         event: dict[str, Any] = {
             "type": "fuzzy_score",
             "round_id": payload.round_id,
             "partner": querier.state,
+            "role": querier.role,
             "peer": peer.name,
             "unit": payload.unit,
             "official": payload.official,
@@ -376,12 +449,27 @@ class FuzzyService:
         except FedcheckError as exc:
             self._refuse(event, exc)
             raise
-        with self._score_lock:
-            if self._clock() * 1000 > payload.deadline_unix_ms:  # waited behind another round
-                late = PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
-                self._refuse(event, late)
-                raise late
-            response = holder.score(req)
+        # charged from here on: any failure is audited (the budget stays charged: the items were spent on an
+        # attempt) and frees the round id for a retry; the holder forgets the half-scored round
+        try:
+            with self._score_lock:
+                if self._clock() * 1000 > payload.deadline_unix_ms:  # waited behind another round
+                    raise PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
+                response = holder.score(req)
+            data = response.to_bytes()
+            attestation = (None if self._signer is None else self._signer.sign(
+                KIND_SCORE, querier.state, payload.round_id, request.round.payload, data))
+        except Exception as exc:
+            holder.close_round(req.round_id)
+            if self._replay is not None:
+                self._replay.release(querier.state, f"fuzzy:{payload.round_id}", payload_sha)
+            err = exc if isinstance(exc, FedcheckError) else Unavailable(
+                "scoring failed at the holder; run the round again", reason="scoring_failed")
+            if not isinstance(exc, FedcheckError):
+                _log.exception("fuzzy scoring failed", extra={"round_id": payload.round_id})
+            event["counts"] = {"charged": req.traveller_count}
+            self._refuse(event, err)
+            raise err from None
         key = (querier.state, payload.round_id)
         with self._lock:
             self._expire()
@@ -393,7 +481,6 @@ class FuzzyService:
             while len(self._open) > self.settings.max_open_rounds:
                 _, dropped = self._open.popitem(last=False)
                 dropped.holder.close_round(dropped.fuzzy_round_id)
-        data = response.to_bytes()
         left = remaining.items
         metrics.ITEMS_EVALUATED.labels(partner=querier.state).inc(req.traveller_count)
         metrics.BATCH_SIZE.labels(method="FuzzyScore").observe(req.traveller_count)
@@ -409,19 +496,28 @@ class FuzzyService:
         _log.info("fuzzy round scored", extra={"round_id": payload.round_id, "partner": querier.state,
                                                 "items": req.traveller_count, "ms": ms, "mode": FUZZY_MODE})
         return FuzzyScore(epoch.epoch_id, data, 0 if left is None else int(left),
-                          self.settings.release_ttl_seconds)
+                          self.settings.release_ttl_seconds, attestation)
 
     # -- FuzzyRelease --------------------------------------------------------------------------------------
 
-    def release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> bytes:
-        """Release the labels of proven hits of the signer's own round; returns LabelResponse bytes."""
+    def release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> FuzzyReleaseReply:
+        """Release the labels of proven hits of the signer's own round: the LabelResponse sealed to the
+        querier's reply key, with this node's signature over the answer (fedcheck.node.fuzzyseal).
+
+        Order: signer -> payload -> addressed here, label request as signed, fresh, reply key present ->
+        policy -> label request parsed and within :data:`MAX_RELEASE_CLAIMS` -> the signer's open round ->
+        the round's claim cap -> replay guard (a replayed follow-up is refused, nothing charged or consumed)
+        -> budget charged -> claims checked -> answer sealed and signed -> audit entry durable."""
         t0 = time.perf_counter()
-        querier = self._querier(peer, request.release)
-        payload = serde.fuzzy_release_payload_from_bytes(request.release.payload)
+        querier = self._querier(peer, request.release, "fuzzy_release")
+        payload = self._parse(
+            peer, querier, "fuzzy_release", serde.fuzzy_release_payload_from_bytes, request.release.payload
+        )
         event: dict[str, Any] = {
             "type": "fuzzy_release",
             "round_id": payload.round_id,
             "partner": querier.state,
+            "role": querier.role,
             "peer": peer.name,
             "unit": payload.unit,
             "official": payload.official,
@@ -429,6 +525,8 @@ class FuzzyService:
             "legal_basis": payload.legal_basis,
             "mode": FUZZY_MODE,
         }
+        payload_sha = hashlib.sha256(request.release.payload).hexdigest()
+        replay_key = "release:" + payload_sha
         try:
             if payload.holder_state != self._state:
                 raise InvalidInput("the follow-up is addressed to another State", reason="wrong_holder")
@@ -436,6 +534,9 @@ class FuzzyService:
                 raise InvalidInput("label request differs from the one the querier signed",
                                    reason="batch_mismatch")
             self._fresh(payload.issued_at_unix_ms)
+            if len(payload.reply_public_key) != 32:  # labels never cross the relay in clear
+                raise InvalidInput("the follow-up needs the querier's X25519 reply key",
+                                   reason="reply_key_required")
             decision = self._policy.decide(RoundRequest(
                 partner=querier.state, modes=(FUZZY_MODE,), purpose=payload.purpose,
                 legal_basis=payload.legal_basis, unit=payload.unit, official=payload.official,
@@ -444,6 +545,9 @@ class FuzzyService:
             decision.raise_for_status()
             label_request = LabelRequest.from_bytes(request.label_request)
             event["items"] = len(label_request.claims)
+            if len(label_request.claims) > MAX_RELEASE_CLAIMS:
+                raise LimitExceeded(f"at most {MAX_RELEASE_CLAIMS} claims per follow-up",
+                                    reason="too_many_claims")
             with self._lock:
                 self._expire()
                 rnd = self._open.get((querier.state, payload.round_id))
@@ -454,34 +558,56 @@ class FuzzyService:
                     f"{self.settings.release_ttl_seconds} s after scoring), never scored here, or forgotten "
                     "by a restart of this node (open rounds are kept in memory only); run a new round",
                     reason="unknown_round")
+            rnd.holder.check_claims(label_request.round_id, len(label_request.claims))  # before charging
+            if self._replay is not None and not self._replay.claim(querier.state, replay_key, payload_sha):
+                raise PreconditionFailed("this follow-up was already answered", reason="release_replayed")
             # a follow-up costs budget like a probe: one item per claim (a forging querier pays per guess)
             try:
-                epoch_ends: float | None = self._epochs.epoch_ends_unix(self._epochs.get(rnd.epoch_id))
-            except PreconditionFailed:  # the round's epoch is no longer served: still its ledger
-                epoch_ends = None
-            remaining = self._budget.charge(querier.state, len(label_request.claims), rnd.epoch_id,
-                                            epoch_ends_unix=epoch_ends)
+                try:
+                    epoch_ends: float | None = self._epochs.epoch_ends_unix(self._epochs.get(rnd.epoch_id))
+                except PreconditionFailed:  # the round's epoch is no longer served: still its ledger
+                    epoch_ends = None
+                remaining = self._budget.charge(querier.state, len(label_request.claims), rnd.epoch_id,
+                                                epoch_ends_unix=epoch_ends)
+            except FedcheckError:
+                if self._replay is not None:
+                    self._replay.release(querier.state, replay_key, payload_sha)
+                raise
             event["budget_remaining"] = remaining.items
+        except FedcheckError as exc:
+            self._refuse(event, exc)
+            raise
+        # charged from here on: a failure is audited with its status (the replay claim is kept: the signed
+        # follow-up was spent; the querier signs a new one)
+        try:
             response, record_ids = rnd.holder.release_with_records(label_request)
             if response.rejected:  # the holder closed the round: any wrong claim ends its follow-ups
                 with self._lock:
                     if self._open.get((querier.state, payload.round_id)) is rnd:
                         del self._open[(querier.state, payload.round_id)]
-        except FedcheckError as exc:
-            self._refuse(event, exc)
-            raise
+            sealed = seal_labels(response.to_bytes(), payload.reply_public_key, querier_state=querier.state,
+                                 holder_state=self._state, round_id=payload.round_id)
+            attestation = (None if self._signer is None else self._signer.sign(
+                KIND_RELEASE, querier.state, payload.round_id, request.release.payload, sealed))
+            references = sorted({self._reference(r) for r in record_ids})
+        except Exception as exc:
+            err = exc if isinstance(exc, FedcheckError) else Unavailable(
+                "the follow-up failed at the holder; sign a new one", reason="release_failed")
+            if not isinstance(exc, FedcheckError):
+                _log.exception("fuzzy follow-up failed", extra={"round_id": payload.round_id})
+            event["counts"] = {"charged": len(label_request.claims)}
+            self._refuse(event, err)
+            raise err from None
         ms = round((time.perf_counter() - t0) * 1000, 1)
-        if response.released:
-            self.info()  # reference map of the current list version
         event.update(outcome="ok", duration_ms=ms, hits=len(response.released), epoch_id=rnd.epoch_id,
                      # a release is a disclosure: which list entries went out (list references, never names)
-                     references=sorted({self._reference(r) for r in record_ids}),
+                     references=references,
                      counts={"claims": len(label_request.claims), "released": len(response.released),
                              "rejected": response.rejected, "round_closed": int(response.rejected > 0)})
         self._audit(event)
         _log.info("fuzzy follow-up", extra={"round_id": payload.round_id, "partner": querier.state,
                                              "count": len(response.released), "ms": ms})
-        return response.to_bytes()
+        return FuzzyReleaseReply(sealed, attestation)
 
 
 def _round_up(value: int, step: int) -> int:

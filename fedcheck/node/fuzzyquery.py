@@ -34,9 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcheck.errors import FedcheckError, InvalidInput, NotFound
+from fedcheck.errors import FedcheckError, InvalidInput, NotFound, VerificationError
 from fedcheck.fuzzy import FuzzyQuerier, HitClaim, LabelResponse, QuerierKey, ScoreRequest, ScoreResponse
+from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER
 from fedcheck.node import metrics
+from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, ReplyKey, verify_answer
 from fedcheck.node.querier import QueryOptions, QueryRunner
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
@@ -56,7 +58,7 @@ from fedcheck.rpc.messages import (
 from fedcheck.screening.fuzzy import FACE_KEY_TYPE, FUZZY_KEY_TYPE, traveller_of
 from fedcheck.screening.report import Hit, ScreenReport, TravellerResult
 from fedcheck.trust.atrest import Sealer
-from fedcheck.trust.pki import sign_payload
+from fedcheck.trust.pki import RevocationList, sign_payload
 from fedcheck.trust.policy import QuerierPolicy
 
 __all__ = [
@@ -200,7 +202,9 @@ class FuzzyRoundStore:
             row = self._db.execute(
                 "SELECT round_id FROM fuzzy_sub_rounds WHERE sub_id=?", (round_id,)).fetchone()
             base = str(row[0]) if row is not None else round_id
-            got = self._db.execute("SELECT blob FROM fuzzy_rounds WHERE round_id=?", (base,)).fetchone()
+            # never a round older than the retention, even if no write has pruned it yet
+            got = self._db.execute("SELECT blob FROM fuzzy_rounds WHERE round_id=? AND created >= ?",
+                                   (base, time.time() - self._retention)).fetchone()
         if got is None:
             raise NotFound(f"no fuzzy round {round_id!r} kept at this node (unknown, or older than "
                            f"{self._retention // 3600} h)", reason="unknown_round")
@@ -280,7 +284,10 @@ def _sub_round_id(base: str, k: int, total: int) -> str:
     if total == 1:
         return base
     suffix = f".s{k + 1}"
-    return base[: 64 - len(suffix)] + suffix
+    if len(base) + len(suffix) <= 64:
+        return base + suffix
+    # a long round id: truncated plus a digest of the whole id, so two long ids never share sub-round ids
+    return base[: 64 - len(suffix) - 9] + "-" + hashlib.sha256(base.encode()).hexdigest()[:8] + suffix
 
 
 class FuzzyQueryRunner:
@@ -295,11 +302,17 @@ class FuzzyQueryRunner:
         key_pem: bytes,
         policy: QuerierPolicy | None = None,
         store: FuzzyRoundStore | None = None,
+        ca_pem: bytes | None = None,
+        crl: Callable[[], RevocationList | None] | None = None,
     ) -> None:
         self._state = state
         self._coord = coordinator
         self._cert = cert_pem
         self._key = key_pem
+        #: federation CA and CRL: every holder answer must carry the holder's node signature (fuzzyseal);
+        #: without a CA no answer can be verified, so every holder is reported ``answer_unverified``
+        self._ca = ca_pem
+        self._crl: Callable[[], RevocationList | None] = crl or (lambda: None)
         self._policy = policy or QuerierPolicy()
         self.store = store
         self.last_round: RoundResult | None = None
@@ -314,7 +327,8 @@ class FuzzyQueryRunner:
         if cache is not None and getattr(cache, "path", None) is not None:
             store = FuzzyRoundStore(cache.path.with_name("querier-fuzzy.sqlite"), cache.sealer)
         return cls(state=runner._state, coordinator=runner._coord, cert_pem=runner._cert,
-                   key_pem=runner._key, policy=runner._policy, store=store)
+                   key_pem=runner._key, policy=runner._policy, store=store,
+                   ca_pem=getattr(runner, "_ca", None), crl=getattr(runner, "_crl", None))
 
     def close(self) -> None:
         if self.store is not None:
@@ -467,6 +481,11 @@ class FuzzyQueryRunner:
                     continue
                 received_bytes += len(hr.fuzzy.score_response)
                 try:
+                    # the holder's signature over exactly this answer to exactly this signed round: a relay
+                    # cannot substitute an all-miss or a forged answer (fedcheck.node.fuzzyseal)
+                    verify_answer(hr.fuzzy.attestation, ca_pem=self._ca, crl=self._crl, kind=KIND_SCORE,
+                                  holder_state=state, querier_state=self._state, round_id=sub_id,
+                                  request_payload=env.payload, answer=hr.fuzzy.score_response)
                     decided = querier.decide(req, ScoreResponse.from_bytes(hr.fuzzy.score_response))
                 except FedcheckError as exc:
                     sub_status[state].append(f"refused ({exc.reason})")
@@ -556,11 +575,19 @@ class FuzzyQueryRunner:
         """
         chosen = [h for h in (hits if hits is not None else rnd.hits) if h.state == state]
         by_sub: dict[tuple[str, bytes], list[FuzzyHit]] = {}
+        per_traveller: dict[tuple[str, int], int] = {}
         for h in chosen:
+            # the holder accepts CLAIMS_PER_TRAVELLER claims per traveller of a round: more hits of one
+            # traveller (aliases of one listed person, usually) stay "follow-up needed"
+            n = per_traveller.get((h.round_id, h.claim.traveller), 0)
+            if n >= CLAIMS_PER_TRAVELLER:
+                continue
+            per_traveller[(h.round_id, h.claim.traveller)] = n + 1
             by_sub.setdefault((h.round_id or rnd.round_id, h.fuzzy_round_id), []).append(h)
         out: dict[tuple[str, str, int, int], dict[str, str]] = {}
         for (sub_id, fz_id), group in by_sub.items():
             label_request = FuzzyQuerier.follow_up(fz_id, [h.claim for h in group])
+            reply_key = ReplyKey()  # fresh per follow-up: the holder seals the labels to it
             data = label_request.to_bytes()
             payload = FuzzyReleasePayload(
                 round_id=sub_id,
@@ -571,12 +598,21 @@ class FuzzyQueryRunner:
                 legal_basis=options.legal_basis,
                 unit=options.unit,
                 official=options.official,
+                reply_public_key=reply_key.public,
             )
             env = self._sign(serde.fuzzy_release_payload_to_bytes(payload))
-            raw = self._coord.fuzzy_release(
+            reply = self._coord.fuzzy_release(
                 state, FuzzyReleaseRequest(env, data), timeout=options.deadline_seconds
             )
-            response = LabelResponse.from_bytes(raw)
+            # signed by that holder over this answer to this follow-up, then opened with the reply key: the
+            # relay neither reads nor alters the labels (a failure raises answer_unverified, nothing accepted)
+            verify_answer(reply.attestation, ca_pem=self._ca, crl=self._crl, kind=KIND_RELEASE,
+                          holder_state=state, querier_state=self._state, round_id=sub_id,
+                          request_payload=env.payload, answer=reply.sealed_label_response)
+            response = LabelResponse.from_bytes(reply_key.open(
+                reply.sealed_label_response, querier_state=self._state, holder_state=state, round_id=sub_id))
+            if response.round_id != fz_id:
+                raise VerificationError("follow-up answer is for another round", reason="answer_unverified")
             out.update({
                 (state, sub_id, r.traveller, r.reference): {str(k): str(v) for k, v in r.label.items()}
                 for r in response.released

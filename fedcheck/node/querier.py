@@ -69,6 +69,10 @@ _MISSING = SignedEnvelope(b"", b"", b"")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS indexes (state TEXT PRIMARY KEY, epoch_id TEXT NOT NULL, blob BLOB NOT NULL);
+-- the holder-signed announcement a cached index was accepted with (re-verified on every cache hit)
+CREATE TABLE IF NOT EXISTS index_announcements (
+    state TEXT PRIMARY KEY, epoch_id TEXT NOT NULL, payload BLOB NOT NULL, signature BLOB NOT NULL,
+    certificate BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     state TEXT NOT NULL, epoch_id TEXT NOT NULL, key_mac BLOB NOT NULL, blob BLOB NOT NULL,
     PRIMARY KEY (state, epoch_id, key_mac));
@@ -111,10 +115,44 @@ class QuerierCache:
         except FedcheckError:
             return None
 
-    def put_index(self, state: str, epoch_id: str, data: bytes) -> None:
+    def index_entry(self, state: str, epoch_id: str) -> tuple[bytes, SignedEnvelope | None] | None:
+        """The cached index bytes of ``state`` for ``epoch_id`` and the announcement it was accepted with."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT blob FROM indexes WHERE state=? AND epoch_id=?", (state, epoch_id)
+            ).fetchone()
+            ann = self._db.execute(
+                "SELECT payload, signature, certificate FROM index_announcements"
+                " WHERE state=? AND epoch_id=?",
+                (state, epoch_id),
+            ).fetchone()
+        if row is None:
+            return None
+        env = None if ann is None else SignedEnvelope(bytes(ann[0]), bytes(ann[1]), bytes(ann[2]))
+        return bytes(row[0]), env
+
+    def drop_index(self, state: str, epoch_id: str) -> None:
+        """Forget a cached index that no longer verifies, and the outputs finalised against it."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM indexes WHERE state=?", (state,))
+            self._db.execute("DELETE FROM index_announcements WHERE state=?", (state,))
+            self._db.execute("DELETE FROM results WHERE state=? AND epoch_id=?", (state, epoch_id))
+            self._db.execute("COMMIT")
+
+    def put_index(
+        self, state: str, epoch_id: str, data: bytes, announcement: SignedEnvelope | None = None
+    ) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO indexes VALUES (?,?,?)", (state, epoch_id, data))
+            self._db.execute("DELETE FROM index_announcements WHERE state=?", (state,))
+            if announcement is not None:
+                self._db.execute(
+                    "INSERT INTO index_announcements VALUES (?,?,?,?,?)",
+                    (state, epoch_id, announcement.payload, announcement.signature,
+                     announcement.certificate_pem),
+                )
             # outputs of older epochs can never be reused (new key): drop them
             self._db.execute("DELETE FROM results WHERE state=? AND epoch_id<>?", (state, epoch_id))
             self._db.execute("COMMIT")
@@ -274,6 +312,8 @@ class QueryRunner:
                         index = ExactIndex.from_bytes(data)
                         # authenticity, not just integrity: the holder's own signature over this index's
                         # digest and key (a relay can recompute the chunk digests, not this)
+                        # and made for *our* State: a relay cannot hand us the holder-signed index of another
+                        # partner's audience (narrower: hits suppressed; broader: withheld entries)
                         verify_announcement(
                             chunk.announcement,
                             ca_pem=self._ca,
@@ -282,10 +322,11 @@ class QueryRunner:
                             epoch_id=epoch_id,
                             public_key=announced_pk or index.public_key,
                             index_sha256=hashlib.sha256(data).digest(),
+                            partner_state=self._state,
                         )
                         if not hmac.compare_digest(index.public_key, announced_pk or index.public_key):
                             raise VerificationError(reason="announcement_invalid")
-                        self._cache.put_index(state, epoch_id, data)
+                        self._cache.put_index(state, epoch_id, data, chunk.announcement)
                         return index
                 raise Unavailable("index stream ended early", reason="stream_truncated")
             except Unavailable:
@@ -293,6 +334,35 @@ class QueryRunner:
                 if failures > 3:
                     raise
                 time.sleep(0.2 * failures)
+
+    def _cached_index(self, state: str, epoch_id: str, announced_pk: bytes | None) -> ExactIndex | None:
+        """The cached index, only if it still matches the verified announcement: its key = the announced key,
+        and the holder's index announcement stored with it still verifies (made for our State, digest = the
+        cached bytes). Anything else is dropped (with the outputs finalised against it) and re-downloaded."""
+        entry = self._cache.index_entry(state, epoch_id)
+        if entry is None:
+            return None
+        data, announcement = entry
+        try:
+            index = ExactIndex.from_bytes(data)
+            if announced_pk is None or not hmac.compare_digest(index.public_key, announced_pk):
+                raise VerificationError(reason="announcement_invalid")
+            verify_announcement(
+                announcement or _MISSING,
+                ca_pem=self._ca,
+                crl=self._crl,
+                state=state,
+                epoch_id=epoch_id,
+                public_key=announced_pk,
+                index_sha256=hashlib.sha256(data).digest(),
+                partner_state=self._state,
+            )
+        except FedcheckError:
+            _log.warning("cached index does not match the holder's announcement; downloading it again",
+                         extra={"state": state, "epoch_id": epoch_id})
+            self._cache.drop_index(state, epoch_id)
+            return None
+        return index
 
     # -- the round -------------------------------------------------------------------------------------------
 
@@ -316,10 +386,10 @@ class QueryRunner:
             epoch_id = entry.info.epoch_id
             try:
                 # the epoch key reached us through the coordinator: trust it only as the holder signed it
-                self._verify_announced(
+                announced_pk = self._verify_announced(
                     state, epoch_id, entry.info.epoch_announcement or _MISSING, entry.info.epoch_public_key
                 )
-                index = self._cache.index(state, epoch_id) or self.fetch_index(
+                index = self._cached_index(state, epoch_id, announced_pk) or self.fetch_index(
                     state,
                     epoch_id,
                     known_announcement=entry.info.epoch_announcement,

@@ -14,7 +14,16 @@ signed ``issued_at`` (``node.max_skew_seconds``), a holder accepts each (querier
   ``ABORTED`` ``round_in_progress`` (retry after). So nothing is ever evaluated without a charge, however many
   identical requests race (a pending duplicate used to be answered for free even when the first one's charge
   then failed). Pending claims of a process that died are dropped on open;
-* the same round id with a different payload is refused (``FAILED_PRECONDITION`` ``round_id_reused``).
+* the same round id with a different payload is refused (``FAILED_PRECONDITION`` ``round_id_reused``);
+* free duplicates are bounded: an answered claim is answered again at most ``max_replays`` times (default 3,
+  counted per claim and persisted); beyond that, ``RESOURCE_EXHAUSTED`` ``replay_limit``
+  (:class:`ReplayLimitExceeded`; its ``first`` flag is set only for the first refusal, which the caller
+  audits -- later ones are counted in metrics only, so duplicates cannot flood the audit log). At most
+  ``max_waiters`` duplicates wait on one pending claim; more are refused at once with ``ABORTED``
+  ``round_in_progress`` (no thread pile-up);
+* a claim whose :meth:`~ReplayGuard.complete` or :meth:`~ReplayGuard.release` failed in the database (disk
+  full, I/O error) is remembered as abandoned in memory: the next identical request takes it over (and is
+  charged) instead of waiting for ``ABORTED`` until the row is pruned.
 
 Entries only need to outlive the freshness window: an older request is refused as stale anyway, so rows older
 than ``2 x max_skew`` are pruned. Digests of signed payloads and the answers (evaluated group elements and
@@ -32,9 +41,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcheck.errors import Aborted, PreconditionFailed
+from fedcheck.errors import Aborted, LimitExceeded, PreconditionFailed
 
-__all__ = ["Claim", "ReplayGuard"]
+__all__ = ["DEFAULT_MAX_REPLAYS", "DEFAULT_MAX_WAITERS", "Claim", "ReplayGuard", "ReplayLimitExceeded"]
+
+#: free answers of one answered claim (coordinator retries); then ``replay_limit``
+DEFAULT_MAX_REPLAYS = 3
+#: duplicates that may wait on one pending claim at a time; more get ``round_in_progress`` at once
+DEFAULT_MAX_WAITERS = 4
+
+
+class ReplayLimitExceeded(LimitExceeded):
+    """``RESOURCE_EXHAUSTED`` ``replay_limit``: an answered request was duplicated too often. ``first`` is
+    True only for the first refusal of a claim (audit that one; later ones are not audited again)."""
+
+    def __init__(self, *, first: bool) -> None:
+        super().__init__("this round was already answered too often", reason="replay_limit")
+        self.first = first
 
 _SCHEMA = """
 DROP TABLE IF EXISTS seen;
@@ -43,6 +66,7 @@ CREATE TABLE IF NOT EXISTS claims (
     state TEXT NOT NULL,            -- 'pending' or 'answered'
     owner TEXT NOT NULL,            -- token of the pending owner ('' once answered)
     answer BLOB,                    -- the stored answer of an answered claim (opaque to the guard)
+    replays INTEGER NOT NULL DEFAULT 0,  -- duplicates answered (or refused) from the stored answer
     PRIMARY KEY (querier, round_id));
 """
 
@@ -77,29 +101,41 @@ class ReplayGuard:
         window_seconds: float,
         clock: Callable[[], float] | None = None,
         wait_seconds: float = 5.0,
+        max_replays: int = DEFAULT_MAX_REPLAYS,
+        max_waiters: int = DEFAULT_MAX_WAITERS,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._window = float(window_seconds)
         self._wait = float(wait_seconds)
         self._clock = clock or time.time
+        self._max_replays = int(max_replays)
+        self._max_waiters = int(max_waiters)
+        #: (querier, round id) -> duplicates currently waiting on its pending claim
+        self._waiters: dict[tuple[str, str], int] = {}
+        #: tokens of pending claims whose complete()/release() failed in the database: taken over by the next
+        #: identical request (in memory only: a restart drops every pending claim anyway)
+        self._abandoned: set[str] = set()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(claims)")}
+        if "replays" not in columns:  # a database of an earlier version
+            self._db.execute("ALTER TABLE claims ADD COLUMN replays INTEGER NOT NULL DEFAULT 0")
         # a pending claim of a previous process never answered anything (the answer leaves only after
         # complete()): forget it, so the round can be retried (and is charged again)
         self._db.execute("DELETE FROM claims WHERE state=?", (_PENDING,))
 
-    def _row(self, querier: str, round_id: str) -> tuple[str, str, str, bytes | None] | None:
+    def _row(self, querier: str, round_id: str) -> tuple[str, str, str, bytes | None, int] | None:
         row = self._db.execute(
-            "SELECT digest, state, owner, answer FROM claims WHERE querier=? AND round_id=?",
+            "SELECT digest, state, owner, answer, replays FROM claims WHERE querier=? AND round_id=?",
             (querier, round_id),
         ).fetchone()
         if row is None:
             return None
-        return str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else bytes(row[3])
+        return str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else bytes(row[3]), int(row[4])
 
     def _prune(self, now: float) -> None:
         # older requests are refused as stale anyway; a pending claim that old belongs to a dead request
@@ -121,42 +157,81 @@ class ReplayGuard:
         :class:`PreconditionFailed` (``round_id_reused``).
         """
         deadline = time.monotonic() + (self._wait if wait_seconds is None else wait_seconds)
+        key = (querier, round_id)
+        waiting = False
         with self._changed:
             now = self._clock()
             self._prune(now)
-            while True:
-                row = self._row(querier, round_id)
-                if row is None:
-                    token = secrets.token_hex(16)
-                    self._db.execute(
-                        "INSERT INTO claims VALUES (?,?,?,?,?,?,NULL)",
-                        (querier, round_id, digest, now, _PENDING, token),
-                    )
-                    return Claim(True, token)
-                stored, state, _owner, answer = row
-                self._check_digest(stored, digest)
-                if state == _ANSWERED:
-                    if answer is None:  # recorded by claim(): its caller refuses every duplicate
-                        raise PreconditionFailed("this round was already answered", reason="round_id_reused")
-                    return Claim(False, "", answer)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Aborted(
-                        "an identical request is still being evaluated; retry shortly",
-                        retry_after_s=1,
-                        reason="round_in_progress",
-                    )
-                self._changed.wait(left)
+            try:
+                while True:
+                    row = self._row(querier, round_id)
+                    if row is None:
+                        token = secrets.token_hex(16)
+                        self._db.execute(
+                            "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
+                            " VALUES (?,?,?,?,?,?,NULL)",
+                            (querier, round_id, digest, now, _PENDING, token),
+                        )
+                        return Claim(True, token)
+                    stored, state, owner, answer, replays = row
+                    self._check_digest(stored, digest)
+                    if state == _ANSWERED:
+                        if answer is None:  # recorded by claim(): its caller refuses every duplicate
+                            raise PreconditionFailed(
+                                "this round was already answered", reason="round_id_reused"
+                            )
+                        if replays > self._max_replays:  # already refused (and audited) once: no write
+                            raise ReplayLimitExceeded(first=False)
+                        self._db.execute(
+                            "UPDATE claims SET replays=? WHERE querier=? AND round_id=?",
+                            (replays + 1, querier, round_id),
+                        )
+                        if replays + 1 > self._max_replays:
+                            raise ReplayLimitExceeded(first=True)
+                        return Claim(False, "", answer)
+                    if owner in self._abandoned:  # its owner failed to complete or release it: take over
+                        token = secrets.token_hex(16)
+                        self._db.execute(
+                            "UPDATE claims SET owner=?, at=? WHERE querier=? AND round_id=? AND owner=?",
+                            (token, now, querier, round_id, owner),
+                        )
+                        self._abandoned.discard(owner)
+                        return Claim(True, token)
+                    left = deadline - time.monotonic()
+                    if left <= 0 or (not waiting and self._waiters.get(key, 0) >= self._max_waiters):
+                        raise Aborted(
+                            "an identical request is still being evaluated; retry shortly",
+                            retry_after_s=1,
+                            reason="round_in_progress",
+                        )
+                    if not waiting:
+                        waiting = True
+                        self._waiters[key] = self._waiters.get(key, 0) + 1
+                    self._changed.wait(left)
+            finally:
+                if waiting:
+                    left_waiting = self._waiters.get(key, 1) - 1
+                    if left_waiting > 0:
+                        self._waiters[key] = left_waiting
+                    else:
+                        self._waiters.pop(key, None)
 
     def complete(self, querier: str, round_id: str, token: str, answer: bytes) -> None:
         """Mark the caller's pending claim answered and store ``answer`` for identical duplicates."""
         with self._changed:
-            self._db.execute(
-                "UPDATE claims SET state=?, owner='', answer=?, at=?"
-                " WHERE querier=? AND round_id=? AND owner=?",
-                (_ANSWERED, answer, self._clock(), querier, round_id, token),
-            )
-            self._changed.notify_all()
+            try:
+                self._db.execute(
+                    "UPDATE claims SET state=?, owner='', answer=?, at=?"
+                    " WHERE querier=? AND round_id=? AND owner=?",
+                    (_ANSWERED, answer, self._clock(), querier, round_id, token),
+                )
+            except sqlite3.Error:
+                # not answered after all: never leave the claim pending (an honest retry would get ABORTED
+                # until the row is pruned)
+                self._forget(querier, round_id, token)
+                raise
+            finally:
+                self._changed.notify_all()
 
     def claim(self, querier: str, round_id: str, digest: str) -> bool:
         """Record (querier, round id) once, for callers that refuse *every* duplicate (fuzzy rounds).
@@ -172,7 +247,9 @@ class ReplayGuard:
                 self._check_digest(row[0], digest)
                 return False
             self._db.execute(
-                "INSERT INTO claims VALUES (?,?,?,?,?,'',NULL)", (querier, round_id, digest, now, _ANSWERED)
+                "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
+                " VALUES (?,?,?,?,?,'',NULL)",
+                (querier, round_id, digest, now, _ANSWERED),
             )
             return True
 
@@ -182,11 +259,29 @@ class ReplayGuard:
         Takes the pending claim's token (:meth:`begin`) or, for :meth:`claim`, the payload digest.
         """
         with self._changed:
+            try:
+                self._db.execute(
+                    "DELETE FROM claims WHERE querier=? AND round_id=?"
+                    " AND (owner=? OR (owner='' AND digest=?))",
+                    (querier, round_id, digest_or_token, digest_or_token),
+                )
+            except sqlite3.Error:
+                # the row stays; remember the pending claim as abandoned so the next identical request takes
+                # it over (the caller is already failing: do not mask its error)
+                if digest_or_token:
+                    self._abandoned.add(digest_or_token)
+            finally:
+                self._changed.notify_all()
+
+    def _forget(self, querier: str, round_id: str, token: str) -> None:
+        """Drop the caller's pending claim after a failed complete(); in memory if the database fails too."""
+        try:
             self._db.execute(
-                "DELETE FROM claims WHERE querier=? AND round_id=? AND (owner=? OR (owner='' AND digest=?))",
-                (querier, round_id, digest_or_token, digest_or_token),
+                "DELETE FROM claims WHERE querier=? AND round_id=? AND owner=? AND state=?",
+                (querier, round_id, token, _PENDING),
             )
-            self._changed.notify_all()
+        except sqlite3.Error:
+            self._abandoned.add(token)
 
     def close(self) -> None:
         with self._lock:

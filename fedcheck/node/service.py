@@ -4,9 +4,9 @@ Order of checks for an evaluation, each refusal audited: querier signature and c
 comes from the certificate, never a field) -> the batch is the one signed for this State -> deadline
 and freshness (signed ``issued_at`` within ``max_skew_seconds``) -> epoch still served -> holder policy ->
 every blinded element valid -> replay guard (one evaluation per querier and round id; an exact duplicate is
-answered again without charging) -> budget (charged only now, before evaluating) -> verifiable blind
-evaluation -> audit entry durable -> answer carrying the signed audit head. Response sizes depend only on
-request sizes.
+answered again without charging, at most ``max_replays`` times) -> budget (charged only now, before
+evaluating) -> verifiable blind evaluation -> audit entry durable -> answer carrying the signed audit head.
+Response sizes depend only on request sizes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from fedcheck.errors import (
 from fedcheck.node import metrics
 from fedcheck.node.announce import AnnouncementSigner
 from fedcheck.node.epochs import Epoch, EpochManager
-from fedcheck.node.replay import Claim, ReplayGuard
+from fedcheck.node.replay import Claim, ReplayGuard, ReplayLimitExceeded
 
 if TYPE_CHECKING:
     from fedcheck.node.fuzzy import FuzzyService
@@ -45,6 +45,7 @@ from fedcheck.rpc.messages import (
     SUPPORTED_VERSIONS,
     BlindEvaluateRequest,
     Evaluation,
+    FuzzyReleaseReply,
     FuzzyReleaseRequest,
     FuzzyScore,
     FuzzyScoreRequest,
@@ -62,8 +63,10 @@ from fedcheck.trust.policy import Decision, HolderPolicy, RoundRequest
 __all__ = ["SIGNER_ROLES", "AuditFn", "NodeService", "audience_key"]
 
 #: Certificate roles that may sign round and index requests. An ``evaluator`` certificate (conformance suite,
-#: ``fedcheck pki issue --role evaluator``) is treated like the partner State it names: it gets only what the
-#: holder's policy grants that State code, and the audit entries record ``role = evaluator``.
+#: ``fedcheck pki issue --role evaluator``) gets only what the holder's policy grants its code, and only if
+#: that partner entry says ``evaluator = true`` (else ``PERMISSION_DENIED`` ``evaluator_not_allowed``: an
+#: ``evaluator.FRA`` certificate is no stand-in for the member FRA); audit entries record
+#: ``role = evaluator``.
 SIGNER_ROLES: tuple[str, ...] = ("node", "evaluator")
 
 _log = logging.getLogger("fedcheck.node")
@@ -153,6 +156,12 @@ class NodeService:
             # holder directly may only send requests signed for its own State
             if peer.role != "coordinator" and peer.state != querier.state:
                 raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
+            # an evaluator.FRA certificate is no stand-in for the member FRA: only a partner entry marked
+            # ``evaluator = true`` (a dedicated code such as EVA) accepts evaluator signers
+            if self._policy.evaluator_refused(querier.role, querier.state):
+                raise PolicyDenied(
+                    "evaluator certificates of this State are not accepted", reason="evaluator_not_allowed"
+                )
         except FedcheckError as exc:
             # audited too: the TLS hop is verified, the signer is not (so only the hop is named)
             self._refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
@@ -199,14 +208,17 @@ class NodeService:
 
     # -- handler interface -----------------------------------------------------------------------------------
 
-    def _announce(self, epoch: Epoch, index_sha256: bytes = b"") -> SignedEnvelope | None:
+    def _announce(
+        self, epoch: Epoch, index_sha256: bytes = b"", partner_state: str = "", audience: str = ""
+    ) -> SignedEnvelope | None:
         if self._announcer is None:
             return None
         ends_ms = int(self._epochs.epoch_ends_unix(epoch) * 1000)
         # served as the current epoch until ends_ms, then (at most about one more epoch) as the previous one
         until_ms = ends_ms + max(0, ends_ms - epoch.started_unix_ms)
         return self._announcer.sign(
-            epoch.epoch_id, epoch.public_key, index_sha256, epoch.started_unix_ms, until_ms
+            epoch.epoch_id, epoch.public_key, index_sha256, epoch.started_unix_ms, until_ms,
+            partner_state=partner_state, audience=audience,
         )
 
     def _audience_size(self, epoch: Epoch, peer: PeerIdentity | None) -> int:
@@ -247,7 +259,7 @@ class NodeService:
             self._epochs.building,
             previous_epoch_id=prev.epoch_id if prev is not None else "",
             previous_epoch_public_key=prev.public_key if prev is not None else b"",
-            fuzzy=self.fuzzy.info() if self.fuzzy is not None else None,
+            fuzzy=self.fuzzy.info(peer) if self.fuzzy is not None else None,
             epoch_announcement=ann,
             previous_epoch_announcement=self._announce(prev) if prev is not None else None,
         )
@@ -266,7 +278,8 @@ class NodeService:
             if partner is None:
                 raise PolicyDenied("partner may not query this holder", reason="partner_not_allowed")
             epoch = self._epochs.get(req.epoch_id) if req.epoch_id else self._epochs.current()
-            blob = epoch.index_for(audience_key(partner.audience_id, partner.modes))
+            audience = audience_key(partner.audience_id, partner.modes)
+            blob = epoch.index_for(audience)
             if request.offset > len(blob.data):
                 raise InvalidInput("offset is beyond the end of the index", reason="offset_out_of_range")
         except FedcheckError as exc:
@@ -281,7 +294,9 @@ class NodeService:
             offset=request.offset,
         )
         self._audit(event)
-        announcement = self._announce(epoch, blob.sha256)
+        # bound to the verified requesting partner and its audience: a relay cannot hand this (holder-signed)
+        # index to another partner, who refuses an announcement not made for its own State
+        announcement = self._announce(epoch, blob.sha256, querier.state, audience)
         total = len(blob.data)
         pos = request.offset
         while True:
@@ -382,6 +397,10 @@ class NodeService:
                 remaining = self._budget.remaining(querier.state, epoch.epoch_id)
                 event["replayed"] = True
         except FedcheckError as exc:
+            if isinstance(exc, ReplayLimitExceeded) and not exc.first:
+                # the first refusal beyond the replay cap was audited; more duplicates only count
+                metrics.REFUSALS.labels(partner=querier.state, reason=exc.reason).inc()
+                raise
             self._refuse(event, exc)
             raise
         try:  # charged from here on: every failure is audited, mapped to a status, and the claim released
@@ -472,5 +491,5 @@ class NodeService:
     def fuzzy_score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore:
         return self._fuzzy().score(peer, request)
 
-    def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> bytes:
+    def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> FuzzyReleaseReply:
         return self._fuzzy().release(peer, request)

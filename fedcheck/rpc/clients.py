@@ -22,6 +22,7 @@ from fedcheck.rpc.handlers import CoordinatorHandler, NodeHandler
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
     Evaluation,
+    FuzzyReleaseReply,
     FuzzyReleaseRequest,
     FuzzyScore,
     FuzzyScoreRequest,
@@ -77,7 +78,7 @@ class NodeTransport(Protocol):
 
     def fuzzy_score(self, request: FuzzyScoreRequest, *, timeout: float) -> FuzzyScore: ...
 
-    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> bytes: ...
+    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> FuzzyReleaseReply: ...
 
 
 class CoordinatorTransport(Protocol):
@@ -91,7 +92,9 @@ class CoordinatorTransport(Protocol):
 
     def submit_fuzzy_round(self, request: SubmitFuzzyRoundRequest, *, timeout: float) -> RoundResult: ...
 
-    def fuzzy_release(self, state: str, request: FuzzyReleaseRequest, *, timeout: float) -> bytes: ...
+    def fuzzy_release(
+        self, state: str, request: FuzzyReleaseRequest, *, timeout: float
+    ) -> FuzzyReleaseReply: ...
 
 
 def _metadata(dev_identity: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -142,14 +145,14 @@ class GrpcNodeClient:
             raise from_rpc_error(err) from None
         return serde.fuzzy_score_from_pb(reply)
 
-    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> FuzzyReleaseReply:
         try:
             reply = self._stub.FuzzyRelease(
                 serde.fuzzy_release_request_to_pb(request), timeout=timeout, metadata=self._md
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
-        return bytes(reply.label_response)
+        return serde.fuzzy_release_reply_from_pb(reply)
 
     def close(self) -> None:
         self.channel.close()
@@ -200,7 +203,9 @@ class GrpcCoordinatorClient:
             raise from_rpc_error(err) from None
         return serde.round_result_from_pb(reply)
 
-    def fuzzy_release(self, state: str, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+    def fuzzy_release(
+        self, state: str, request: FuzzyReleaseRequest, *, timeout: float
+    ) -> FuzzyReleaseReply:
         msg = cpb.RelayFuzzyReleaseRequest(
             header=serde.header(), state=state, request=serde.fuzzy_release_request_to_pb(request)
         )
@@ -208,7 +213,7 @@ class GrpcCoordinatorClient:
             reply = self._stub.FuzzyRelease(msg, timeout=timeout, metadata=self._md)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
-        return bytes(reply.label_response)
+        return serde.fuzzy_release_reply_from_pb(reply)
 
     def close(self) -> None:
         self.channel.close()
@@ -239,9 +244,11 @@ class InMemoryNodeClient:
         req = serde.fuzzy_score_request_from_pb(serde.fuzzy_score_request_to_pb(request))
         return serde.fuzzy_score_from_pb(serde.fuzzy_score_to_pb(self._h.fuzzy_score(self._peer, req)))
 
-    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+    def fuzzy_release(self, request: FuzzyReleaseRequest, *, timeout: float) -> FuzzyReleaseReply:
         req = serde.fuzzy_release_request_from_pb(serde.fuzzy_release_request_to_pb(request))
-        return self._h.fuzzy_release(self._peer, req)
+        return serde.fuzzy_release_reply_from_pb(
+            serde.fuzzy_release_reply_to_pb(self._h.fuzzy_release(self._peer, req))
+        )
 
 
 class InMemoryCoordinatorClient:
@@ -268,6 +275,10 @@ class InMemoryCoordinatorClient:
             serde.round_result_to_pb(self._h.submit_fuzzy_round(self._peer, req))
         )
 
-    def fuzzy_release(self, state: str, request: FuzzyReleaseRequest, *, timeout: float) -> bytes:
+    def fuzzy_release(
+        self, state: str, request: FuzzyReleaseRequest, *, timeout: float
+    ) -> FuzzyReleaseReply:
         req = serde.fuzzy_release_request_from_pb(serde.fuzzy_release_request_to_pb(request))
-        return self._h.fuzzy_release(self._peer, state, req)
+        return serde.fuzzy_release_reply_from_pb(
+            serde.fuzzy_release_reply_to_pb(self._h.fuzzy_release(self._peer, state, req))
+        )

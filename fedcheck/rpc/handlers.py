@@ -12,6 +12,7 @@ from typing import Protocol
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
     Evaluation,
+    FuzzyReleaseReply,
     FuzzyReleaseRequest,
     FuzzyScore,
     FuzzyScoreRequest,
@@ -42,8 +43,8 @@ class NodeHandler(Protocol):
 
     def fuzzy_score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore: ...
 
-    def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> bytes:
-        """Returns the holder's LabelResponse bytes."""
+    def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> FuzzyReleaseReply:
+        """Returns the holder's LabelResponse sealed to the querier, with the holder's signature."""
         ...
 
 
@@ -61,4 +62,6 @@ class CoordinatorHandler(Protocol):
 
     def submit_fuzzy_round(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult: ...
 
-    def fuzzy_release(self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest) -> bytes: ...
+    def fuzzy_release(
+        self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest
+    ) -> FuzzyReleaseReply: ...

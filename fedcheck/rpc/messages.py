@@ -22,6 +22,7 @@ __all__ = [
     "Evaluation",
     "FuzzyInfo",
     "FuzzyReleasePayload",
+    "FuzzyReleaseReply",
     "FuzzyReleaseRequest",
     "FuzzyScore",
     "FuzzyScoreRequest",
@@ -270,6 +271,8 @@ class FuzzyScore:
     score_response: bytes = field(repr=False)
     budget_remaining: int = 0
     release_ttl_seconds: int = 0
+    #: the holder's signature over this answer (fedcheck.node.fuzzyseal); queriers refuse answers without
+    attestation: SignedEnvelope | None = None
 
 
 @dataclass(frozen=True)
@@ -284,12 +287,22 @@ class FuzzyReleasePayload:
     legal_basis: str = ""
     unit: str = ""
     official: str = ""
+    #: the querier's fresh X25519 public key the holder seals the released labels to (32 bytes, required)
+    reply_public_key: bytes = b""
 
 
 @dataclass(frozen=True)
 class FuzzyReleaseRequest:
     release: SignedEnvelope
     label_request: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FuzzyReleaseReply:
+    """A holder's follow-up answer: the LabelResponse sealed to the querier, signed by the holder."""
+
+    sealed_label_response: bytes = field(repr=False)
+    attestation: SignedEnvelope | None = None
 
 
 @dataclass(frozen=True)

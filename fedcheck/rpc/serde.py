@@ -34,6 +34,8 @@ __all__ = [
     "evaluation_to_pb",
     "fuzzy_release_payload_from_bytes",
     "fuzzy_release_payload_to_bytes",
+    "fuzzy_release_reply_from_pb",
+    "fuzzy_release_reply_to_pb",
     "fuzzy_release_request_from_pb",
     "fuzzy_release_request_to_pb",
     "fuzzy_score_from_pb",
@@ -580,6 +582,7 @@ def fuzzy_score_to_pb(s: m.FuzzyScore) -> pb.FuzzyScoreResponse:
         score_response=s.score_response,
         budget_remaining=s.budget_remaining,
         release_ttl_seconds=s.release_ttl_seconds,
+        attestation=None if s.attestation is None else envelope_to_pb(s.attestation),
     )
 
 
@@ -589,6 +592,7 @@ def fuzzy_score_from_pb(s: pb.FuzzyScoreResponse) -> m.FuzzyScore:
         bytes(s.score_response),
         int(s.budget_remaining),
         int(s.release_ttl_seconds),
+        envelope_from_pb(s.attestation, "attestation") if s.HasField("attestation") else None,
     )
 
 
@@ -602,6 +606,7 @@ def fuzzy_release_payload_to_bytes(p: m.FuzzyReleasePayload) -> bytes:
         legal_basis=p.legal_basis,
         unit=p.unit,
         official=p.official,
+        reply_public_key=p.reply_public_key,
     )
     return msg.SerializeToString(deterministic=True)
 
@@ -618,6 +623,8 @@ def fuzzy_release_payload_from_bytes(data: bytes) -> m.FuzzyReleasePayload:
         raise InvalidInput("label_request_sha256 must be 32 bytes", reason="invalid_digest")
     if msg.issued_at_unix_ms <= 0:
         raise InvalidInput("release payload needs its issue time", reason="missing_deadline")
+    if msg.reply_public_key and len(msg.reply_public_key) != 32:
+        raise InvalidInput("reply_public_key must be 32 bytes (X25519)", reason="bad_reply_key")
     return m.FuzzyReleasePayload(
         round_id=validate_round_id(msg.round_id),
         holder_state=validate_state(msg.holder_state, "holder_state"),
@@ -627,6 +634,21 @@ def fuzzy_release_payload_from_bytes(data: bytes) -> m.FuzzyReleasePayload:
         legal_basis=_audited_text(msg.legal_basis, "legal_basis"),
         unit=_audited_text(msg.unit, "unit"),
         official=_audited_text(msg.official, "official"),
+        reply_public_key=bytes(msg.reply_public_key),
+    )
+
+
+def fuzzy_release_reply_to_pb(r: m.FuzzyReleaseReply) -> pb.FuzzyReleaseResponse:
+    return pb.FuzzyReleaseResponse(
+        sealed_label_response=r.sealed_label_response,
+        attestation=None if r.attestation is None else envelope_to_pb(r.attestation),
+    )
+
+
+def fuzzy_release_reply_from_pb(r: pb.FuzzyReleaseResponse) -> m.FuzzyReleaseReply:
+    return m.FuzzyReleaseReply(
+        bytes(r.sealed_label_response),
+        envelope_from_pb(r.attestation, "attestation") if r.HasField("attestation") else None,
     )
 
 

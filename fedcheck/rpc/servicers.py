@@ -75,7 +75,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         try:
             peer = self._v.identify(context, roles=NODE_PEER_ROLES)
             req = serde.fuzzy_release_request_from_pb(request)
-            return pb.FuzzyReleaseResponse(label_response=self._h.fuzzy_release(peer, req))
+            return serde.fuzzy_release_reply_to_pb(self._h.fuzzy_release(peer, req))
         except Exception as exc:
             abort(context, exc)
 
@@ -134,6 +134,6 @@ class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
             serde.check_header(request.header, request.HasField("header"))
             state = serde.validate_state(request.state)
             inner = serde.fuzzy_release_request_from_pb(request.request)
-            return pb.FuzzyReleaseResponse(label_response=self._h.fuzzy_release(peer, state, inner))
+            return serde.fuzzy_release_reply_to_pb(self._h.fuzzy_release(peer, state, inner))
         except Exception as exc:
             abort(context, exc)

@@ -100,6 +100,7 @@ def screen_fuzzy_into(
         limits=HolderLimits(
             max_travellers=max(1000, len(named)), max_packs=max(1000, len(named)),
             key_bits=frozenset(allowed),
+            claims_per_traveller=10_000,  # one's own list: the querier is the holder, nothing to bound
         ),
     )
     querier = FuzzyQuerier(key, kind=kind, threshold=threshold, year_tolerance=year_tolerance,

@@ -145,7 +145,8 @@ _MAX_LIST = 256
 _BLOB_RE = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
 #: a released list reference: one short token (no spaces, so a "GIVEN FAMILY" name cannot pass as one)
 _REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$")
-_MAX_REFERENCES = 256
+#: = fedcheck.node.fuzzy.MAX_RELEASE_CLAIMS (claims per follow-up; each releases at most one reference)
+_MAX_REFERENCES = 4000
 
 
 def audit_text_problem(value: str) -> str | None:
@@ -185,10 +186,12 @@ def check_event(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_references(value: Any) -> list[str]:
-    """``references``: at most 256 short reference tokens (``[A-Za-z0-9._:/#-]``, <= 64 chars)."""
+    """``references``: at most 4000 short reference tokens (``[A-Za-z0-9._:/#-]``, <= 64 chars)."""
     if not isinstance(value, (list, tuple)) or len(value) > _MAX_REFERENCES:
-        raise InvalidInput("audit event field 'references': must be a list of at most 256 references",
-                           reason="audit_value")
+        raise InvalidInput(
+            f"audit event field 'references': must be a list of at most {_MAX_REFERENCES} references",
+            reason="audit_value",
+        )
     for v in value:
         if not isinstance(v, str) or not _REFERENCE_RE.match(v):
             raise InvalidInput("audit event field 'references': each must be a short reference token",

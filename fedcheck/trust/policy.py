@@ -79,8 +79,11 @@ _PARTNER_KEYS = frozenset(
         "budget_per_epoch",
         "budget_per_day",
         "withheld",
+        "evaluator",
     }
 )
+#: not allowed in [policy.holder.defaults]: letting evaluator certificates stand in for a State is per partner
+_PER_PARTNER_ONLY_KEYS = frozenset({"evaluator"})
 _HOLDER_KEYS = frozenset({"max_batch", "defaults", "partners"})
 _QUERIER_KEYS = frozenset(
     {"protected_flags", "exclude_if_nationality_unknown", "human_review_sources", "human_review_categories"}
@@ -146,6 +149,10 @@ class PartnerPolicy:
     withheld: frozenset[str] = frozenset()
     #: explicit fuzzy kinds; None = derived from ``key_types`` (see :attr:`effective_fuzzy_kinds`)
     fuzzy_kinds: tuple[str, ...] | None = None
+    #: whether ``evaluator`` certificates of this code may sign requests (and get this entry's grants).
+    #: Default no: an ``evaluator.FRA`` certificate must not stand in for the member FRA; give a dedicated
+    #: conformance code (e.g. ``EVA``) its own entry with ``evaluator = true``
+    evaluator: bool = False
 
     @property
     def effective_fuzzy_kinds(self) -> tuple[str, ...]:
@@ -170,6 +177,9 @@ class PartnerPolicy:
         rlb = table.get("require_legal_basis", True)
         if not isinstance(rlb, bool):
             raise ConfigError(f"{where}.require_legal_basis: must be true or false", reason="policy_type")
+        evaluator = table.get("evaluator", False)
+        if not isinstance(evaluator, bool):
+            raise ConfigError(f"{where}.evaluator: must be true or false", reason="policy_type")
         return cls(
             partner=partner,
             modes=_str_list(table["modes"], f"{where}.modes", allowed=ALL_MODES)
@@ -200,6 +210,7 @@ class PartnerPolicy:
                 if "fuzzy_kinds" in table
                 else None
             ),
+            evaluator=evaluator,
         )
 
     @property
@@ -306,7 +317,7 @@ class HolderPolicy:
         partners_t = table.get("partners", {})
         if not isinstance(defaults, Mapping) or not isinstance(partners_t, Mapping):
             raise ConfigError("policy.holder.defaults / partners must be tables", reason="policy_type")
-        _check_keys(defaults, _PARTNER_KEYS, "policy.holder.defaults")
+        _check_keys(defaults, _PARTNER_KEYS - _PER_PARTNER_ONLY_KEYS, "policy.holder.defaults")
         partners: dict[str, PartnerPolicy] = {}
         for code, ptable in partners_t.items():
             if not isinstance(ptable, Mapping):
@@ -317,6 +328,15 @@ class HolderPolicy:
 
     def partner(self, code: str) -> PartnerPolicy | None:
         return self.partners.get(code)
+
+    def evaluator_refused(self, role: str, code: str) -> bool:
+        """True for an ``evaluator`` signer whose code is a partner State not marked ``evaluator = true``:
+        such a certificate must not get that State's modes, labels and budget. (An evaluator code that is no
+        partner at all gets nothing anyway: ``partner_not_allowed``.)"""
+        if role != "evaluator":
+            return False
+        p = self.partners.get(code)
+        return p is not None and not p.evaluator
 
     def decide(self, request: RoundRequest) -> Decision:
         """Allowed (maybe narrowed) or refused, with every reason found (so the operator sees them all)."""

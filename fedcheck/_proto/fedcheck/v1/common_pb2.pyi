@@ -251,19 +251,21 @@ class FuzzyScoreRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., round: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., score_request: _Optional[bytes] = ...) -> None: ...
 
 class FuzzyScoreResponse(_message.Message):
-    __slots__ = ("epoch_id", "score_response", "budget_remaining", "release_ttl_seconds")
+    __slots__ = ("epoch_id", "score_response", "budget_remaining", "release_ttl_seconds", "attestation")
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
     RELEASE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     epoch_id: str
     score_response: bytes
     budget_remaining: int
     release_ttl_seconds: int
-    def __init__(self, epoch_id: _Optional[str] = ..., score_response: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., release_ttl_seconds: _Optional[int] = ...) -> None: ...
+    attestation: SignedEnvelope
+    def __init__(self, epoch_id: _Optional[str] = ..., score_response: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., release_ttl_seconds: _Optional[int] = ..., attestation: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
 
 class FuzzyReleasePayload(_message.Message):
-    __slots__ = ("round_id", "holder_state", "label_request_sha256", "issued_at_unix_ms", "purpose", "legal_basis", "unit", "official")
+    __slots__ = ("round_id", "holder_state", "label_request_sha256", "issued_at_unix_ms", "purpose", "legal_basis", "unit", "official", "reply_public_key")
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     HOLDER_STATE_FIELD_NUMBER: _ClassVar[int]
     LABEL_REQUEST_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +274,7 @@ class FuzzyReleasePayload(_message.Message):
     LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     OFFICIAL_FIELD_NUMBER: _ClassVar[int]
+    REPLY_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     round_id: str
     holder_state: str
     label_request_sha256: bytes
@@ -280,7 +283,8 @@ class FuzzyReleasePayload(_message.Message):
     legal_basis: str
     unit: str
     official: str
-    def __init__(self, round_id: _Optional[str] = ..., holder_state: _Optional[str] = ..., label_request_sha256: _Optional[bytes] = ..., issued_at_unix_ms: _Optional[int] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., unit: _Optional[str] = ..., official: _Optional[str] = ...) -> None: ...
+    reply_public_key: bytes
+    def __init__(self, round_id: _Optional[str] = ..., holder_state: _Optional[str] = ..., label_request_sha256: _Optional[bytes] = ..., issued_at_unix_ms: _Optional[int] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[str] = ..., unit: _Optional[str] = ..., official: _Optional[str] = ..., reply_public_key: _Optional[bytes] = ...) -> None: ...
 
 class FuzzyReleaseRequest(_message.Message):
     __slots__ = ("header", "release", "label_request")
@@ -293,7 +297,11 @@ class FuzzyReleaseRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., release: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., label_request: _Optional[bytes] = ...) -> None: ...
 
 class FuzzyReleaseResponse(_message.Message):
-    __slots__ = ("label_response",)
+    __slots__ = ("label_response", "sealed_label_response", "attestation")
     LABEL_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    SEALED_LABEL_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     label_response: bytes
-    def __init__(self, label_response: _Optional[bytes] = ...) -> None: ...
+    sealed_label_response: bytes
+    attestation: SignedEnvelope
+    def __init__(self, label_response: _Optional[bytes] = ..., sealed_label_response: _Optional[bytes] = ..., attestation: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...

@@ -606,24 +606,23 @@ def test_evaluator_certificate_is_no_stand_in_for_a_partner_state(tmp_path: Path
 
 
 def test_fuzzy_querier_applies_the_evaluator_rule(pki: Pki) -> None:
-    from types import SimpleNamespace
-
-    from fedcheck.node.fuzzy import FuzzyService
+    # the signer checks FuzzyService used to carry itself now live in the gate it is built with
+    from fedcheck.node.gate import FUZZY_REFUSALS, RequestGate
 
     eva = {"modes": ["fuzzy"], "purposes": ["border"], "evaluator": True}
     refused: list[dict[str, Any]] = []
-    stub = SimpleNamespace(_ca_pem=pki.ca_pem, _crl=lambda: None, _policy=_policy(extra={"EVA": eva}),
-                           _refuse=lambda event, exc: refused.append(dict(event, reason=exc.reason)))
+    gate = RequestGate(ca_pem=pki.ca_pem, crl=lambda: None, policy=_policy(extra={"EVA": eva}),
+                       audit=lambda event: refused.append(dict(event)), style=FUZZY_REFUSALS)
     data = b"any signed payload"
 
     def env(signer: tuple[bytes, bytes]) -> SignedEnvelope:
         return SignedEnvelope(data, sign_payload(signer[1], data), signer[0])
 
     with pytest.raises(FedcheckError) as exc:
-        FuzzyService._querier(stub, COORD, env(pki.evaluators["FRA"]))  # type: ignore[arg-type]
+        gate.querier(COORD, env(pki.evaluators["FRA"]), "fuzzy")
     assert exc.value.reason == "evaluator_not_allowed" and refused[-1]["reason"] == "evaluator_not_allowed"
-    assert FuzzyService._querier(stub, COORD, env(pki.evaluators["EVA"])).state == "EVA"  # type: ignore[arg-type]
-    assert FuzzyService._querier(stub, COORD, env(pki.certs["FRA"])).state == "FRA"  # type: ignore[arg-type]
+    assert gate.querier(COORD, env(pki.evaluators["EVA"]), "fuzzy").state == "EVA"
+    assert gate.querier(COORD, env(pki.certs["FRA"]), "fuzzy").state == "FRA"
 
 
 def test_policy_evaluator_flag_is_per_partner_and_boolean() -> None:

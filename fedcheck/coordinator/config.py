@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcheck.errors import ConfigError
-from fedcheck.node.config import MAX_BATCH_LIMIT, TlsPaths, resolve_kek_spec, resolve_path
+from fedcheck.node.config import MAX_BATCH_LIMIT, TlsPaths, parse_tls, resolve_kek_spec, resolve_path
 
 __all__ = ["CoordinatorConfig", "load_coordinator_config"]
 
@@ -48,26 +48,8 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     if not isinstance(c, dict):
         raise ConfigError("coordinator config needs a [coordinator] table", reason="config_missing_table")
     insecure = bool(c.get("insecure_dev", False))
-    tls_t = doc.get("tls")
-    tls: TlsPaths | None = None
-    if isinstance(tls_t, dict):
-        crl = tls_t.get("crl")
-        if not crl and not insecure:
-            raise ConfigError(
-                "tls.crl is required (revocation is checked on every call); only coordinator.insecure_dev"
-                " may omit it",
-                reason="config_tls",
-            )
-        try:
-            tls = TlsPaths(
-                resolve_path(base, tls_t["cert"]),
-                resolve_path(base, tls_t["key"]),
-                resolve_path(base, tls_t["ca"]),
-                resolve_path(base, crl) if crl else None,
-            )
-        except KeyError as exc:
-            raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
-    elif not insecure:
+    tls = parse_tls(doc.get("tls"), base, owner="coordinator", insecure=insecure, check_types=False)
+    if tls is None and not insecure:
         raise ConfigError(
             "a [tls] table is required (or coordinator.insecure_dev = true)", reason="config_tls"
         )

@@ -19,20 +19,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from fedcheck.coordinator.fanout import run_round, submitter
 from fedcheck.errors import (
-    BudgetExhausted,
     FedcheckError,
     InvalidInput,
     NotFound,
     PreconditionFailed,
-    Unauthenticated,
-    Unavailable,
 )
-from fedcheck.node import metrics
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
@@ -44,9 +40,10 @@ from fedcheck.rpc.messages import (
     HolderStatus,
     RoundPayload,
     RoundResult,
+    SignedEnvelope,
     SubmitFuzzyRoundRequest,
 )
-from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
+from fedcheck.trust.pki import PeerIdentity, RevocationList
 
 if TYPE_CHECKING:
     from fedcheck.coordinator.rounds import RoundStore
@@ -54,12 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["FuzzyRelay"]
 
 _log = logging.getLogger("fedcheck.coordinator")
-
-
-def _status_of(exc: FedcheckError) -> HolderStatus:
-    if isinstance(exc, Unavailable):
-        return HolderStatus.TIMEOUT if exc.reason == "deadline" else HolderStatus.UNAVAILABLE
-    return HolderStatus.REFUSED
 
 
 class FuzzyRelay:
@@ -90,21 +81,14 @@ class FuzzyRelay:
         self._lock = threading.Lock()
         self._results: dict[str, tuple[str, float, RoundResult]] = {}
 
-    def _signer(self, peer: PeerIdentity, payload: bytes, signature: bytes, cert: bytes) -> PeerIdentity:
-        if not self._verify:
-            return peer
-        querier = verify_payload(cert, self._ca_pem, self._crl(), payload, signature)
-        if querier.state != peer.state or querier.role != "node":
-            raise Unauthenticated(
-                "the request must be signed by the submitting node", reason="identity_mismatch"
-            )
-        return querier
+    def _signer(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
+        return submitter(peer, env, ca_pem=self._ca_pem, crl=self._crl, verify=self._verify, what="request")
 
     # -- rounds --------------------------------------------------------------------------------------------
 
     def submit(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult:
         env = request.round
-        querier = self._signer(peer, env.payload, env.signature, env.certificate_pem)
+        querier = self._signer(peer, env)
         payload = serde.round_payload_from_bytes(env.payload)
         if payload.mode != FUZZY_MODE:
             raise InvalidInput("SubmitFuzzyRound needs a round signed with mode fuzzy", reason="invalid_mode")
@@ -148,80 +132,16 @@ class FuzzyRelay:
     def _run(
         self, querier: PeerIdentity, payload: RoundPayload, request: SubmitFuzzyRoundRequest
     ) -> RoundResult:
-        started = time.time()
-        deadline = min(payload.deadline_unix_ms / 1000, started + self._max_deadline)
-        futures: dict[str, Future[HolderResult]] = {}
-        for t in payload.targets:
-            transport = self._nodes.get(t.state)
-            if transport is not None:
-                req = FuzzyScoreRequest(request.round, request.requests[t.state], payload.round_id)
-                futures[t.state] = self._pool.submit(self._ask, t.state, transport, req, deadline)
-        wait_futures(list(futures.values()), timeout=max(0.0, deadline - time.time()) + 0.5)
-        results: list[HolderResult] = []
-        for t in payload.targets:
-            f = futures.get(t.state)
-            if f is None:
-                results.append(HolderResult(t.state, HolderStatus.UNAVAILABLE, "unknown_state",
-                                            "State is not a member of this federation"))
-            elif not f.done():
-                results.append(HolderResult(t.state, HolderStatus.TIMEOUT, "deadline",
-                                            "holder did not answer before the deadline",
-                                            latency_ms=int((time.time() - started) * 1000)))
-            else:
-                results.append(f.result())
-        result = RoundResult(payload.round_id, tuple(results), int(started * 1000), int(time.time() * 1000))
-        items = {t.state: t.count for t in payload.targets}
-        self._store.finish(result, items)
-        if self._audit is not None:  # durable before the answer leaves
-            self._audit({
-                "type": "round",
-                "round_id": payload.round_id,
-                "querier": querier.state,
-                "cert_serial": str(querier.serial),
-                "unit": payload.unit,
-                "official": payload.official,
-                "purpose": payload.purpose,
-                "legal_basis": payload.legal_basis,
-                "mode": payload.mode,
-                "targets": [t.state for t in payload.targets],
-                "items": sum(items.values()),
-                "items_by_state": items,
-                "holders": {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results},
-                "latency_ms": {h.state: h.latency_ms for h in results},
-                "outcome": "ok" if all(h.status is HolderStatus.OK for h in results) else "partial",
-                "duration_ms": result.finished_unix_ms - result.started_unix_ms,
-            })
-        for h in results:
-            metrics.ROUNDS.labels(role="coordinator", state=h.state, status=str(h.status)).inc()
-        metrics.ROUND_SECONDS.labels(role="coordinator").observe(time.time() - started)
-        _log.info("round finished", extra={
-            "round_id": payload.round_id, "partner": querier.state, "mode": payload.mode,
-            "targets": {h.state: str(h.status) for h in results},
-            "ms": result.finished_unix_ms - result.started_unix_ms,
-        })
-        return result
+        def score(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
+            req = FuzzyScoreRequest(request.round, request.requests[state], payload.round_id)
+            return HolderResult(state, HolderStatus.OK, fuzzy=transport.fuzzy_score(req, timeout=timeout))
 
-    @staticmethod
-    def _ask(state: str, transport: NodeTransport, req: FuzzyScoreRequest, deadline: float) -> HolderResult:
-        t0 = time.time()
-        timeout = deadline - t0
-        if timeout <= 0:
-            return HolderResult(state, HolderStatus.TIMEOUT, "deadline", "the round's deadline has passed")
-        try:
-            score = transport.fuzzy_score(req, timeout=timeout)
-        except FedcheckError as exc:
-            status = _status_of(exc)
-            return HolderResult(
-                state, status, exc.reason, exc.message[:300],
-                exc.retry_after_s if isinstance(exc, BudgetExhausted) else 0,
-                latency_ms=int((time.time() - t0) * 1000), reasons=exc.reasons,
-                code=exc.status if status is HolderStatus.REFUSED else "",
-            )
-        except Exception:  # a transport bug must not sink the round
-            _log.exception("holder call failed", extra={"state": state})
-            return HolderResult(state, HolderStatus.UNAVAILABLE, "internal", "holder call failed",
-                                latency_ms=int((time.time() - t0) * 1000))
-        return HolderResult(state, HolderStatus.OK, fuzzy=score, latency_ms=int((time.time() - t0) * 1000))
+        items = {t.state: t.count for t in payload.targets}
+        return run_round(
+            nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
+            payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=score,
+            round_event=lambda result: _fuzzy_round_event(querier, payload, result, items),
+        )
 
     # -- follow-up -----------------------------------------------------------------------------------------
 
@@ -231,7 +151,7 @@ class FuzzyRelay:
         The answer is opaque here: the labels are sealed to the querier's reply key and the holder signs
         the answer (fedcheck.node.fuzzyseal), so this relay can drop it but neither read nor alter it."""
         env = request.release
-        querier = self._signer(peer, env.payload, env.signature, env.certificate_pem)
+        querier = self._signer(peer, env)
         payload = serde.fuzzy_release_payload_from_bytes(env.payload)
         if payload.holder_state != state:
             raise InvalidInput("the signed follow-up names another holder", reason="wrong_holder")
@@ -253,3 +173,28 @@ class FuzzyRelay:
                     "purpose": payload.purpose, "legal_basis": payload.legal_basis, "mode": FUZZY_MODE,
                     "outcome": outcome, "reason": reason, "duration_ms": int((time.time() - t0) * 1000),
                 })
+
+
+def _fuzzy_round_event(
+    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+) -> dict[str, Any]:
+    """The coordinator's audit entry for a fuzzy round (no holder audit heads: fuzzy answers carry none)."""
+    results = result.results
+    return {
+        "type": "round",
+        "round_id": payload.round_id,
+        "querier": querier.state,
+        "cert_serial": str(querier.serial),
+        "unit": payload.unit,
+        "official": payload.official,
+        "purpose": payload.purpose,
+        "legal_basis": payload.legal_basis,
+        "mode": payload.mode,
+        "targets": [t.state for t in payload.targets],
+        "items": sum(items.values()),
+        "items_by_state": items,
+        "holders": {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results},
+        "latency_ms": {h.state: h.latency_ms for h in results},
+        "outcome": "ok" if all(h.status is HolderStatus.OK for h in results) else "partial",
+        "duration_ms": result.finished_unix_ms - result.started_unix_ms,
+    }

@@ -23,21 +23,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
+from fedcheck.coordinator.fanout import run_round, submitter
 from fedcheck.coordinator.fuzzy import FuzzyRelay
 from fedcheck.errors import (
-    BudgetExhausted,
     FedcheckError,
     InvalidInput,
     NotFound,
     PreconditionFailed,
-    Unauthenticated,
-    Unavailable,
 )
-from fedcheck.node import metrics
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
@@ -54,7 +50,7 @@ from fedcheck.rpc.messages import (
     SubmitFuzzyRoundRequest,
     SubmitRoundRequest,
 )
-from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
+from fedcheck.trust.pki import PeerIdentity, RevocationList
 
 __all__ = ["AuditSink", "RoundEngine", "RoundStore"]
 
@@ -166,12 +162,6 @@ class RoundStore:
             self._db.close()
 
 
-def _status_of(exc: FedcheckError) -> HolderStatus:
-    if isinstance(exc, Unavailable):
-        return HolderStatus.TIMEOUT if exc.reason == "deadline" else HolderStatus.UNAVAILABLE
-    return HolderStatus.REFUSED
-
-
 class RoundEngine:
     """:class:`fedcheck.rpc.handlers.CoordinatorHandler` implementation."""
 
@@ -232,16 +222,9 @@ class RoundEngine:
 
     def _submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
         env = request.round
-        if self._verify:
-            querier = verify_payload(
-                env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
-            )
-            if querier.state != peer.state or querier.role != "node":
-                raise Unauthenticated(
-                    "the round must be signed by the submitting node", reason="identity_mismatch"
-                )
-        else:
-            querier = peer
+        querier = submitter(
+            peer, env, ca_pem=self._ca_pem, crl=self._crl, verify=self._verify, what="round"
+        )
         payload = serde.round_payload_from_bytes(env.payload)
         if request.round_id and request.round_id != payload.round_id:
             raise InvalidInput("header round_id differs from the signed round", reason="round_id_mismatch")
@@ -304,93 +287,17 @@ class RoundEngine:
             del self._results[rid]
 
     def _run(self, querier: PeerIdentity, payload: RoundPayload, request: SubmitRoundRequest) -> RoundResult:
-        started = time.time()
-        deadline = min(payload.deadline_unix_ms / 1000, started + self._max_deadline)
-        futures: dict[str, Future[HolderResult]] = {}
-        for t in payload.targets:
-            transport = self._nodes.get(t.state)
-            if transport is None:
-                continue
-            req = BlindEvaluateRequest(request.round, request.batches[t.state], payload.round_id)
-            futures[t.state] = self._pool.submit(self._ask, t.state, transport, req, deadline)
-        wait_futures(list(futures.values()), timeout=max(0.0, deadline - time.time()) + 0.5)
-        results: list[HolderResult] = []
-        for t in payload.targets:
-            f = futures.get(t.state)
-            if f is None:
-                results.append(
-                    HolderResult(
-                        t.state,
-                        HolderStatus.UNAVAILABLE,
-                        "unknown_state",
-                        "State is not a member of this federation",
-                    )
-                )
-            elif not f.done():
-                results.append(
-                    HolderResult(
-                        t.state,
-                        HolderStatus.TIMEOUT,
-                        "deadline",
-                        "holder did not answer before the deadline",
-                        latency_ms=int((time.time() - started) * 1000),
-                    )
-                )
-            else:
-                results.append(f.result())
-        result = RoundResult(payload.round_id, tuple(results), int(started * 1000), int(time.time() * 1000))
-        items = {s: len(b) for s, b in request.batches.items()}
-        self._store.finish(result, items)
-        if self._audit is not None:  # durable before the answer leaves
-            self._audit(_round_event(querier, payload, result, items))
-        for h in results:
-            metrics.ROUNDS.labels(role="coordinator", state=h.state, status=str(h.status)).inc()
-        metrics.ROUND_SECONDS.labels(role="coordinator").observe(time.time() - started)
-        _log.info(
-            "round finished",
-            extra={
-                "round_id": payload.round_id,
-                "partner": querier.state,
-                "mode": payload.mode,
-                "targets": {h.state: str(h.status) for h in results},
-                "ms": result.finished_unix_ms - result.started_unix_ms,
-            },
-        )
-        return result
+        def evaluate(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
+            req = BlindEvaluateRequest(request.round, request.batches[state], payload.round_id)
+            evaluation = transport.blind_evaluate(req, timeout=timeout)
+            return HolderResult(state, HolderStatus.OK, evaluation=evaluation)
 
-    @staticmethod
-    def _ask(
-        state: str, transport: NodeTransport, req: BlindEvaluateRequest, deadline: float
-    ) -> HolderResult:
-        t0 = time.time()
-        timeout = deadline - t0
-        if timeout <= 0:
-            return HolderResult(state, HolderStatus.TIMEOUT, "deadline", "the round's deadline has passed")
-        try:
-            ev = transport.blind_evaluate(req, timeout=timeout)
-        except FedcheckError as exc:
-            retry = exc.retry_after_s if isinstance(exc, BudgetExhausted) else 0
-            status = _status_of(exc)
-            return HolderResult(
-                state,
-                status,
-                exc.reason,
-                exc.message[:300],
-                retry,
-                latency_ms=int((time.time() - t0) * 1000),
-                reasons=exc.reasons,
-                code=exc.status if status is HolderStatus.REFUSED else "",
-            )
-        except Exception:  # a transport bug must not sink the round
-            _log.exception("holder call failed", extra={"state": state})
-            return HolderResult(
-                state,
-                HolderStatus.UNAVAILABLE,
-                "internal",
-                "holder call failed",
-                latency_ms=int((time.time() - t0) * 1000),
-            )
-        return HolderResult(state, HolderStatus.OK, evaluation=ev, latency_ms=int((time.time() - t0) * 1000))
+        items = {s: len(b) for s, b in request.batches.items()}
+        return run_round(
+            nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
+            payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=evaluate,
+            round_event=lambda result: _round_event(querier, payload, result, items),
+        )
 
     # -- relays ----------------------------------------------------------------------------------------------
 

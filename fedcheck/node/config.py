@@ -20,6 +20,7 @@ __all__ = [
     "QuerierSettings",
     "TlsPaths",
     "load_node_config",
+    "parse_tls",
     "resolve_kek_spec",
     "resolve_path",
 ]
@@ -99,6 +100,35 @@ def _get(table: dict[str, Any], key: str, kind: type, default: Any = None, *, wh
     return value
 
 
+def parse_tls(
+    table: Any, base: Path, *, owner: str, insecure: bool, check_types: bool = True
+) -> TlsPaths | None:
+    """The ``[tls]`` table of a node or coordinator config (``None`` when there is none: whether that is
+    allowed is the caller's rule). The CRL is required unless ``<owner>.insecure_dev``: without it a revoked
+    partner or coordinator certificate would still be accepted.
+
+    ``check_types=False`` keeps the coordinator loader's historical leniency (``crl`` taken as written, not
+    type-checked) so no configuration it accepted before is refused now."""
+    if not isinstance(table, dict):
+        return None
+    crl = _get(table, "crl", str, where="tls") if check_types else table.get("crl")
+    if not crl and not insecure:
+        raise ConfigError(
+            f"tls.crl is required (revocation is checked on every call); only {owner}.insecure_dev may"
+            " omit it",
+            reason="config_tls",
+        )
+    try:
+        return TlsPaths(
+            resolve_path(base, table["cert"]),
+            resolve_path(base, table["key"]),
+            resolve_path(base, table["ca"]),
+            resolve_path(base, crl) if crl else None,
+        )
+    except KeyError as exc:
+        raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
     """Parse and validate a node TOML file; raises :class:`ConfigError` naming the offending key."""
     p = Path(path).resolve()
@@ -116,31 +146,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not state or not state.isalnum() or not state.isupper():
         raise ConfigError("node.state must be an upper-case State code", reason="config_state")
     insecure = bool(_get(node, "insecure_dev", bool, False, where="node"))
-    tls_t = doc.get("tls")
-    tls: TlsPaths | None = None
-    if isinstance(tls_t, dict):
-        crl = _get(tls_t, "crl", str, where="tls")
-        if not crl and not insecure:
-            # without a CRL a revoked partner or coordinator certificate would still be accepted
-            raise ConfigError(
-                "tls.crl is required (revocation is checked on every call); only node.insecure_dev may"
-                " omit it",
-                reason="config_tls",
-            )
-        try:
-            tls = TlsPaths(
-                resolve_path(base, tls_t["cert"]),
-                resolve_path(base, tls_t["key"]),
-                resolve_path(base, tls_t["ca"]),
-                resolve_path(base, crl) if crl else None,
-            )
-        except KeyError as exc:
-            raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
-    elif not insecure:
+    tls = parse_tls(doc.get("tls"), base, owner="node", insecure=insecure)
+    if tls is None and not insecure:
         raise ConfigError(
             "a [tls] table (cert, key, ca, optional crl) is required", reason="config_tls"
         )
-    else:
+    if tls is None:
         # insecure_dev only drops transport security: request envelopes are still verified against the
         # federation CA (and CRL), so the CA (with the node's own certificate) stays required
         raise ConfigError(

@@ -3,7 +3,7 @@
 Why a separate service next to :class:`fedcheck.node.service.NodeService`: the exact path is built around
 epoch indexes and OPRF keys; the fuzzy path scores encrypted travellers against the *records* of the epoch's
 list and keeps per-round secrets (shuffles, blinding factors) for a follow-up. Both share identity, policy,
-budget and audit.
+budget and audit; the signer, freshness and refusal checks are one :class:`fedcheck.node.gate.RequestGate`.
 
 Order of checks for a score, each refusal audited: querier signature and certificate (State from the
 certificate, never a field) -> mode is fuzzy and the request is the one signed for this State (count and
@@ -34,17 +34,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from fedcheck.errors import (
-    BudgetExhausted,
     FedcheckError,
     InvalidInput,
     LimitExceeded,
     NotFound,
     PolicyDenied,
     PreconditionFailed,
-    Unauthenticated,
     Unavailable,
 )
 from fedcheck.fuzzy import FuzzyHolder, HolderLimits, LabelRequest, ScoreRequest, entries_from_records
@@ -54,6 +52,7 @@ from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER, HolderEntry
 from fedcheck.node import metrics
 from fedcheck.node.epochs import EpochManager
 from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, AnswerSigner, seal_labels
+from fedcheck.node.gate import FUZZY_REFUSALS, RequestGate
 from fedcheck.node.replay import ReplayGuard
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
@@ -64,11 +63,10 @@ from fedcheck.rpc.messages import (
     FuzzyReleaseRequest,
     FuzzyScore,
     FuzzyScoreRequest,
-    SignedEnvelope,
 )
 from fedcheck.storage.base import WatchlistStore
 from fedcheck.trust.budget import BudgetLedger
-from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
+from fedcheck.trust.pki import PeerIdentity, RevocationList
 from fedcheck.trust.policy import HolderPolicy, PartnerPolicy, RoundRequest
 
 __all__ = ["FuzzyService", "FuzzySettings"]
@@ -77,13 +75,7 @@ _log = logging.getLogger("fedcheck.node.fuzzy")
 
 #: Appends one audit event durably before returning (the node's audit log).
 AuditFn = Callable[[dict[str, Any]], object]
-_T = TypeVar("_T")
 
-#: What a refusal's fallback audit entry keeps when the full event cannot be appended (as NodeService): only
-#: the verified partner and role, the round id and the outcome, nothing the caller wrote.
-_REDUCED_REFUSAL_FIELDS: tuple[str, ...] = (
-    "type", "partner", "role", "peer", "round_id", "epoch_id", "outcome", "status", "reason", "retry_after_s",
-)
 #: Claims one follow-up request may carry: the most one round can ever accept (CLAIMS_PER_TRAVELLER x the
 #: largest [fuzzy] max_travellers), and the bound of the audit event's ``references`` (fedcheck.trust.audit)
 MAX_RELEASE_CLAIMS = CLAIMS_PER_TRAVELLER * 1000
@@ -180,12 +172,14 @@ class FuzzyService:
         self._policy = policy
         self._budget = budget
         self._audit = audit
-        self._ca_pem = ca_pem
-        self._crl = crl
         self.settings = settings
-        self._skew_ms = max_skew_seconds * 1000
         self._replay = replay
         self._clock = clock
+        #: signer identity, freshness and refusal auditing, shared with the exact service (fedcheck.node.gate)
+        self._gate = RequestGate(
+            ca_pem=ca_pem, crl=crl, policy=policy, audit=audit, style=FUZZY_REFUSALS,
+            max_skew_seconds=max_skew_seconds, clock=clock,
+        )
         #: signs every answer with the node certificate key (fedcheck.node.fuzzyseal); without it queriers
         #: refuse this holder's answers (they cannot tell them from a relay's)
         self._signer = signer
@@ -198,64 +192,6 @@ class FuzzyService:
         self._open: OrderedDict[tuple[str, str], _OpenRound] = OrderedDict()  # (querier, round id)
 
     # -- helpers -------------------------------------------------------------------------------------------
-
-    def _querier(self, peer: PeerIdentity, env: SignedEnvelope, kind: str = "fuzzy") -> PeerIdentity:
-        try:
-            querier = verify_payload(
-                env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
-            )
-            if querier.role not in ("node", "evaluator"):  # same rule as NodeService (SIGNER_ROLES)
-                raise Unauthenticated(
-                    "requests must be signed by a node or evaluator certificate", reason="wrong_role"
-                )
-            if peer.role != "coordinator" and peer.state != querier.state:
-                raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
-        except FedcheckError as exc:
-            # audited too (as NodeService._querier): the TLS hop is verified, the signer is not
-            self._refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
-            raise
-        if self._policy.evaluator_refused(querier.role, querier.state):  # same rule as NodeService._querier
-            denied = PolicyDenied("evaluator certificates of this State are not accepted",
-                                  reason="evaluator_not_allowed")
-            self._refuse({"type": kind, "partner": querier.state, "role": querier.role, "peer": peer.name},
-                         denied)
-            raise denied
-        return querier
-
-    def _parse(
-        self, peer: PeerIdentity, querier: PeerIdentity, kind: str, parse: Callable[[bytes], _T], data: bytes
-    ) -> _T:
-        """Parse a signed payload; a payload the wire rules refuse (e.g. text the audit log would refuse) is
-        a refusal like any other, audited with the verified signer and nothing from the payload."""
-        try:
-            return parse(data)
-        except FedcheckError as exc:
-            self._refuse({"type": kind, "partner": querier.state, "role": querier.role, "peer": peer.name},
-                         exc)
-            raise
-
-    def _fresh(self, issued_at_ms: int) -> None:
-        if abs(self._clock() * 1000 - issued_at_ms) > self._skew_ms:
-            raise PreconditionFailed(
-                "request is stale or from the future; check clocks", reason="stale_request"
-            )
-
-    def _refuse(self, event: dict[str, Any], exc: FedcheckError) -> None:
-        partner = str(event.get("partner", "?"))
-        metrics.REFUSALS.labels(partner=partner, reason=exc.reason).inc()
-        event.update(outcome="refused", status=exc.status, reason=exc.reason)
-        if isinstance(exc, BudgetExhausted):
-            event["retry_after_s"] = exc.retry_after_s
-        try:
-            self._audit(event)
-        except FedcheckError as audit_exc:
-            # a refusal is never left unaudited: if the full event is rejected (or the append failed), record
-            # the reduced event that carries no caller-supplied text
-            reduced = {k: event[k] for k in _REDUCED_REFUSAL_FIELDS if k in event}
-            reduced["reasons"] = [exc.reason, "audit_reduced", audit_exc.reason]
-            self._audit(reduced)
-        _log.info("fuzzy request refused",
-                  extra={"round_id": event.get("round_id", ""), "partner": partner, "reason": exc.reason})
 
     def _expire(self) -> None:
         now = self._clock()
@@ -382,22 +318,11 @@ class FuzzyService:
 
     def score(self, peer: PeerIdentity, request: FuzzyScoreRequest) -> FuzzyScore:
         t0 = time.perf_counter()
-        querier = self._querier(peer, request.round, "fuzzy_score")
-        payload = self._parse(
+        querier = self._gate.querier(peer, request.round, "fuzzy_score")
+        payload = self._gate.parse(
             peer, querier, "fuzzy_score", serde.round_payload_from_bytes, request.round.payload
         )
-        event: dict[str, Any] = {
-            "type": "fuzzy_score",
-            "round_id": payload.round_id,
-            "partner": querier.state,
-            "role": querier.role,
-            "peer": peer.name,
-            "unit": payload.unit,
-            "official": payload.official,
-            "purpose": payload.purpose,
-            "legal_basis": payload.legal_basis,
-            "mode": payload.mode,
-        }
+        event = self._gate.request_event("fuzzy_score", peer, querier, payload, payload.mode)
         try:
             if payload.mode != FUZZY_MODE:
                 raise InvalidInput("FuzzyScore needs a round signed with mode fuzzy", reason="invalid_mode")
@@ -411,9 +336,8 @@ class FuzzyService:
             if hashlib.sha256(request.score_request).digest() != target.batch_sha256:
                 raise InvalidInput("score request differs from the one the querier signed",
                                    reason="batch_mismatch")
-            if self._clock() * 1000 > payload.deadline_unix_ms:
-                raise PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
-            self._fresh(payload.issued_at_unix_ms)
+            self._gate.check_deadline(payload.deadline_unix_ms)
+            self._gate.check_fresh(payload.issued_at_unix_ms)
             epoch = self._epochs.get(target.epoch_id)
             event["epoch_id"] = epoch.epoch_id
             req = ScoreRequest.from_bytes(request.score_request)
@@ -447,14 +371,13 @@ class FuzzyService:
                     self._replay.release(querier.state, f"fuzzy:{payload.round_id}", payload_sha)
                 raise
         except FedcheckError as exc:
-            self._refuse(event, exc)
+            self._gate.refuse(event, exc)
             raise
         # charged from here on: any failure is audited (the budget stays charged: the items were spent on an
         # attempt) and frees the round id for a retry; the holder forgets the half-scored round
         try:
             with self._score_lock:
-                if self._clock() * 1000 > payload.deadline_unix_ms:  # waited behind another round
-                    raise PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
+                self._gate.check_deadline(payload.deadline_unix_ms)  # waited behind another round
                 response = holder.score(req)
             data = response.to_bytes()
             attestation = (None if self._signer is None else self._signer.sign(
@@ -468,7 +391,7 @@ class FuzzyService:
             if not isinstance(exc, FedcheckError):
                 _log.exception("fuzzy scoring failed", extra={"round_id": payload.round_id})
             event["counts"] = {"charged": req.traveller_count}
-            self._refuse(event, err)
+            self._gate.refuse(event, err)
             raise err from None
         key = (querier.state, payload.round_id)
         with self._lock:
@@ -509,22 +432,11 @@ class FuzzyService:
         the round's claim cap -> replay guard (a replayed follow-up is refused, nothing charged or consumed)
         -> budget charged -> claims checked -> answer sealed and signed -> audit entry durable."""
         t0 = time.perf_counter()
-        querier = self._querier(peer, request.release, "fuzzy_release")
-        payload = self._parse(
+        querier = self._gate.querier(peer, request.release, "fuzzy_release")
+        payload = self._gate.parse(
             peer, querier, "fuzzy_release", serde.fuzzy_release_payload_from_bytes, request.release.payload
         )
-        event: dict[str, Any] = {
-            "type": "fuzzy_release",
-            "round_id": payload.round_id,
-            "partner": querier.state,
-            "role": querier.role,
-            "peer": peer.name,
-            "unit": payload.unit,
-            "official": payload.official,
-            "purpose": payload.purpose,
-            "legal_basis": payload.legal_basis,
-            "mode": FUZZY_MODE,
-        }
+        event = self._gate.request_event("fuzzy_release", peer, querier, payload, FUZZY_MODE)
         payload_sha = hashlib.sha256(request.release.payload).hexdigest()
         replay_key = "release:" + payload_sha
         try:
@@ -533,7 +445,7 @@ class FuzzyService:
             if hashlib.sha256(request.label_request).digest() != payload.label_request_sha256:
                 raise InvalidInput("label request differs from the one the querier signed",
                                    reason="batch_mismatch")
-            self._fresh(payload.issued_at_unix_ms)
+            self._gate.check_fresh(payload.issued_at_unix_ms)
             if len(payload.reply_public_key) != 32:  # labels never cross the relay in clear
                 raise InvalidInput("the follow-up needs the querier's X25519 reply key",
                                    reason="reply_key_required")
@@ -575,7 +487,7 @@ class FuzzyService:
                 raise
             event["budget_remaining"] = remaining.items
         except FedcheckError as exc:
-            self._refuse(event, exc)
+            self._gate.refuse(event, exc)
             raise
         # charged from here on: a failure is audited with its status (the replay claim is kept: the signed
         # follow-up was spent; the querier signs a new one)
@@ -596,7 +508,7 @@ class FuzzyService:
             if not isinstance(exc, FedcheckError):
                 _log.exception("fuzzy follow-up failed", extra={"round_id": payload.round_id})
             event["counts"] = {"charged": len(label_request.claims)}
-            self._refuse(event, err)
+            self._gate.refuse(event, err)
             raise err from None
         ms = round((time.perf_counter() - t0) * 1000, 1)
         event.update(outcome="ok", duration_ms=ms, hits=len(response.released), epoch_id=rnd.epoch_id,

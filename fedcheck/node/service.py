@@ -16,22 +16,20 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fedcheck.core.index import index_entry_count
 from fedcheck.crypto.oprf import deserialize_element
 from fedcheck.errors import (
-    Aborted,
-    BudgetExhausted,
     FedcheckError,
     InvalidInput,
     PolicyDenied,
     PreconditionFailed,
-    Unauthenticated,
 )
 from fedcheck.node import metrics
 from fedcheck.node.announce import AnnouncementSigner
 from fedcheck.node.epochs import Epoch, EpochManager
+from fedcheck.node.gate import EXACT_REFUSALS, SIGNER_ROLES, RequestGate
 from fedcheck.node.replay import Claim, ReplayGuard, ReplayLimitExceeded
 
 if TYPE_CHECKING:
@@ -57,27 +55,12 @@ from fedcheck.rpc.messages import (
 )
 from fedcheck.trust.audit import SignedHead
 from fedcheck.trust.budget import BudgetLedger, BudgetRemaining
-from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
+from fedcheck.trust.pki import PeerIdentity, RevocationList
 from fedcheck.trust.policy import Decision, HolderPolicy, RoundRequest
 
 __all__ = ["SIGNER_ROLES", "AuditFn", "NodeService", "audience_key"]
 
-#: Certificate roles that may sign round and index requests. An ``evaluator`` certificate (conformance suite,
-#: ``fedcheck pki issue --role evaluator``) gets only what the holder's policy grants its code, and only if
-#: that partner entry says ``evaluator = true`` (else ``PERMISSION_DENIED`` ``evaluator_not_allowed``: an
-#: ``evaluator.FRA`` certificate is no stand-in for the member FRA); audit entries record
-#: ``role = evaluator``.
-SIGNER_ROLES: tuple[str, ...] = ("node", "evaluator")
-
 _log = logging.getLogger("fedcheck.node")
-_T = TypeVar("_T")
-
-#: What a refusal's fallback audit entry keeps when the full event cannot be appended: nothing the caller
-#: wrote (unit, official, legal basis, purpose), only the verified partner, the round id and the outcome.
-_REDUCED_REFUSAL_FIELDS: tuple[str, ...] = (
-    "type", "partner", "peer", "round_id", "epoch_id", "outcome", "status", "reason", "retry_after_s",
-)
-
 #: Appends one audit event durably (fsynced) before returning; returns the signed head acknowledging it
 #: (``None`` when the sink has no signed head, e.g. in tests).
 AuditFn = Callable[[Mapping[str, Any]], SignedHead | None]
@@ -125,11 +108,13 @@ class NodeService:
         self._policy = policy
         self._budget = budget
         self._audit = audit
-        self._ca_pem = ca_pem
-        self._crl = crl
         self._max_batch = max_batch
         self._chunk = index_chunk_bytes
-        self._skew_ms = max_skew_seconds * 1000
+        #: signer identity, freshness and refusal auditing, shared with the fuzzy service (fedcheck.node.gate)
+        self._gate = RequestGate(
+            ca_pem=ca_pem, crl=crl, policy=policy, audit=audit, style=EXACT_REFUSALS,
+            max_skew_seconds=max_skew_seconds,
+        )
         self._replay = replay
         #: signs epoch announcements with the node certificate key (NodeInfo, last index chunk); without it
         #: queriers refuse this holder (they cannot tell its key from a relay's)
@@ -140,71 +125,6 @@ class NodeService:
     @property
     def max_batch(self) -> int:
         return self._max_batch
-
-    # -- common checks ---------------------------------------------------------------------------------------
-
-    def _querier(self, peer: PeerIdentity, env: SignedEnvelope, kind: str = "request") -> PeerIdentity:
-        try:
-            querier = verify_payload(
-                env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature
-            )
-            if querier.role not in SIGNER_ROLES:
-                raise Unauthenticated(
-                    "requests must be signed by a node or evaluator certificate", reason="wrong_role"
-                )
-            # only the coordinator relays other States' requests; a node or an evaluator talking to the
-            # holder directly may only send requests signed for its own State
-            if peer.role != "coordinator" and peer.state != querier.state:
-                raise Unauthenticated("a caller may only send its own requests", reason="identity_mismatch")
-            # an evaluator.FRA certificate is no stand-in for the member FRA: only a partner entry marked
-            # ``evaluator = true`` (a dedicated code such as EVA) accepts evaluator signers
-            if self._policy.evaluator_refused(querier.role, querier.state):
-                raise PolicyDenied(
-                    "evaluator certificates of this State are not accepted", reason="evaluator_not_allowed"
-                )
-        except FedcheckError as exc:
-            # audited too: the TLS hop is verified, the signer is not (so only the hop is named)
-            self._refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
-            raise
-        return querier
-
-    def _parse(
-        self, peer: PeerIdentity, querier: PeerIdentity, kind: str, parse: Callable[[bytes], _T], data: bytes
-    ) -> _T:
-        """Parse a signed payload; a payload the wire rules refuse (e.g. text the audit log would refuse) is
-        a refusal like any other, audited with the verified signer and nothing from the payload."""
-        try:
-            return parse(data)
-        except FedcheckError as exc:
-            event = {"type": kind, "partner": querier.state, "role": querier.role, "peer": peer.name}
-            self._refuse(event, exc)
-            raise
-
-    def _fresh(self, issued_at_ms: int) -> None:
-        now = time.time() * 1000
-        if abs(now - issued_at_ms) > self._skew_ms:
-            raise PreconditionFailed(
-                "request is stale or from the future; check clocks", reason="stale_request"
-            )
-
-    def _refuse(self, event: dict[str, Any], exc: FedcheckError) -> None:
-        partner = str(event.get("partner", "?"))
-        metrics.REFUSALS.labels(partner=partner, reason=exc.reason).inc()
-        event.update(type="refusal", outcome="refused", status=exc.status, reason=exc.reason)
-        if isinstance(exc, (BudgetExhausted, Aborted)):
-            event["retry_after_s"] = exc.retry_after_s
-        try:
-            self._audit(event)
-        except FedcheckError as audit_exc:
-            # a refusal is never left unaudited: if the full event is rejected (or the append failed), record
-            # the reduced event that carries no caller-supplied text
-            reduced = {k: event[k] for k in _REDUCED_REFUSAL_FIELDS if k in event}
-            reduced["reasons"] = [exc.reason, "audit_reduced", audit_exc.reason]
-            self._audit(reduced)
-        _log.info(
-            "request refused",
-            extra={"round_id": event.get("round_id", ""), "partner": partner, "reason": exc.reason},
-        )
 
     # -- handler interface -----------------------------------------------------------------------------------
 
@@ -265,15 +185,15 @@ class NodeService:
         )
 
     def get_index(self, peer: PeerIdentity, request: GetIndexRequest) -> Iterator[IndexChunk]:
-        querier = self._querier(peer, request.request, "index")
-        req = self._parse(peer, querier, "index", serde.index_request_from_bytes, request.request.payload)
-        event: dict[str, Any] = {
-            "type": "index", "partner": querier.state, "role": querier.role, "peer": peer.name,
-        }
+        querier = self._gate.querier(peer, request.request, "index")
+        req = self._gate.parse(
+            peer, querier, "index", serde.index_request_from_bytes, request.request.payload
+        )
+        event = self._gate.signer_event("index", peer, querier)
         try:
             if req.holder_state != self._state:
                 raise InvalidInput("index request is for another State", reason="wrong_holder")
-            self._fresh(req.issued_at_unix_ms)
+            self._gate.check_fresh(req.issued_at_unix_ms)
             partner = self._policy.partner(querier.state)
             if partner is None:
                 raise PolicyDenied("partner may not query this holder", reason="partner_not_allowed")
@@ -283,7 +203,7 @@ class NodeService:
             if request.offset > len(blob.data):
                 raise InvalidInput("offset is beyond the end of the index", reason="offset_out_of_range")
         except FedcheckError as exc:
-            self._refuse(event, exc)
+            self._gate.refuse(event, exc)
             raise
         # every download start is audited, resumed ones too (offset > 0), so downloads cannot hide in resumes
         event.update(
@@ -319,22 +239,13 @@ class NodeService:
 
     def blind_evaluate(self, peer: PeerIdentity, request: BlindEvaluateRequest) -> Evaluation:
         t0 = time.perf_counter()
-        querier = self._querier(peer, request.round)
-        payload = self._parse(peer, querier, "request", serde.round_payload_from_bytes, request.round.payload)
+        querier = self._gate.querier(peer, request.round, "request")
+        payload = self._gate.parse(
+            peer, querier, "request", serde.round_payload_from_bytes, request.round.payload
+        )
         n = len(request.blinded)
-        event: dict[str, Any] = {
-            "type": "request",
-            "round_id": payload.round_id,
-            "partner": querier.state,
-            "role": querier.role,
-            "peer": peer.name,
-            "unit": payload.unit,
-            "official": payload.official,
-            "purpose": payload.purpose,
-            "legal_basis": payload.legal_basis,
-            "mode": payload.mode,
-            "items": n,
-        }
+        event = self._gate.request_event("request", peer, querier, payload, payload.mode)
+        event["items"] = n
         try:
             if request.round_id and request.round_id != payload.round_id:
                 raise InvalidInput(
@@ -350,9 +261,8 @@ class NodeService:
                 raise InvalidInput(
                     "blinded batch differs from the one the querier signed", reason="batch_mismatch"
                 )
-            if time.time() * 1000 > payload.deadline_unix_ms:
-                raise PreconditionFailed("the round's deadline has passed", reason="deadline_passed")
-            self._fresh(payload.issued_at_unix_ms)
+            self._gate.check_deadline(payload.deadline_unix_ms)
+            self._gate.check_fresh(payload.issued_at_unix_ms)
             epoch = self._epochs.get(target.epoch_id)
             event["epoch_id"] = epoch.epoch_id
             decision = self._policy.decide(
@@ -399,9 +309,9 @@ class NodeService:
         except FedcheckError as exc:
             if isinstance(exc, ReplayLimitExceeded) and not exc.first:
                 # the first refusal beyond the replay cap was audited; more duplicates only count
-                metrics.REFUSALS.labels(partner=querier.state, reason=exc.reason).inc()
+                self._gate.count(querier.state, exc.reason)
                 raise
-            self._refuse(event, exc)
+            self._gate.refuse(event, exc)
             raise
         try:  # charged from here on: every failure is audited, mapped to a status, and the claim released
             return self._evaluate_charged(
@@ -418,7 +328,7 @@ class NodeService:
             if not isinstance(exc, FedcheckError):
                 _log.error("evaluation failed after charge", exc_info=exc)
             with contextlib.suppress(FedcheckError):  # the audit sink may be what failed
-                self._refuse(event, err)
+                self._gate.refuse(event, err)
             if err is exc:
                 raise
             raise err from None

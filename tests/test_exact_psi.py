@@ -290,3 +290,16 @@ def test_epoch_key_serialisation_and_repr() -> None:
             EpochKey.from_bytes(bad)
     idx = HOLDER.build_index(_entries([b"a"]))
     assert "salt" not in repr(idx) and "tags" not in repr(idx)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_build_index_reports_progress_of_new_evaluations(workers: int) -> None:
+    """Progress counts exactly the keys evaluated now (duplicates merged, cached keys not re-reported)."""
+    holder = ExactHolder(EpochKey.generate("progress"))
+    keys = [b"p%d" % i for i in range(5000)]
+    seen: list[int] = []
+    holder.build_index(_entries(keys + keys[:10]), workers=workers, progress=seen.append)
+    assert sum(seen) == 5000 and len(seen) > 1
+    again: list[int] = []
+    holder.build_index(_entries(keys[:100] + [b"new"]), workers=workers, progress=again.append)
+    assert sum(again) == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from fedcheck.progress import track
+from fedcheck.progress import Progress, track
 from fedcheck.protocol.exact import EpochKey, ExactHolder, ExactQuerier, IndexEntry, Mode
 from fedcheck.records import DEFAULT_KEY_TYPES, KeyType, PersonRecord, match_keys
 from fedcheck.screening.manifest import query_keys
@@ -43,7 +43,9 @@ def screen_exact(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     holder = ExactHolder(EpochKey.generate("offline"))
-    index = holder.build_index(index_entries(watchlist, key_types), workers=workers)
+    entries = index_entries(watchlist, key_types)
+    with Progress(len({e.key for e in entries}), desc="index build (OPRF)", unit="keys") as bar:
+        index = holder.build_index(entries, workers=workers, progress=bar.update)
     timings["index build"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()

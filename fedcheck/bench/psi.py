@@ -23,6 +23,7 @@ import rbcl
 
 from fedcheck.crypto import oprf
 from fedcheck.protocol.exact import (
+from fedcheck.progress import Progress
     OPRF_MODE,
     EpochKey,
     ExactHolder,
@@ -152,7 +153,10 @@ def _ours(size: int, queries: int, workers: int) -> dict[str, float]:
     querier_keys = members + [rng.randbytes(16) for _ in range(queries - len(members))]
     holder = ExactHolder(EpochKey.generate(f"bench-{size}"))
     entries = _entries(holder_keys)
-    rate, build = _rate(size, lambda: holder.build_index(entries, workers=workers), repeat=1)
+    with Progress(size, desc=f"index build n={size}", unit="keys") as bar:  # stderr, only on a TTY
+        rate, build = _rate(
+            size, lambda: holder.build_index(entries, workers=workers, progress=bar.update), repeat=1
+        )
     t = time.perf_counter()
     index = holder.build_index(entries, workers=workers)  # evaluations cached: sealing + sort only
     rebuild = time.perf_counter() - t

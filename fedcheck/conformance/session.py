@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -27,6 +27,9 @@ from fedcheck._proto.fedcheck.v1 import node_pb2_grpc as node_grpc
 from fedcheck.conformance.model import CaseSkipped
 from fedcheck.conformance.profile import Profile
 from fedcheck.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedcheck.trust.pki import RevocationList
 
 __all__ = [
     "DEV_IDENTITY_KEY",
@@ -68,6 +71,9 @@ class TargetConfig:
 
     target: str
     ca: Path | None = None
+    #: federation CRL (PEM, signed by ``ca``): the node's signed epoch announcements are checked against it
+    #: (without it, revocation of the node certificate is not checked)
+    crl: Path | None = None
     cert: Path | None = None
     key: Path | None = None
     partner_cert: Path | None = None
@@ -148,6 +154,8 @@ class IndexDownload:
     total_bytes: int
     index_sha256: bytes
     problems: tuple[str, ...]
+    #: the holder's signed epoch announcement carried by the last chunk (None when it carried none)
+    announcement: pb.SignedEnvelope | None = None
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -157,6 +165,16 @@ def _read(path: Path | None) -> bytes | None:
         return Path(path).read_bytes()
     except OSError:
         raise ConfigError("a certificate or key file is missing or unreadable", reason="tls_files") from None
+
+
+def _load_crl(path: Path | None, ca_pem: bytes | None) -> RevocationList | None:
+    """The federation CRL (:class:`fedcheck.trust.pki.RevocationList`), checked against the CA when one is
+    given; None without ``--crl``."""
+    if path is None:
+        return None
+    from fedcheck.trust.pki import load_crl
+
+    return load_crl(Path(path), ca_pem=ca_pem)
 
 
 def _read_key(path: Path | None, kek: Any) -> bytes | None:
@@ -180,6 +198,7 @@ class Session:
 
             kek = load_kek(config.kek)
         self._ca = _read(config.ca)
+        self.crl = _load_crl(config.crl, self._ca)
         self._cert = _read(config.cert)
         self._key = _read_key(config.key, kek)
         self.partner_cert_pem = _read(config.partner_cert) or self._cert
@@ -202,6 +221,17 @@ class Session:
         self.memo: dict[str, Any] = {}
 
     # -- channels -------------------------------------------------------------------------------------------
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        """The federation CA certificate (``--ca``), also in insecure-dev mode when given."""
+        return self._ca
+
+    @property
+    def partner_state(self) -> str | None:
+        """The State of the certificate that signs the suite's requests (the test partner's code)."""
+        ident = _identity(self.partner_cert_pem)
+        return ident[1] if ident else None
 
     @property
     def tls(self) -> bool:
@@ -451,6 +481,7 @@ class Session:
             total_bytes=total,
             index_sha256=digest,
             problems=tuple(problems),
+            announcement=chunks[-1].announcement if chunks and chunks[-1].HasField("announcement") else None,
         )
         self._index[key] = dl
         return dl

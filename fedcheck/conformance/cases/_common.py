@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck.conformance.model import CaseFailed, CaseSkipped
@@ -17,12 +18,16 @@ from fedcheck.conformance.session import Call, Session
 from fedcheck.crypto import oprf
 from fedcheck.errors import FedcheckError
 
+if TYPE_CHECKING:
+    from fedcheck.rpc.messages import EpochAnnouncement
+
 __all__ = [
     "Evaluated",
     "evaluate_inputs",
     "expect_ok",
     "own_inputs",
     "valid_blinded",
+    "verified_announcement",
 ]
 
 MODE = oprf.OprfMode.VOPRF
@@ -97,3 +102,61 @@ def evaluate_inputs(session: Session, inputs: Sequence[bytes], *, mode: int = pb
     if len(resp.evaluated) != len(blinded):
         raise CaseFailed(f"{what}: sent {len(blinded)} elements, got {len(resp.evaluated)} back")
     return Evaluated(list(inputs), blinds, blinded, resp)
+
+
+def _describe_announcement(env: pb.SignedEnvelope) -> str:
+    """What a refused announcement says and who signed it (evidence only: nothing here is trusted)."""
+    from fedcheck.rpc import serde
+    from fedcheck.trust.pki import identity_from_cert
+
+    try:
+        signer = identity_from_cert(bytes(env.certificate_pem)).name
+    except Exception:  # a garbage certificate is itself the evidence
+        signer = "an unreadable certificate"
+    try:
+        ann = serde.epoch_announcement_from_bytes(bytes(env.payload))
+    except FedcheckError:
+        return f"signed by {signer}; the payload is not an epoch announcement"
+    return (f"signed by {signer}: state={ann.state!r} epoch_id={ann.epoch_id!r} "
+            f"key={ann.epoch_public_key.hex()[:16]}… index_sha256={ann.index_sha256.hex()[:16] or '-'} "
+            f"partner_state={ann.partner_state!r} valid {ann.valid_from_unix_ms}..{ann.valid_until_unix_ms}")
+
+
+def verified_announcement(
+    session: Session,
+    env: pb.SignedEnvelope | None,
+    *,
+    what: str,
+    epoch_id: str,
+    public_key: bytes,
+    index_sha256: bytes | None = None,
+    partner_state: str | None = None,
+) -> EpochAnnouncement:
+    """``env`` verified exactly as a querier verifies it (:func:`fedcheck.node.announce.verify_announcement`:
+    CA and ``--crl``, signer role ``node`` of the node's own State, the given epoch id and key, and digest and
+    partner when given, inside its validity window); CaseFailed with what the announcement says otherwise,
+    CaseSkipped without ``--ca``."""
+    from fedcheck.node.announce import verify_announcement
+    from fedcheck.rpc.messages import SignedEnvelope
+
+    ca = session.ca_pem
+    if ca is None:
+        raise CaseSkipped("needs the federation CA (--ca) to verify the node's signed epoch announcements")
+    if env is None:
+        raise CaseFailed(f"{what} carries no signed epoch announcement: a querier refuses this holder "
+                         "(announcement_invalid)")
+    try:
+        return verify_announcement(
+            SignedEnvelope(bytes(env.payload), bytes(env.signature), bytes(env.certificate_pem)),
+            ca_pem=ca, crl=lambda: session.crl, state=session.info().state, epoch_id=epoch_id,
+            public_key=public_key, index_sha256=index_sha256, partner_state=partner_state,
+        )
+    except FedcheckError:
+        raise CaseFailed(
+            f"{what}: the signed epoch announcement does not verify for state={session.info().state!r} "
+            f"epoch_id={epoch_id!r} key={public_key.hex()[:16]}…"
+            + (f" index_sha256={index_sha256.hex()[:16]}…" if index_sha256 is not None else "")
+            + (f" partner_state={partner_state!r}" if partner_state is not None else "")
+            + f" (CA{' and CRL' if session.crl is not None else ''}); it is "
+            + _describe_announcement(env)
+        ) from None

@@ -8,7 +8,10 @@ hits.
 
 from __future__ import annotations
 
-from fedcheck.conformance.model import CaseFailed, case, check
+import hashlib
+
+from fedcheck.conformance.cases._common import verified_announcement
+from fedcheck.conformance.model import CaseFailed, CaseSkipped, case, check
 from fedcheck.conformance.session import IndexDownload, IndexUnavailable, Session
 from fedcheck.errors import FedcheckError
 
@@ -54,6 +57,27 @@ def epoch_key(session: Session) -> str:
     check(idx.public_key == dl.public_key, "the serialised index is bound to another public key")
     check(idx.epoch_id == dl.epoch_id, f"the serialised index names epoch {idx.epoch_id!r}")
     return f"epoch {dl.epoch_id}, {len(idx)} entries"
+
+
+@case("index.announcement",
+      title="the last chunk carries the node's signed announcement of this index, made for the evaluator",
+      spec="docs/protocol.md Epoch announcements; common.proto IndexChunk.announcement, "
+      "EpochAnnouncementPayload.index_sha256/partner_state", needs=("partner",))
+def announcement(session: Session) -> str:
+    """The last chunk's ``announcement`` must verify as a querier verifies it: signed by a ``node``
+    certificate of the node's own State under the federation CA (and `--crl`), for the downloaded epoch and
+    key, with ``index_sha256`` = the SHA-256 of the downloaded bytes and ``partner_state`` = the State of the
+    suite's signing certificate (so a relay cannot hand one partner's index to another). Skipped without
+    `--ca`."""
+    dl = _full(session)
+    partner = session.partner_state
+    if partner is None:
+        raise CaseSkipped("needs a signing certificate (--partner-cert or --cert) to know the partner State")
+    ann = verified_announcement(session, dl.announcement, what="the last IndexChunk", epoch_id=dl.epoch_id,
+                                public_key=dl.public_key, index_sha256=hashlib.sha256(dl.data).digest(),
+                                partner_state=partner)
+    return (f"epoch {ann.epoch_id}, index {ann.index_sha256.hex()[:16]}… announced for {ann.partner_state}"
+            + ("" if session.crl is not None else " (no --crl: revocation not checked)"))
 
 
 @case("index.chunk_limit", title="chunks respect the advertised chunk size",

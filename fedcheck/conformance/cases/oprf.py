@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
-from fedcheck.conformance.cases._common import evaluate_inputs, own_inputs
+from fedcheck.conformance.cases._common import evaluate_inputs, own_inputs, verified_announcement
 from fedcheck.conformance.model import CaseFailed, CaseSkipped, case, check
 from fedcheck.conformance.session import Session
 from fedcheck.crypto import oprf
@@ -48,6 +48,23 @@ def proof_verifies(session: Session) -> str:
     ev = evaluate_inputs(session, own_inputs("proof", 16))
     ev.verified_outputs(bytes(session.info().epoch_public_key))
     return "proof verifies for 16 elements"
+
+
+@case("oprf.proof_under_announced_key",
+      title="the DLEQ proof verifies under the key of the node's verified epoch announcement",
+      spec="docs/protocol.md Epoch announcements; RFC 9497 §2.2.2 VerifyProof; "
+      "common.proto NodeInfo.epoch_announcement", needs=("partner",))
+def proof_under_announced_key(session: Session) -> str:
+    """What a querier does behind a relay: take the epoch key from the node's signed announcement (verified
+    under the federation CA, and `--crl`) rather than from the unsigned NodeInfo field, and verify
+    the proof over 8 inputs of the suite's own under that key. Skipped without `--ca`."""
+    info = session.info()
+    env = info.epoch_announcement if info.HasField("epoch_announcement") else None
+    ann = verified_announcement(session, env, what="NodeInfo.epoch_announcement", epoch_id=info.epoch_id,
+                                public_key=bytes(info.epoch_public_key))
+    ev = evaluate_inputs(session, own_inputs("announced", 8))
+    ev.verified_outputs(ann.epoch_public_key)
+    return f"proof verifies for 8 elements under the key announced for epoch {ann.epoch_id}"
 
 
 @case("oprf.proof_binds_key", title="the proof does not verify under another key",

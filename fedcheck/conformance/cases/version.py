@@ -8,6 +8,7 @@ proof is checked against; a node that advertises nonsense breaks every caller.
 from __future__ import annotations
 
 from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
+from fedcheck.conformance.cases._common import verified_announcement
 from fedcheck.conformance.model import CaseFailed, case, check
 from fedcheck.conformance.session import PROTOCOL_VERSION, Session
 from fedcheck.crypto import oprf
@@ -61,6 +62,30 @@ def epoch(session: Session) -> str:
         raise CaseFailed(f"epoch_public_key ({len(pk)} bytes) is not a valid non-identity element",
                          public_key=pk.hex()) from None
     return f"epoch_id={info.epoch_id} pk={pk.hex()[:16]}…"
+
+
+@case("version.epoch_announcement",
+      title="NodeInfo carries the node's signed announcement of the advertised epoch and key",
+      spec="docs/protocol.md Epoch announcements; common.proto NodeInfo.epoch_announcement/"
+      "previous_epoch_announcement, EpochAnnouncementPayload")
+def epoch_announcement(session: Session) -> str:
+    """``NodeInfo.epoch_announcement`` must verify as a querier verifies it: signed by a ``node`` certificate
+    of the node's own State under the federation CA (and `--crl`), for the advertised epoch id and public key,
+    inside its validity window. When NodeInfo names a previous epoch, ``previous_epoch_announcement`` must
+    verify likewise for that epoch and key. Without it a querier refuses the holder (relayed keys cannot be
+    told from a coordinator's own). Skipped without `--ca`."""
+    info = session.info()
+    env = info.epoch_announcement if info.HasField("epoch_announcement") else None
+    ann = verified_announcement(session, env, what="NodeInfo.epoch_announcement", epoch_id=info.epoch_id,
+                                public_key=bytes(info.epoch_public_key))
+    done = f"epoch {ann.epoch_id} announced by node.{ann.state}"
+    if info.previous_epoch_id:
+        prev = info.previous_epoch_announcement if info.HasField("previous_epoch_announcement") else None
+        verified_announcement(session, prev, what="NodeInfo.previous_epoch_announcement",
+                              epoch_id=info.previous_epoch_id,
+                              public_key=bytes(info.previous_epoch_public_key))
+        done += f", previous epoch {info.previous_epoch_id} too"
+    return done + ("" if session.crl is not None else " (no --crl: revocation not checked)")
 
 
 @case("version.limits", title="NodeInfo.limits are set", spec="common.proto Limits")

@@ -22,8 +22,8 @@ from typing import Any
 import rbcl
 
 from fedcheck.crypto import oprf
-from fedcheck.protocol.exact import (
 from fedcheck.progress import Progress
+from fedcheck.protocol.exact import (
     OPRF_MODE,
     EpochKey,
     ExactHolder,

@@ -26,6 +26,8 @@ def register(sub: Any) -> None:
                           description="Run the conformance cases against HOST:PORT and report.")
     run.add_argument("--target", required=True, help="node address, HOST:PORT")
     run.add_argument("--ca", type=Path, help="federation CA certificate (PEM)")
+    run.add_argument("--crl", type=Path, help="federation revocation list (PEM, signed by --ca): the node's "
+                     "signed epoch announcements are checked against it")
     run.add_argument("--cert", type=Path, help="client certificate for mutual TLS (an evaluator certificate "
                      "`fedcheck pki issue --role evaluator --state EVA`, or a node certificate)")
     run.add_argument("--key", type=Path, help="private key of --cert (PEM, or sealed: see --kek)")
@@ -86,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedcheck.conformance.session import TargetConfig
 
     config = TargetConfig(
-        target=args.target, ca=args.ca, cert=args.cert, key=args.key, partner_cert=args.partner_cert,
+        target=args.target, ca=args.ca, crl=args.crl, cert=args.cert, key=args.key, partner_cert=args.partner_cert,
         partner_key=args.partner_key, stranger_cert=args.stranger_cert, stranger_key=args.stranger_key,
         insecure_dev=args.insecure_dev, dev_identity=args.dev_identity, server_name=args.server_name,
         timeout_s=args.timeout, epoch_wait_s=args.epoch_wait, purpose=args.purpose,

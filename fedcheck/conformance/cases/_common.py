@@ -128,12 +128,12 @@ def verified_announcement(
     *,
     what: str,
     epoch_id: str,
-    public_key: bytes,
+    public_key: bytes | None,
     index_sha256: bytes | None = None,
     partner_state: str | None = None,
 ) -> EpochAnnouncement:
     """``env`` verified exactly as a querier verifies it (:func:`fedcheck.node.announce.verify_announcement`:
-    CA and ``--crl``, signer role ``node`` of the node's own State, the given epoch id and key, and digest and
+    CA and ``--crl``, signer role ``node`` of the node's own State, the given epoch id, and key, digest and
     partner when given, inside its validity window); CaseFailed with what the announcement says otherwise,
     CaseSkipped without ``--ca``."""
     from fedcheck.node.announce import verify_announcement
@@ -154,7 +154,8 @@ def verified_announcement(
     except FedcheckError:
         raise CaseFailed(
             f"{what}: the signed epoch announcement does not verify for state={session.info().state!r} "
-            f"epoch_id={epoch_id!r} key={public_key.hex()[:16]}…"
+            f"epoch_id={epoch_id!r}"
+            + (f" key={public_key.hex()[:16]}…" if public_key is not None else "")
             + (f" index_sha256={index_sha256.hex()[:16]}…" if index_sha256 is not None else "")
             + (f" partner_state={partner_state!r}" if partner_state is not None else "")
             + f" (CA{' and CRL' if session.crl is not None else ''}); it is "

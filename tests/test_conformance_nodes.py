@@ -135,7 +135,8 @@ class RunningNode:
 
     def config(self, pki: Pki, **kw: Any) -> TargetConfig:
         base: dict[str, Any] = dict(
-            target=f"localhost:{self.port}", ca=pki.ca, cert=pki.partner[0], key=pki.partner[1],
+            target=f"localhost:{self.port}", ca=pki.ca, crl=pki.root / "ca" / "crl.pem",
+            cert=pki.partner[0], key=pki.partner[1],
             kek=pki.kek, stranger_cert=pki.stranger[0], stranger_key=pki.stranger[1], timeout_s=15.0,
             rotate_hook=self.app.epochs.rebuild_now,
         )
@@ -182,8 +183,10 @@ def test_real_node_runs_the_core_cases(real_report: Report) -> None:
     res = real_report.by_id()
     for cid in ("services.health_node", "services.reflection_contract", "transport.plaintext_refused",
                 "transport.client_cert_required", "transport.foreign_client_cert_refused", "index.download",
-                "index.resume", "oprf.proof_verifies", "oprf.deterministic", "exact.must_hit",
-                "exact.must_not_hit", "exact.labels", "cardinality.shuffled", "cardinality.count",
+                "index.resume", "index.announcement", "version.epoch_announcement",
+                "oprf.proof_under_announced_key", "oprf.proof_verifies", "oprf.deterministic",
+                "exact.must_hit", "exact.must_not_hit", "exact.labels", "cardinality.shuffled",
+                "cardinality.count",
                 "bad_input.identity", "bad_input.batch_over_limit", "bad_input.round_signature_flipped",
                 "policy.purpose_refused", "policy.stranger_refused", "budget.exhaustion",
                 "budget.retry_after",
@@ -227,6 +230,17 @@ def test_cli_exit_code_is_non_zero_when_a_required_case_fails(pki: Pki, real_nod
     assert main(_cli(pki, real_node, "--case", "oprf.proof_verifies", "--purpose", "not-accepted")) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "NOT CONFORMANT" in out and "PERMISSION_DENIED" in out
+
+
+def test_cli_crl_checks_announcements_and_must_be_a_crl(pki: Pki, real_node: RunningNode,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from fedcheck.cli.main import main
+
+    crl = str(pki.root / "ca" / "crl.pem")
+    assert main(_cli(pki, real_node, "--case", "version.epoch_announcement", "--crl", crl)) == 0
+    capsys.readouterr()
+    assert main(_cli(pki, real_node, "--case", "version.epoch_announcement", "--crl", str(pki.ca))) == 2
+    assert "revocation list" in capsys.readouterr().err
 
 
 def test_cli_without_tls_material_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -383,6 +397,103 @@ def test_node_reusing_its_key_across_epochs_fails(pki: Pki, tmp_path: Path,
     assert "same public key" in report.by_id()["epoch.key_rotation"].evidence
 
 
+# ------------------------------------------------------------------------------ signed epoch announcements
+
+ANNOUNCEMENT_CASES = {"version.epoch_announcement", "index.announcement", "oprf.proof_under_announced_key"}
+
+
+class OmitsAnnouncements(_Delegate):
+    """Serves NodeInfo and the index without its signed epoch announcements (queriers must refuse it)."""
+
+    def node_info(self, peer: Any = None) -> m.NodeInfo:
+        return replace(self.inner.node_info(peer), epoch_announcement=None, previous_epoch_announcement=None)
+
+    def get_index(self, peer: Any, request: m.GetIndexRequest) -> Iterator[m.IndexChunk]:
+        for chunk in self.inner.get_index(peer, request):
+            yield replace(chunk, announcement=None)
+
+
+class AnnouncesIndexForAnotherPartner(_Delegate):
+    """Signs the index announcement validly, with its own node key, but for another partner State than the
+    one that asked (what lets a relay hand one audience's index to another partner)."""
+
+    def get_index(self, peer: Any, request: m.GetIndexRequest) -> Iterator[m.IndexChunk]:
+        from fedcheck.rpc import serde
+
+        for chunk in self.inner.get_index(peer, request):
+            if chunk.announcement is not None:
+                ann = serde.epoch_announcement_from_bytes(chunk.announcement.payload)
+                env = self.inner._announcer.sign(
+                    ann.epoch_id, ann.epoch_public_key, ann.index_sha256, ann.valid_from_unix_ms,
+                    ann.valid_until_unix_ms, partner_state=STRANGER, audience=ann.audience,
+                )
+                chunk = replace(chunk, announcement=env)
+            yield chunk
+
+
+def _foreign_signer(pki: Pki) -> Callable[[Any], Any]:
+    """NodeInfo's announcement names this node's State, epoch and key but is signed by another member's node
+    certificate (node.STR): valid under the CA, wrong State."""
+    from fedcheck.node.announce import AnnouncementSigner
+    from fedcheck.trust.pki import load_private_key_pem
+
+    key_pem = load_private_key_pem(pki.stranger[1], None)
+    signer = AnnouncementSigner(STATE, pki.stranger[0].read_bytes(), key_pem)
+
+    class ForeignSigner(_Delegate):
+        def node_info(self, peer: Any = None) -> m.NodeInfo:
+            info = self.inner.node_info(peer)
+            ann = info.epoch_announcement
+            if ann is None:
+                return info
+            from fedcheck.rpc import serde
+
+            a = serde.epoch_announcement_from_bytes(ann.payload)
+            env = signer.sign(a.epoch_id, a.epoch_public_key, a.index_sha256, a.valid_from_unix_ms,
+                              a.valid_until_unix_ms)
+            return replace(info, epoch_announcement=env)
+
+    return ForeignSigner
+
+
+def test_node_omitting_its_announcements_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=OmitsAnnouncements, select=["version", "index", "oprf"])
+    assert _failed(report) == ANNOUNCEMENT_CASES, _explain(report)
+    assert "carries no signed epoch announcement" in report.by_id()["index.announcement"].evidence
+    assert report.by_id()["oprf.proof_verifies"].status is Status.PASS
+
+
+def test_node_announcing_its_index_for_another_partner_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=AnnouncesIndexForAnotherPartner, select=["version", "index",
+                                                                                       "oprf"])
+    assert _failed(report) == {"index.announcement"}, _explain(report)
+    evidence = report.by_id()["index.announcement"].evidence
+    assert f"partner_state={PARTNER!r}" in evidence and f"partner_state={STRANGER!r}" in evidence
+
+
+def test_node_info_announcement_signed_by_another_state_fails(pki: Pki, tmp_path: Path) -> None:
+    report = _run_broken(pki, tmp_path, wrap=_foreign_signer(pki), select=["version", "index", "oprf"])
+    assert _failed(report) == {"version.epoch_announcement", "oprf.proof_under_announced_key"}, \
+        _explain(report)
+    assert f"signed by node.{STRANGER}" in report.by_id()["version.epoch_announcement"].evidence
+
+
+def test_announcement_of_a_revoked_node_certificate_fails(pki: Pki, real_node: RunningNode,
+                                                          tmp_path: Path) -> None:
+    """The suite checks announcements against --crl: a CRL (same CA) revoking the node's certificate makes
+    them fail, while the node itself (still on the old CRL) serves on."""
+    import shutil
+
+    from fedcheck.trust.pki import identity_from_cert, revoke, write_crl
+
+    ca_dir = shutil.copytree(pki.root / "ca", tmp_path / "ca")
+    revoke(ca_dir, identity_from_cert(pki.node[0].read_bytes()).serial)
+    report = run_suite(real_node.config(pki, crl=write_crl(ca_dir)),
+                       select=["version.epoch_announcement", "index.announcement"])
+    assert _failed(report) == {"version.epoch_announcement", "index.announcement"}, _explain(report)
+    assert "CA and CRL" in report.by_id()["version.epoch_announcement"].evidence
+
+
 # ------------------------------------------------------------------- evaluator identity, sealed keys, budget
 
 
@@ -518,3 +629,5 @@ def test_insecure_dev_node_runs_the_evaluation_cases(pki: Pki, tmp_path: Path) -
                 "bad_input.round_foreign_signer", "bad_input.index_foreign_signer"):
         assert res[cid].status is Status.PASS, f"{cid}: {res[cid].status} {res[cid].evidence}"
     assert res["transport.plaintext_refused"].status is Status.SKIP
+    # no --ca: the node's signed announcements cannot be verified (skipped, never passed unchecked)
+    assert res["index.announcement"].status is Status.SKIP and "--ca" in res["index.announcement"].evidence

@@ -301,5 +301,5 @@ def test_build_index_reports_progress_of_new_evaluations(workers: int) -> None:
     holder.build_index(_entries(keys + keys[:10]), workers=workers, progress=seen.append)
     assert sum(seen) == 5000 and len(seen) > 1
     again: list[int] = []
-    holder.build_index(_entries(keys[:100] + [b"new"]), workers=workers, progress=again.append)
+    holder.build_index(_entries([*keys[:100], b"new"]), workers=workers, progress=again.append)
     assert sum(again) == 1

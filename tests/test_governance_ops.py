@@ -158,6 +158,65 @@ def test_replay_guard_duplicates_reuse_release_and_window(tmp_path: Path) -> Non
     g.close()
 
 
+def _node_toml(tmp_path: Path, extra: str) -> Path:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(
+        f'[node]\nstate = "DEU"\nkek = "env:X"\n{extra}'
+        '[tls]\ncert = "c"\nkey = "k"\nca = "a"\ncrl = "l"\n'
+    )
+    return cfg
+
+
+def test_replay_caps_config_defaults_ranges_and_types(tmp_path: Path) -> None:
+    from fedcheck.errors import ConfigError
+
+    cfg = load_node_config(_node_toml(tmp_path, ""))
+    assert (cfg.max_free_replays, cfg.max_replay_waiters) == (3, 4)  # the guard's historical defaults
+    for extra, want in (("max_free_replays = 0\nmax_replay_waiters = 0\n", (0, 0)),
+                        ("max_free_replays = 100\nmax_replay_waiters = 15\n", (100, 15))):
+        cfg = load_node_config(_node_toml(tmp_path, extra))
+        assert (cfg.max_free_replays, cfg.max_replay_waiters) == want
+    for key, bad in (("max_free_replays", "-1"), ("max_free_replays", "101"), ("max_replay_waiters", "-1"),
+                     ("max_replay_waiters", "16"), ("max_free_replays", "true"),
+                     ("max_replay_waiters", '"4"'), ("max_free_replays", "2.5")):
+        with pytest.raises(ConfigError, match=f"node.{key} must be") as exc:
+            load_node_config(_node_toml(tmp_path, f"{key} = {bad}\n"))
+        assert exc.value.reason in ("config_limits", "config_type"), (key, bad)
+
+
+def test_replay_caps_reach_the_nodes_replay_guard(fed: Any) -> None:
+    """[node] max_free_replays / max_replay_waiters configure the NodeApp's guard (a sibling of a devfed
+    node's config, so its relative paths resolve the same)."""
+    import time
+
+    from fedcheck.errors import Aborted
+    from fedcheck.node.replay import ReplayLimitExceeded
+
+    base: Path = fed.node_configs["FRA"]
+    config = base.with_name("node-replay-caps.toml")
+    text = base.read_text()
+    head, sep, rest = text.partition("[node]\n")
+    assert sep
+    config.write_text(head + sep + "max_free_replays = 1\nmax_replay_waiters = 0\n" + rest)
+    app = NodeApp(load_node_config(config))
+    try:
+        guard = app.replay
+        first = guard.begin("KEN", "caps-1", "a" * 64)
+        guard.complete("KEN", "caps-1", first.token, b"answer")
+        assert guard.begin("KEN", "caps-1", "a" * 64).answer == b"answer"  # the one free replay
+        with pytest.raises(ReplayLimitExceeded):  # default 3 would answer it again
+            guard.begin("KEN", "caps-1", "a" * 64)
+        pending = guard.begin("KEN", "caps-2", "b" * 64)
+        t0 = time.monotonic()
+        with pytest.raises(Aborted):  # no waiter allowed: refused at once instead of waiting 5 s
+            guard.begin("KEN", "caps-2", "b" * 64)
+        assert time.monotonic() - t0 < 2.0
+        guard.release("KEN", "caps-2", pending.token)
+    finally:
+        app.stop()
+        config.unlink()
+
+
 # -- coordinator audit (in-memory transport) ----------------------------------------------------------------
 
 

@@ -589,6 +589,8 @@ def test_evaluator_certificate_is_no_stand_in_for_a_partner_state(tmp_path: Path
         svc.blind_evaluate(COORD, _request(pki, [b"a"], "r-evfra", signer=pki.evaluators["FRA"]))
     assert exc.value.status == "PERMISSION_DENIED" and exc.value.reason == "evaluator_not_allowed"
     assert events[-1]["type"] == "refusal" and events[-1]["reason"] == "evaluator_not_allowed"
+    # relayed: the verified signer is the partner (with its role), the coordinator only the hop
+    assert (events[-1]["partner"], events[-1]["role"], events[-1]["peer"]) == ("FRA", "evaluator", COORD.name)
     assert epochs.evaluations == 0
     # the index download too
     from fedcheck.rpc.messages import IndexRequest
@@ -598,6 +600,8 @@ def test_evaluator_certificate_is_no_stand_in_for_a_partner_state(tmp_path: Path
     with pytest.raises(FedcheckError) as exc:
         list(svc.get_index(COORD, GetIndexRequest(SignedEnvelope(data, sign_payload(key, data), cert))))
     assert exc.value.reason == "evaluator_not_allowed"
+    assert events[-1]["type"] == "refusal" and events[-1]["reason"] == "evaluator_not_allowed"
+    assert (events[-1]["partner"], events[-1]["role"], events[-1]["peer"]) == ("FRA", "evaluator", COORD.name)
     # evaluator.EVA, whose entry says evaluator = true: judged as EVA, audited as an evaluator
     ev = svc.blind_evaluate(COORD, _request(pki, [b"a"], "r-eva", signer=pki.evaluators["EVA"]))
     assert len(ev.evaluated) == 1 and events[-1]["partner"] == "EVA" and events[-1]["role"] == "evaluator"
@@ -621,8 +625,33 @@ def test_fuzzy_querier_applies_the_evaluator_rule(pki: Pki) -> None:
     with pytest.raises(FedcheckError) as exc:
         gate.querier(COORD, env(pki.evaluators["FRA"]), "fuzzy")
     assert exc.value.reason == "evaluator_not_allowed" and refused[-1]["reason"] == "evaluator_not_allowed"
+    assert (refused[-1]["partner"], refused[-1]["role"], refused[-1]["peer"]) == ("FRA", "evaluator",
+                                                                                  COORD.name)
     assert gate.querier(COORD, env(pki.evaluators["EVA"]), "fuzzy").state == "EVA"
     assert gate.querier(COORD, env(pki.certs["FRA"]), "fuzzy").state == "FRA"
+
+
+def test_evaluator_refusal_reduced_audit_event_keeps_the_signer(pki: Pki) -> None:
+    """When the full refusal event cannot be appended, the fallback of both styles still names the verified
+    signer's State and role, not only the hop."""
+    from fedcheck.node.gate import EXACT_REFUSALS, FUZZY_REFUSALS, RequestGate
+
+    data = b"any signed payload"
+    cert, key = pki.evaluators["FRA"]
+    for style in (EXACT_REFUSALS, FUZZY_REFUSALS):
+        appended: list[dict[str, Any]] = []
+
+        def audit(event: Any, appended: list[dict[str, Any]] = appended) -> None:
+            if "reasons" not in event:  # the full event is rejected
+                raise InvalidInput("audit event rejected", reason="audit_value")
+            appended.append(dict(event))
+
+        gate = RequestGate(ca_pem=pki.ca_pem, crl=lambda: None, policy=_policy(), audit=audit, style=style)
+        with pytest.raises(FedcheckError):
+            gate.querier(COORD, SignedEnvelope(data, sign_payload(key, data), cert), "request")
+        assert len(appended) == 1 and "audit_reduced" in appended[0]["reasons"]
+        assert (appended[0]["partner"], appended[0]["role"], appended[0]["peer"]) == ("FRA", "evaluator",
+                                                                                      COORD.name)
 
 
 def test_policy_evaluator_flag_is_per_partner_and_boolean() -> None:

@@ -88,8 +88,9 @@ def _run(args: argparse.Namespace) -> int:
     from fedcheck.conformance.session import TargetConfig
 
     config = TargetConfig(
-        target=args.target, ca=args.ca, crl=args.crl, cert=args.cert, key=args.key, partner_cert=args.partner_cert,
-        partner_key=args.partner_key, stranger_cert=args.stranger_cert, stranger_key=args.stranger_key,
+        target=args.target, ca=args.ca, crl=args.crl, cert=args.cert, key=args.key,
+        partner_cert=args.partner_cert, partner_key=args.partner_key, stranger_cert=args.stranger_cert,
+        stranger_key=args.stranger_key,
         insecure_dev=args.insecure_dev, dev_identity=args.dev_identity, server_name=args.server_name,
         timeout_s=args.timeout, epoch_wait_s=args.epoch_wait, purpose=args.purpose,
         legal_basis=args.legal_basis,

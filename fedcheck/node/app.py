@@ -113,7 +113,12 @@ class NodeApp:
             epoch_window_seconds=cfg.epoch_seconds,
         )
         self.audit, self._close_audit = open_audit(cfg, kek)
-        self.replay = ReplayGuard(cfg.data_dir / "replay.sqlite", window_seconds=cfg.max_skew_seconds)
+        self.replay = ReplayGuard(
+            cfg.data_dir / "replay.sqlite",
+            window_seconds=cfg.max_skew_seconds,
+            max_replays=cfg.max_free_replays,
+            max_waiters=cfg.max_replay_waiters,
+        )
         self.epochs = EpochManager(
             self.store,
             cfg.state,

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from fedcheck.errors import ConfigError
+from fedcheck.node.replay import DEFAULT_MAX_REPLAYS, DEFAULT_MAX_WAITERS
 
 __all__ = [
     "MAX_BATCH_LIMIT",
+    "MAX_FREE_REPLAYS_LIMIT",
+    "MAX_REPLAY_WAITERS_LIMIT",
     "NodeConfig",
     "QuerierSettings",
     "TlsPaths",
@@ -28,6 +31,11 @@ __all__ = [
 
 #: largest node.max_batch: the proof transcript limit (batch length is a 16-bit field)
 MAX_BATCH_LIMIT = 65_535
+#: largest node.max_free_replays: free answers of one duplicated round stay a handful (coordinator retries)
+MAX_FREE_REPLAYS_LIMIT = 100
+#: largest node.max_replay_waiters: each waiter holds one of the node's 16 RPC worker threads for up to 5 s,
+#: and the request it waits for holds another
+MAX_REPLAY_WAITERS_LIMIT = 15
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -78,6 +86,10 @@ class NodeConfig:
     grace_seconds: float = 5.0
     list_poll_seconds: float = 2.0
     max_skew_seconds: int = 600
+    #: free answers of one answered, duplicated round (then ``replay_limit``); fedcheck.node.replay
+    max_free_replays: int = DEFAULT_MAX_REPLAYS
+    #: duplicates that may wait on one pending round at a time (more get ``round_in_progress`` at once)
+    max_replay_waiters: int = DEFAULT_MAX_WAITERS
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
     log_file: Path | None = None
@@ -181,6 +193,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         grace_seconds=_get(node, "grace_seconds", float, 5.0, where="node"),
         list_poll_seconds=_get(node, "list_poll_seconds", float, 2.0, where="node"),
         max_skew_seconds=_get(node, "max_skew_seconds", int, 600, where="node"),
+        max_free_replays=_get(node, "max_free_replays", int, DEFAULT_MAX_REPLAYS, where="node"),
+        max_replay_waiters=_get(node, "max_replay_waiters", int, DEFAULT_MAX_WAITERS, where="node"),
         metrics_port=_get(metrics, "port", int, None, where="metrics"),
         metrics_address=_get(metrics, "address", str, "127.0.0.1", where="metrics"),
         log_file=resolve_path(base, log_file) if log_file else None,
@@ -208,6 +222,14 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError("querier.max_index_mb must be in 1..65536", reason="config_limits")
     if not 1024 <= cfg.index_chunk_bytes <= 4 * 1024 * 1024:
         raise ConfigError("node.index_chunk_bytes must be in 1 KiB..4 MiB", reason="config_limits")
+    if not 0 <= cfg.max_free_replays <= MAX_FREE_REPLAYS_LIMIT:
+        raise ConfigError(
+            f"node.max_free_replays must be in 0..{MAX_FREE_REPLAYS_LIMIT}", reason="config_limits"
+        )
+    if not 0 <= cfg.max_replay_waiters <= MAX_REPLAY_WAITERS_LIMIT:
+        raise ConfigError(
+            f"node.max_replay_waiters must be in 0..{MAX_REPLAY_WAITERS_LIMIT}", reason="config_limits"
+        )
     if cfg.epoch_seconds < 10:
         raise ConfigError("node.epoch_seconds must be at least 10", reason="config_epoch")
     return cfg

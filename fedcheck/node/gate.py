@@ -63,25 +63,22 @@ class RefusalStyle:
     refusal_type: str | None
     #: what the fallback event keeps when the full one cannot be appended: nothing the caller wrote
     reduced_fields: tuple[str, ...]
-    #: an evaluator-rule refusal names the verified signer (partner, role) rather than only the TLS hop
-    evaluator_names_signer: bool
 
 
 #: Exact rounds and index downloads: refusals are ``type = refusal``; the reduced event keeps the verified
-#: partner, the round id and the outcome; an evaluator-rule refusal is audited like a bad signature (the hop
-#: only).
+#: partner and role, the round id and the outcome.
 EXACT_REFUSALS = RefusalStyle(
     logger=logging.getLogger("fedcheck.node"),
     message="request refused",
     refusal_type="refusal",
     reduced_fields=(
-        "type", "partner", "peer", "round_id", "epoch_id", "outcome", "status", "reason", "retry_after_s",
+        "type", "partner", "role", "peer", "round_id", "epoch_id", "outcome", "status", "reason",
+        "retry_after_s",
     ),
-    evaluator_names_signer=False,
 )
 
-#: Fuzzy rounds and follow-ups: refusals keep their request type; the reduced event keeps the verified role
-#: too; an evaluator-rule refusal names the verified signer.
+#: Fuzzy rounds and follow-ups: refusals keep their request type; the reduced event keeps the verified
+#: partner and role too.
 FUZZY_REFUSALS = RefusalStyle(
     logger=logging.getLogger("fedcheck.node.fuzzy"),
     message="fuzzy request refused",
@@ -90,7 +87,6 @@ FUZZY_REFUSALS = RefusalStyle(
         "type", "partner", "role", "peer", "round_id", "epoch_id", "outcome", "status", "reason",
         "retry_after_s",
     ),
-    evaluator_names_signer=True,
 )
 
 
@@ -171,16 +167,14 @@ class RequestGate:
             self.refuse({"type": kind, "peer": peer.name, "partner": peer.state}, exc)
             raise
         # an evaluator.FRA certificate is no stand-in for the member FRA: only a partner entry marked
-        # ``evaluator = true`` (a dedicated code such as EVA) accepts evaluator signers
+        # ``evaluator = true`` (a dedicated code such as EVA) accepts evaluator signers. The signer is
+        # verified by now, so the refusal names it (partner, role), with the TLS hop (for a relayed request
+        # the coordinator) as peer -- the same for exact and fuzzy requests
         if self._policy.evaluator_refused(querier.role, querier.state):
             denied = PolicyDenied(
                 "evaluator certificates of this State are not accepted", reason="evaluator_not_allowed"
             )
-            if self._style.evaluator_names_signer:
-                event = self.signer_event(kind, peer, querier)
-            else:
-                event = {"type": kind, "peer": peer.name, "partner": peer.state}
-            self.refuse(event, denied)
+            self.refuse(self.signer_event(kind, peer, querier), denied)
             raise denied
         return querier
 

@@ -206,19 +206,23 @@ class RoundEngine:
         try:
             return self._submit_round(peer, request)
         except FedcheckError as exc:
-            if self._audit is not None:
-                self._audit(
-                    {
-                        "type": "refusal",
-                        "peer": peer.name,
-                        "querier": peer.state,
-                        "round_id": request.round_id or "",
-                        "outcome": "refused",
-                        "status": exc.status,
-                        "reason": exc.reason,
-                    }
-                )
+            self._audit_refusal(peer, request.round_id, exc)
             raise
+
+    def _audit_refusal(self, peer: PeerIdentity, round_id: str, exc: FedcheckError) -> None:
+        """Every refused submission (exact or fuzzy) is audited before the refusal leaves."""
+        if self._audit is not None:
+            self._audit(
+                {
+                    "type": "refusal",
+                    "peer": peer.name,
+                    "querier": peer.state,
+                    "round_id": round_id or "",
+                    "outcome": "refused",
+                    "status": exc.status,
+                    "reason": exc.reason,
+                }
+            )
 
     def _submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
         env = request.round
@@ -314,7 +318,11 @@ class RoundEngine:
             return self._fuzzy
 
     def submit_fuzzy_round(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult:
-        return self._fuzzy_relay().submit(peer, request)
+        try:
+            return self._fuzzy_relay().submit(peer, request)
+        except FedcheckError as exc:
+            self._audit_refusal(peer, request.round_id, exc)
+            raise
 
     def fuzzy_release(
         self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest

@@ -167,43 +167,65 @@ def _subgroup_table(prime: int) -> list[list[Any]]:
 
 
 def _fixed_base(table: list[list[Any]], mod: Any) -> Any:
-    acc = gmpy2.mpz(1)
+    acc = None
     for row, d in zip(table, os.urandom(len(table)), strict=True):
         if d:
-            acc = acc * row[d] % mod
-    return acc
+            acc = row[d] if acc is None else acc * row[d] % mod
+    return gmpy2.mpz(1) if acc is None else acc
+
+
+def rerand_window(uses: int) -> int:
+    """Window (bits per table row) minimising table construction + ``uses`` evaluations, in multiplications.
+
+    Only the evaluation strategy changes with the window: ``α`` stays uniform in ``[0, 2^RERAND_EXP_BITS)``.
+    A round with few outputs (a small list) no longer pays a 10,200-multiplication 8-bit table.
+    """
+    def cost(c: int) -> int:
+        rows = -(-RERAND_EXP_BITS // c)
+        return rows * ((1 << c) - 2 + c) + uses * rows
+
+    return min(range(2, 11), key=cost)
 
 
 class Rerandomiser:
     """Holder-side fresh randomness ``h^(α)`` with ``h = s^n mod n²`` drawn by the holder per query and
-    ``α`` a 320-bit secret exponent, via a fixed-base table (40 multiplications instead of a 2048-bit
-    exponentiation). The base is the holder's own, so a querier cannot weaken it.
+    ``α`` a uniform 320-bit secret exponent, via a fixed-base table (``320/window`` multiplications instead of
+    a 2048-bit exponentiation; the window is chosen for the round's number of outputs, see
+    :func:`rerand_window`). The base is the holder's own, so a querier cannot weaken it.
     """
 
-    def __init__(self, n: int, *, table: list[list[int]] | None = None) -> None:
+    def __init__(self, n: int, *, table: list[list[Any]] | None = None, window: int = _WINDOW) -> None:
         self.n2 = gmpy2.mpz(n) * gmpy2.mpz(n)
         if table is None:
+            if not 1 <= window <= 16:
+                raise InvalidInput("rerandomiser: bad window", reason="bad_window")
             s = gmpy2.mpz(secrets.randbelow(n - 2) + 2)
             h = gmpy2.powmod(s, n, self.n2)
             table = []
-            for _ in range(RERAND_EXP_BITS // _WINDOW):
-                row = [1]
-                for _ in range(1, 1 << _WINDOW):
-                    row.append(int(row[-1] * h % self.n2))
+            for bit in range(0, RERAND_EXP_BITS, window):
+                row = [gmpy2.mpz(1), h]
+                for _ in range(2, 1 << min(window, RERAND_EXP_BITS - bit)):
+                    row.append(row[-1] * h % self.n2)
                 table.append(row)
-                h = gmpy2.powmod(h, 1 << _WINDOW, self.n2)
-        self.table = table
-        self._rows = [[gmpy2.mpz(v) for v in row] for row in table]
+                h = gmpy2.powmod(h, 1 << window, self.n2)
+        #: rows of ``h^(d·2^(window·i))`` as ``mpz`` (picklable, handed to forkserver workers as is)
+        self.table = [[gmpy2.mpz(v) for v in row] for row in table]
+        self.window = max(1, (len(self.table[0]) - 1).bit_length()) if self.table else 1
 
     def factor(self) -> Any:
         """One fresh ``h^α mod n²``."""
-        digits = os.urandom(RERAND_EXP_BITS // _WINDOW)
-        acc = gmpy2.mpz(1)
-        n2 = self.n2
-        for row, d in zip(self._rows, digits, strict=True):
+        c, rows, n2 = self.window, self.table, self.n2
+        if c == 8:
+            digits: Any = os.urandom(len(rows))
+        else:
+            alpha = int.from_bytes(os.urandom((RERAND_EXP_BITS + 7) // 8), "little")
+            mask = (1 << c) - 1
+            digits = [(alpha >> (c * i)) & mask for i in range(len(rows))]
+        acc = None
+        for row, d in zip(rows, digits, strict=True):
             if d:
-                acc = acc * row[d] % n2
-        return acc
+                acc = row[d] if acc is None else acc * row[d] % n2
+        return gmpy2.mpz(1) if acc is None else acc
 
 
 def ciphertexts_to_bytes(values: Sequence[int], width: int) -> bytes:
@@ -214,20 +236,29 @@ def ciphertexts_to_bytes(values: Sequence[int], width: int) -> bytes:
 def ciphertexts_from_bytes(data: bytes, width: int, n: int, *, check_units: bool = True) -> list[int]:
     """Parse and validate: every ciphertext in ``(0, n²)`` and (cheaply) a unit modulo ``n``.
 
-    The gcd costs about as much as one modular multiplication and rejects values that would let a crafted
-    input probe the factorisation or zero out a product.
+    The unit check rejects values that would let a crafted input probe the factorisation or zero out a
+    product. It is batched: ``gcd(Π c_i mod n, n) = 1`` iff every ``c_i`` is a unit (a prime of ``n`` divides
+    the product iff it divides some ``c_i``), one 2048-bit multiplication per ciphertext instead of one gcd;
+    only when the batch fails are the ciphertexts checked one by one, so the error (and which value
+    raises it first) is the same as a per-value check.
     """
     if width <= 0 or len(data) % width:
         raise InvalidCiphertext("ciphertexts: length is not a multiple of the ciphertext width",
                                 reason="bad_length")
     n2 = n * n
-    nz = gmpy2.mpz(n)
-    out: list[int] = []
-    for off in range(0, len(data), width):
-        c = int.from_bytes(data[off : off + width], "big")
+    out = [int.from_bytes(data[off : off + width], "big") for off in range(0, len(data), width)]
+    if all(0 < c < n2 for c in out):
+        if not check_units:
+            return out
+        nz = gmpy2.mpz(n)
+        prod = gmpy2.mpz(1)
+        for c in out:
+            prod = prod * c % nz
+        if gmpy2.gcd(prod, nz) == 1:
+            return out
+    for c in out:  # some value is bad: report the first, as a value-by-value check would
         if not 0 < c < n2:
             raise InvalidCiphertext("ciphertext: out of range", reason="out_of_range")
-        if check_units and gmpy2.gcd(gmpy2.mpz(c), nz) != 1:
+        if check_units and gmpy2.gcd(gmpy2.mpz(c), n) != 1:
             raise InvalidCiphertext("ciphertext: not a unit modulo n", reason="not_unit")
-        out.append(c)
-    return out
+    raise AssertionError("unreachable: batch unit check failed but every value passed")

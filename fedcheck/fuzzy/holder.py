@@ -30,6 +30,7 @@ from fedcheck.fuzzy._paillier import (
     PublicKey,
     Rerandomiser,
     ciphertexts_from_bytes,
+    rerand_window,
 )
 from fedcheck.fuzzy.encoding import (
     FACE_Q,
@@ -195,6 +196,19 @@ class FuzzyHolder:
         self._coefs = np.array([c for e in self.entries for c in e.coefs], dtype=np.int64)
         self._sizes = np.array(lens, dtype=np.int64)
         self._years = [e.year for e in self.entries]
+        # Scoring works on plain Python tuples (no per-pair numpy scalars) and shares the product
+        # ``T[|Y|]·Π C_d`` between entries with identical dims (a name's birth years): group id per entry,
+        # -1 when the entry's dims are unique in the list.
+        self._entry_dims = [tuple(int(d) for d in e.dims) for e in self.entries]
+        self._entry_coefs = [tuple(int(c) for c in e.coefs) for e in self.entries]
+        first: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        counts: dict[int, int] = {}
+        gid = []
+        for i, e in enumerate(self.entries):
+            g = first.setdefault((self._entry_dims[i], self._entry_coefs[i]), i)
+            counts[g] = counts.get(g, 0) + 1
+            gid.append(g)
+        self._groups = [g if counts[g] > 1 else -1 for g in gid]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -268,8 +282,9 @@ class FuzzyHolder:
             "cts": [[gmpy2.mpz(c) for c in cts[i * per_pack : (i + 1) * per_pack]] for i in range(packs)],
             "params": p, "blocks": blocks, "seed": seed, "blind_bits": blind_bits, "n_entries": n_entries,
             "offsets": self._offsets, "flat": self._flat, "coefs": self._coefs, "sizes": self._sizes,
-            "years": self._years, "kind": self.kind,
-            "rerand_table": Rerandomiser(pk.n).table,
+            "years": self._years, "kind": self.kind, "entry_dims": self._entry_dims,
+            "entry_coefs": self._entry_coefs, "groups": self._groups,
+            "rerand_table": Rerandomiser(pk.n, window=rerand_window(packs * outs_per_pack)).table,
         }
         units: list[tuple[int, int, int]] = []
         chunk = max(1, math.ceil(outs_per_pack * packs / (self.workers * 8)))
@@ -419,9 +434,24 @@ def _init_worker_with(state: dict[str, Any]) -> None:
 
 def _init_worker() -> None:
     _STATE["rerand"] = Rerandomiser(int(_STATE["n"]), table=_STATE["rerand_table"])
+    _STATE["perm_pack"] = None
+
+
+#: Products ``T[|Y|]·Π C_d`` kept per worker for the current pack (shared dims only), at most this many.
+_GROUP_CACHE_MAX = 1 << 16
+#: Horner shifts of more squarings than this go through one ``powmod`` call (less interpreter overhead);
+#: shorter ones are plain Python squarings (``powmod`` pays ≈ 2 multiplications of Montgomery conversion).
+_POWMOD_SQUARINGS = 32
 
 
 def _score_unit(unit: tuple[int, int, int]) -> bytes:
+    """Score outputs ``start..stop`` of ``pack``.
+
+    Per block (entry at a shuffled position) ``acc ← acc^(2^(k w)) · A^r``, evaluated as one left-to-right
+    chain: ``acc^(2^(k w − L + 1)) · A`` then, per remaining bit of ``r`` (``L`` bits), square and multiply
+    by ``A`` if the bit is set. The k·w squarings of the shift thus also raise ``A`` to ``r``: the same value
+    as ``acc^(2^(k w)) · powmod(A, r)`` without the ≈ L squarings of a separate exponentiation.
+    """
     pack, start, stop = unit
     s = _STATE
     n, n2, p = s["n"], s["n2"], s["params"]
@@ -430,49 +460,78 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
     table, years_ct = cts[dims : dims + size_table], cts[dims + size_table :]
     n_entries = s["n_entries"]
     if s.get("perm_pack") != pack:  # units of one pack mostly reach the same worker in a row
-        s["perm"], s["perm_pack"] = _perm(s["seed"], pack, n_entries), pack
-    perm = s["perm"]
-    first = start * s["blocks"]
-    r_row, rho_row = _blinding(s["seed"], pack, first, min(stop * s["blocks"], n_entries) - first,
-                               p.pack_size, s["blind_bits"])
-    offsets, flat, coefs, sizes, years = s["offsets"], s["flat"], s["coefs"], s["sizes"], s["years"]
+        s["perm"], s["perm_pack"] = _perm(s["seed"], pack, n_entries).tolist(), pack
+        s["group_cache"] = {}
+    perm: list[int] = s["perm"]
+    cache: dict[int, Any] = s["group_cache"]
     blocks, k, w = s["blocks"], p.pack_size, p.slot_bits
-    shift = gmpy2.mpz(1) << (k * w)
-    half = np.uint64(1) << np.uint64(w - 1)
+    first = start * blocks
+    last = min(stop * blocks, n_entries)
+    r_row, rho_row = _blinding(s["seed"], pack, first, last - first, k, s["blind_bits"])
+    r_list: list[int] = r_row.tolist()
+    # slot additions, all blocks of the unit at once: little-endian w-bit slots, block 0 most significant
     wb = w // 8
+    slot_bytes = (rho_row + (np.uint64(1) << np.uint64(w - 1))).astype("<u8").view(np.uint8)
+    slot_bytes = slot_bytes.reshape(last - first, k, 8)[:, :, :wb]
+    entry_dims, entry_coefs, groups, years = s["entry_dims"], s["entry_coefs"], s["groups"], s["years"]
+    year_base, year_count = p.year_base, p.year_count
+    kw = k * w
     rerand: Rerandomiser = s["rerand"]
     face = s["kind"] == "face"
+    width = s["width"]
     out: list[bytes] = []
     for o in range(start, stop):
+        lo, hi = o * blocks, min((o + 1) * blocks, n_entries)
         acc: Any = None
-        add = 0
-        for pos in range(o * blocks, min((o + 1) * blocks, n_entries)):
-            e = int(perm[pos])
-            a, b = int(offsets[e]), int(offsets[e + 1])
-            if face:
-                a_ct = table[0] * _face_product(cts, flat[a:b], coefs[a:b], n2) % n2
+        for pos in range(lo, hi):
+            e = perm[pos]
+            g = groups[e]
+            base = cache.get(g) if g >= 0 else None
+            if base is None:
+                if face:
+                    base = table[0] * _face_product(cts, entry_dims[e], entry_coefs[e], n2) % n2
+                else:
+                    ed = entry_dims[e]
+                    base = table[len(ed)]
+                    for d in ed:
+                        base = base * cts[d] % n2
+                if g >= 0 and len(cache) < _GROUP_CACHE_MAX:
+                    cache[g] = base
+            a_ct = base
+            yr = years[e]
+            if not face and yr is not None and 0 <= yr - year_base < year_count:
+                a_ct = a_ct * years_ct[yr - year_base] % n2
+            r = r_list[pos - first]
+            if acc is None:
+                acc = gmpy2.powmod(a_ct, r, n2)
+                continue
+            bits = bin(r)[3:]  # r without its leading 1
+            lead = kw - len(bits)  # squarings before A's leading bit enters the chain
+            if lead < 0:  # never for honest parameters (k·w >= b): the plain two-step form
+                acc = gmpy2.powmod(acc, 1 << kw, n2) * gmpy2.powmod(a_ct, r, n2) % n2
+                continue
+            if lead > _POWMOD_SQUARINGS:
+                acc = gmpy2.powmod(acc, 1 << lead, n2)
             else:
-                a_ct = table[int(sizes[e])]
-                for d in flat[a:b].tolist():
-                    a_ct = a_ct * cts[d] % n2
-                yr = years[e]
-                if yr is not None and 0 <= yr - p.year_base < p.year_count:
-                    a_ct = a_ct * years_ct[yr - p.year_base] % n2
-            blk = gmpy2.powmod(a_ct, int(r_row[pos - first]), n2)
-            acc = blk if acc is None else gmpy2.powmod(acc, shift, n2) * blk % n2
-            slots = (rho_row[pos - first] + half).astype("<u8").view(np.uint8).reshape(k, 8)[:, :wb]
-            add = (add << (k * w)) | int.from_bytes(slots.tobytes(), "little")
+                for _ in range(lead):
+                    acc = acc * acc % n2
+            acc = acc * a_ct % n2
+            for bit in bits:
+                acc = acc * acc % n2
+                if bit == "1":
+                    acc = acc * a_ct % n2
+        add = int.from_bytes(slot_bytes[lo - first : hi - first][::-1].tobytes(), "little")
         acc = acc * (1 + n * add) % n2 * rerand.factor() % n2
-        out.append(int(acc).to_bytes(s["width"], "big"))
+        out.append(int(acc).to_bytes(width, "big"))
     return b"".join(out)
 
 
-def _face_product(cts: list[Any], dims: npt.NDArray[np.int64], coefs: npt.NDArray[np.int64], n2: Any) -> Any:
+def _face_product(cts: list[Any], dims: Sequence[int], coefs: Sequence[int], n2: Any) -> Any:
     """``Π C_d^{y_d}`` for small signed ``y_d`` by value buckets: ~|dims| + 4·FACE_Q multiplications."""
     result = gmpy2.mpz(1)
     for sign in (1, -1):
         buckets = [gmpy2.mpz(1)] * (FACE_Q + 1)
-        for d, c in zip(dims.tolist(), coefs.tolist(), strict=True):
+        for d, c in zip(dims, coefs, strict=True):
             if c * sign > 0:
                 buckets[c * sign] = buckets[c * sign] * cts[d] % n2
         running, acc = gmpy2.mpz(1), gmpy2.mpz(1)

@@ -441,6 +441,9 @@ def test_node_info_reveals_only_the_callers_audience_size(tmp_path: Path, pki: P
     assert svc.node_info(PeerIdentity("node", "KEN", 4)).index_size == 0  # not a partner
     # ListNodes through the coordinator carries the coordinator's view
     assert InMemoryNodeClient(svc, COORD).node_info(timeout=1).index_size == 0
+    # an evaluator certificate naming a member State without `evaluator = true` is no stand-in for it
+    assert svc._policy.evaluator_refused("evaluator", "ITA")
+    assert svc.node_info(PeerIdentity("evaluator", "ITA", 5)).index_size == 0
 
 
 # -- 6. per-epoch budgets do not reset on list imports ------------------------------------------------------

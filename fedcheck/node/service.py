@@ -145,6 +145,8 @@ class NodeService:
         """Entries of the caller's own audience index (0 for the coordinator, which relays to everyone)."""
         if peer is None or peer.role not in SIGNER_ROLES:
             return 0
+        if self._policy.evaluator_refused(peer.role, peer.state):  # no stand-in for a member State
+            return 0
         partner = self._policy.partner(peer.state)
         if partner is None:
             return 0

@@ -217,7 +217,11 @@ class FuzzyService:
         (valid for each of them; they count no entry withheld from every partner).
         """
         partner = None
-        if peer is not None and peer.role != "coordinator":
+        if (
+            peer is not None
+            and peer.role != "coordinator"
+            and not self._policy.evaluator_refused(peer.role, peer.state)  # no stand-in for a member
+        ):
             partner = self._policy.partner(peer.state)
         key = partner.audience_id if partner is not None else "*"
         version = self._store.list_version()

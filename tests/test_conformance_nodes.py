@@ -494,6 +494,17 @@ def test_announcement_of_a_revoked_node_certificate_fails(pki: Pki, real_node: R
     assert "CA and CRL" in report.by_id()["version.epoch_announcement"].evidence
 
 
+def test_expect_state_catches_a_node_claiming_another_state(pki: Pki, real_node: RunningNode) -> None:
+    """NodeInfo is unsigned: with --expect-state the suite holds the node to the State the evaluator means."""
+    state = real_node.app.cfg.state
+    ok = run_suite(real_node.config(pki, expect_state=state), select=["version.epoch_announcement"])
+    assert not _failed(ok), _explain(ok)
+    wrong = run_suite(real_node.config(pki, expect_state=STRANGER),
+                      select=["version.epoch_announcement", "index.announcement"])
+    assert _failed(wrong) == {"version.epoch_announcement", "index.announcement"}, _explain(wrong)
+    assert f"evaluator expects {STRANGER!r}" in wrong.by_id()["version.epoch_announcement"].evidence
+
+
 # ------------------------------------------------------------------- evaluator identity, sealed keys, budget
 
 

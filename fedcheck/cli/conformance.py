@@ -28,6 +28,8 @@ def register(sub: Any) -> None:
     run.add_argument("--ca", type=Path, help="federation CA certificate (PEM)")
     run.add_argument("--crl", type=Path, help="federation revocation list (PEM, signed by --ca): the node's "
                      "signed epoch announcements are checked against it")
+    run.add_argument("--expect-state", metavar="CODE", help="the State code the node under test must be "
+                     "(its signed epoch announcements must come from that State's node certificate)")
     run.add_argument("--cert", type=Path, help="client certificate for mutual TLS (an evaluator certificate "
                      "`fedcheck pki issue --role evaluator --state EVA`, or a node certificate)")
     run.add_argument("--key", type=Path, help="private key of --cert (PEM, or sealed: see --kek)")
@@ -88,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     from fedcheck.conformance.session import TargetConfig
 
     config = TargetConfig(
-        target=args.target, ca=args.ca, crl=args.crl, cert=args.cert, key=args.key,
+        target=args.target, ca=args.ca, crl=args.crl, expect_state=args.expect_state, cert=args.cert,
+        key=args.key,
         partner_cert=args.partner_cert, partner_key=args.partner_key, stranger_cert=args.stranger_cert,
         stranger_key=args.stranger_key,
         insecure_dev=args.insecure_dev, dev_identity=args.dev_identity, server_name=args.server_name,

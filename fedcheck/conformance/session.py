@@ -74,6 +74,9 @@ class TargetConfig:
     #: federation CRL (PEM, signed by ``ca``): the node's signed epoch announcements are checked against it
     #: (without it, revocation of the node certificate is not checked)
     crl: Path | None = None
+    #: the State the evaluator means to test (``--expect-state``); NodeInfo is unsigned, so without it a node
+    #: that claims another member's State and signs with that member's certificate is not caught
+    expect_state: str | None = None
     cert: Path | None = None
     key: Path | None = None
     partner_cert: Path | None = None

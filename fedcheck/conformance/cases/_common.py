@@ -142,18 +142,22 @@ def verified_announcement(
     ca = session.ca_pem
     if ca is None:
         raise CaseSkipped("needs the federation CA (--ca) to verify the node's signed epoch announcements")
+    claimed = session.info().state
+    expected = session.config.expect_state or claimed
+    if expected != claimed:  # NodeInfo is unsigned: a node could claim another member's State
+        raise CaseFailed(f"{what}: NodeInfo claims State {claimed!r}, the evaluator expects {expected!r}")
     if env is None:
         raise CaseFailed(f"{what} carries no signed epoch announcement: a querier refuses this holder "
                          "(announcement_invalid)")
     try:
         return verify_announcement(
             SignedEnvelope(bytes(env.payload), bytes(env.signature), bytes(env.certificate_pem)),
-            ca_pem=ca, crl=lambda: session.crl, state=session.info().state, epoch_id=epoch_id,
+            ca_pem=ca, crl=lambda: session.crl, state=expected, epoch_id=epoch_id,
             public_key=public_key, index_sha256=index_sha256, partner_state=partner_state,
         )
     except FedcheckError:
         raise CaseFailed(
-            f"{what}: the signed epoch announcement does not verify for state={session.info().state!r} "
+            f"{what}: the signed epoch announcement does not verify for state={expected!r} "
             f"epoch_id={epoch_id!r}"
             + (f" key={public_key.hex()[:16]}…" if public_key is not None else "")
             + (f" index_sha256={index_sha256.hex()[:16]}…" if index_sha256 is not None else "")

@@ -196,19 +196,13 @@ class FuzzyHolder:
         self._coefs = np.array([c for e in self.entries for c in e.coefs], dtype=np.int64)
         self._sizes = np.array(lens, dtype=np.int64)
         self._years = [e.year for e in self.entries]
-        # Scoring works on plain Python tuples (no per-pair numpy scalars) and shares the product
-        # ``T[|Y|]·Π C_d`` between entries with identical dims (a name's birth years): group id per entry,
-        # -1 when the entry's dims are unique in the list.
-        self._entry_dims = [tuple(int(d) for d in e.dims) for e in self.entries]
-        self._entry_coefs = [tuple(int(c) for c in e.coefs) for e in self.entries]
-        first: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
-        counts: dict[int, int] = {}
-        gid = []
-        for i, e in enumerate(self.entries):
-            g = first.setdefault((self._entry_dims[i], self._entry_coefs[i]), i)
-            counts[g] = counts.get(g, 0) + 1
-            gid.append(g)
-        self._groups = [g if counts[g] > 1 else -1 for g in gid]
+        # Names: the product T[|Y|]·Π C_d of every entry follows a shared-prefix plan (see _name_plan).
+        self._plan = _name_plan(self._entry_symbols()) if kind == "name" else None
+
+    def _entry_symbols(self) -> list[tuple[int, ...]]:
+        """Per entry the ciphertext indices whose product it needs: its bigrams and ``dims + |Y|`` (the
+        threshold-table row, which follows the ``dims`` bigram ciphertexts in every pack)."""
+        return [(*(int(d) for d in e.dims), self.dims + len(e.dims)) for e in self.entries]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -282,8 +276,7 @@ class FuzzyHolder:
             "cts": [[gmpy2.mpz(c) for c in cts[i * per_pack : (i + 1) * per_pack]] for i in range(packs)],
             "params": p, "blocks": blocks, "seed": seed, "blind_bits": blind_bits, "n_entries": n_entries,
             "offsets": self._offsets, "flat": self._flat, "coefs": self._coefs, "sizes": self._sizes,
-            "years": self._years, "kind": self.kind, "entry_dims": self._entry_dims,
-            "entry_coefs": self._entry_coefs, "groups": self._groups,
+            "years": self._years, "kind": self.kind, "plan": self._plan,
             "rerand_table": Rerandomiser(pk.n, window=rerand_window(packs * outs_per_pack)).table,
         }
         units: list[tuple[int, int, int]] = []
@@ -435,10 +428,86 @@ def _init_worker_with(state: dict[str, Any]) -> None:
 def _init_worker() -> None:
     _STATE["rerand"] = Rerandomiser(int(_STATE["n"]), table=_STATE["rerand_table"])
     _STATE["perm_pack"] = None
+    if _STATE.get("plan") is not None:  # plain lists: no numpy scalars in the per-pair loop
+        _STATE["plan_lists"] = tuple(a.tolist() for a in _STATE["plan"])
 
 
-#: Products ``T[|Y|]·Π C_d`` kept per worker for the current pack (shared dims only), at most this many.
-_GROUP_CACHE_MAX = 1 << 16
+#: Shared-prefix products kept per worker for the current pack, at most this many (≈ 32 MB at 2048 bits);
+#: beyond, a product is recomputed from its nearest cached ancestor (same value, more multiplications).
+_NODE_CACHE_MAX = 1 << 16
+
+
+def _name_plan(keys: list[tuple[int, ...]]) -> tuple[npt.NDArray[np.int64], ...]:
+    """Shared-prefix plan for the entry products ``Π_{s ∈ key} C_s`` (multiplication commutes, so any order
+    gives the same ciphertext).
+
+    Each key is ordered by descending symbol frequency in the list; the keys are sorted, and every prefix
+    that two sorted-adjacent keys share (a branching node of their trie, e.g. the common bigrams of several
+    names, or a whole name repeated for each birth year) becomes a *node*, computed once per pack from its
+    longest node prefix (its parent). An entry starts from its deepest node and multiplies the rest: on the
+    UN list ≈ 30 % fewer multiplications than one product per entry. Returns flat arrays (cheap to hand to
+    forkserver workers): node parent (-1: none), node symbol offsets and symbols (beyond the parent),
+    entry node (-1: none), entry symbol offsets and symbols (beyond the node).
+    """
+    freq: dict[int, int] = {}
+    for k in keys:
+        for x in k:
+            freq[x] = freq.get(x, 0) + 1
+    ordered = [tuple(sorted(k, key=lambda x: (-freq[x], x))) for k in keys]
+    order = sorted(range(len(keys)), key=ordered.__getitem__)
+
+    def lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+        i, m = 0, min(len(a), len(b))
+        while i < m and a[i] == b[i]:
+            i += 1
+        return i
+
+    shared = [0] * (len(keys) + 1)  # shared[j]: lcp of sorted positions j-1 and j
+    for j in range(1, len(order)):
+        shared[j] = lcp(ordered[order[j - 1]], ordered[order[j]])
+    node_id: dict[tuple[int, ...], int] = {}
+    entry_depth = [0] * len(keys)
+    for j, e in enumerate(order):
+        depth = max(shared[j], shared[j + 1])
+        entry_depth[e] = depth
+        if depth:
+            node_id.setdefault(ordered[e][:depth], len(node_id))
+    nodes = sorted(node_id, key=node_id.__getitem__)
+    n_parent: list[int] = []
+    n_off: list[int] = [0]
+    n_syms: list[int] = []
+    for prefix in nodes:
+        par, pdepth = -1, 0
+        for cut in range(len(prefix) - 1, 0, -1):
+            if prefix[:cut] in node_id:
+                par, pdepth = node_id[prefix[:cut]], cut
+                break
+        n_parent.append(par)
+        n_syms.extend(prefix[pdepth:])
+        n_off.append(len(n_syms))
+    e_node: list[int] = []
+    e_off: list[int] = [0]
+    e_syms: list[int] = []
+    for e, k in enumerate(ordered):
+        depth = entry_depth[e]
+        e_node.append(node_id[k[:depth]] if depth else -1)
+        e_syms.extend(k[depth:])
+        e_off.append(len(e_syms))
+    return tuple(np.asarray(a, dtype=np.int64) for a in (n_parent, n_off, n_syms, e_node, e_off, e_syms))
+
+
+def _node_value(i: int, cts: list[Any], n2: Any, cache: dict[int, Any], plan: tuple[list[int], ...]) -> Any:
+    v = cache.get(i)
+    if v is not None:
+        return v
+    parent, off, syms = plan[0], plan[1], plan[2]
+    par = parent[i]
+    v = _node_value(par, cts, n2, cache, plan) if par >= 0 else None
+    for x in syms[off[i] : off[i + 1]]:
+        v = cts[x] if v is None else v * cts[x] % n2
+    if len(cache) < _NODE_CACHE_MAX:
+        cache[i] = v
+    return v
 #: Horner shifts of more squarings than this go through one ``powmod`` call (less interpreter overhead);
 #: shorter ones are plain Python squarings (``powmod`` pays ≈ 2 multiplications of Montgomery conversion).
 _POWMOD_SQUARINGS = 32
@@ -461,9 +530,9 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
     n_entries = s["n_entries"]
     if s.get("perm_pack") != pack:  # units of one pack mostly reach the same worker in a row
         s["perm"], s["perm_pack"] = _perm(s["seed"], pack, n_entries).tolist(), pack
-        s["group_cache"] = {}
+        s["node_cache"] = {}
     perm: list[int] = s["perm"]
-    cache: dict[int, Any] = s["group_cache"]
+    cache: dict[int, Any] = s["node_cache"]
     blocks, k, w = s["blocks"], p.pack_size, p.slot_bits
     first = start * blocks
     last = min(stop * blocks, n_entries)
@@ -473,7 +542,9 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
     wb = w // 8
     slot_bytes = (rho_row + (np.uint64(1) << np.uint64(w - 1))).astype("<u8").view(np.uint8)
     slot_bytes = slot_bytes.reshape(last - first, k, 8)[:, :, :wb]
-    entry_dims, entry_coefs, groups, years = s["entry_dims"], s["entry_coefs"], s["groups"], s["years"]
+    years = s["years"]
+    offsets, flat, coefs = s["offsets"], s["flat"], s["coefs"]
+    plan: tuple[list[int], ...] = s.get("plan_lists", ())
     year_base, year_count = p.year_base, p.year_count
     kw = k * w
     rerand: Rerandomiser = s["rerand"]
@@ -485,18 +556,14 @@ def _score_unit(unit: tuple[int, int, int]) -> bytes:
         acc: Any = None
         for pos in range(lo, hi):
             e = perm[pos]
-            g = groups[e]
-            base = cache.get(g) if g >= 0 else None
-            if base is None:
-                if face:
-                    base = table[0] * _face_product(cts, entry_dims[e], entry_coefs[e], n2) % n2
-                else:
-                    ed = entry_dims[e]
-                    base = table[len(ed)]
-                    for d in ed:
-                        base = base * cts[d] % n2
-                if g >= 0 and len(cache) < _GROUP_CACHE_MAX:
-                    cache[g] = base
+            if face:
+                a, b = int(offsets[e]), int(offsets[e + 1])
+                base = table[0] * _face_product(cts, flat[a:b].tolist(), coefs[a:b].tolist(), n2) % n2
+            else:
+                node = plan[3][e]
+                base = _node_value(node, cts, n2, cache, plan) if node >= 0 else None
+                for x in plan[5][plan[4][e] : plan[4][e + 1]]:
+                    base = cts[x] if base is None else base * cts[x] % n2
             a_ct = base
             yr = years[e]
             if not face and yr is not None and 0 <= yr - year_base < year_count:

@@ -27,7 +27,7 @@ from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
 if TYPE_CHECKING:
     from fedcheck.coordinator.rounds import RoundStore
 
-__all__ = ["HolderCall", "ask_holder", "holder_status", "run_round", "submitter"]
+__all__ = ["HolderCall", "ask_holder", "holder_status", "round_event", "run_round", "submitter"]
 
 _log = logging.getLogger("fedcheck.coordinator")
 
@@ -159,3 +159,26 @@ def run_round(
         },
     )
     return result
+
+
+def round_event(
+    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+) -> dict[str, Any]:
+    """The part of the coordinator's audit entry every round kind shares: who asked, why, of whom, how much,
+    per-State latency and duration. Never a payload. Callers add their per-State statuses and outcome."""
+    return {
+        "type": "round",
+        "round_id": payload.round_id,
+        "querier": querier.state,
+        "cert_serial": str(querier.serial),
+        "unit": payload.unit,
+        "official": payload.official,
+        "purpose": payload.purpose,
+        "legal_basis": payload.legal_basis,
+        "mode": payload.mode,
+        "targets": [t.state for t in payload.targets],
+        "items": sum(items.values()),
+        "items_by_state": dict(items),
+        "latency_ms": {h.state: h.latency_ms for h in result.results},
+        "duration_ms": result.finished_unix_ms - result.started_unix_ms,
+    }

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from fedcheck.coordinator.fanout import run_round, submitter
+from fedcheck.coordinator.fanout import round_event, run_round, submitter
 from fedcheck.errors import (
     FedcheckError,
     InvalidInput,
@@ -180,21 +180,7 @@ def _fuzzy_round_event(
 ) -> dict[str, Any]:
     """The coordinator's audit entry for a fuzzy round (no holder audit heads: fuzzy answers carry none)."""
     results = result.results
-    return {
-        "type": "round",
-        "round_id": payload.round_id,
-        "querier": querier.state,
-        "cert_serial": str(querier.serial),
-        "unit": payload.unit,
-        "official": payload.official,
-        "purpose": payload.purpose,
-        "legal_basis": payload.legal_basis,
-        "mode": payload.mode,
-        "targets": [t.state for t in payload.targets],
-        "items": sum(items.values()),
-        "items_by_state": items,
-        "holders": {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results},
-        "latency_ms": {h.state: h.latency_ms for h in results},
-        "outcome": "ok" if all(h.status is HolderStatus.OK for h in results) else "partial",
-        "duration_ms": result.finished_unix_ms - result.started_unix_ms,
-    }
+    event = round_event(querier, payload, result, items)
+    event["holders"] = {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results}
+    event["outcome"] = "ok" if all(h.status is HolderStatus.OK for h in results) else "partial"
+    return event

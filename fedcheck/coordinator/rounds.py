@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fedcheck.coordinator.fanout import run_round, submitter
+from fedcheck.coordinator.fanout import round_event, run_round, submitter
 from fedcheck.coordinator.fuzzy import FuzzyRelay
 from fedcheck.errors import (
     FedcheckError,
@@ -360,25 +360,11 @@ def _round_event(
         if h.evaluation is not None and h.evaluation.audit_hash
     }
     ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
-    return {
-        "type": "round",
-        "round_id": payload.round_id,
-        "querier": querier.state,
-        "cert_serial": str(querier.serial),
-        "unit": payload.unit,
-        "official": payload.official,
-        "purpose": payload.purpose,
-        "legal_basis": payload.legal_basis,
-        "mode": payload.mode,
-        "targets": [t.state for t in payload.targets],
-        "items": sum(items.values()),
-        "items_by_state": dict(items),
-        "holders": {s: v[:200] for s, v in statuses.items()},
-        "latency_ms": {h.state: h.latency_ms for h in result.results},
-        "anchors": anchors,
-        "outcome": "ok" if ok == len(result.results) else ("partial" if ok else "failed"),
-        "duration_ms": result.finished_unix_ms - result.started_unix_ms,
-    }
+    event = round_event(querier, payload, result, items)
+    event["holders"] = {s: v[:200] for s, v in statuses.items()}
+    event["anchors"] = anchors
+    event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
+    return event
 
 
 def _replayed(r: RoundResult) -> RoundResult:

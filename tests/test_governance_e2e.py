@@ -507,8 +507,10 @@ def test_coordinator_audit_log_and_holder_head_anchoring(
         e["event"] for e in entries if e["event"].get("holders", {}).get("KEN", "").startswith("refused")
     ]
     assert refused_ev, "refused rounds are audited at the coordinator too"
-    # the head UNX returned is signed by UNX's audit key and recorded by the coordinator
+    # the head UNX returned is signed by UNX's audit key and recorded by the coordinator, which checked it
+    # against the audit public key write_federation configured for UNX
     anchor = ev["anchors"]["UNX"]
+    assert ev["anchors_verified"] == ["UNX"] and ev["anchors_unverified"] == []
     seq, h = anchor.split(":")
     import sqlite3
 

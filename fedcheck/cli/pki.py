@@ -1,7 +1,8 @@
-"""``fedcheck pki init-ca|issue|revoke|crl|show|gen-kek``: the federation PKI for operators.
+"""``fedcheck pki init-ca|issue|csr|sign-csr|revoke|crl|show|gen-kek``: the federation PKI for operators.
 
 Private keys are sealed under the operator's KEK (``--kek file:PATH`` or ``--kek env:VAR``); without
-``--kek`` they are written as plaintext PEM (development only, a warning is printed). Thin layer over
+``--kek`` they are written as plaintext PEM (development only, a warning is printed). In production a State
+runs ``csr`` (its key stays with it) and the CA operator runs ``sign-csr`` on the CSR alone. Thin layer over
 :mod:`fedcheck.trust.pki`; no key material is ever printed except by ``gen-kek`` (to a 0600 file with
 ``--out``).
 """
@@ -16,16 +17,19 @@ from typing import Any
 
 from cryptography import x509
 
-from fedcheck.errors import InvalidInput
+from fedcheck.errors import ConfigError, InvalidInput
 from fedcheck.trust.atrest import KeyEncryptionKey, atomic_write, generate_kek_text, load_kek
 from fedcheck.trust.pki import (
     ROLES,
     create_ca,
+    create_csr,
+    csr_fingerprint,
     identity_from_cert,
     issue_certificate,
     load_crl,
     revoke,
     rotate_certificate,
+    sign_csr,
     verify_certificate,
     write_crl,
 )
@@ -93,6 +97,29 @@ def _issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csr(args: argparse.Namespace) -> int:
+    hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
+    files = create_csr(Path(args.out), role=args.role, state=args.state, hosts=hosts, kek=_kek(args.kek))
+    print(f"CSR for {args.role}.{args.state}: {files.csr} (send this file to the CA operator)")
+    print(f"  private key: {files.key} (stays here)")
+    print(f"  key fingerprint (SHA-256): {csr_fingerprint(files.csr.read_bytes())}")
+    return 0
+
+
+def _sign_csr(args: argparse.Namespace) -> int:
+    try:
+        csr_pem = Path(args.csr).read_bytes()
+    except OSError:
+        raise ConfigError("CSR file missing or unreadable", reason="csr_unreadable") from None
+    ca_kek = _kek(args.ca_kek)
+    path = sign_csr(Path(args.ca_dir), csr_pem, Path(args.out), days=args.days, ca_kek=ca_kek)
+    ident = identity_from_cert(path.read_bytes())
+    print(f"issued {ident.name} serial {ident.serial} from CSR")
+    print(f"  key fingerprint (SHA-256): {csr_fingerprint(csr_pem)} (confirm with the State out of band)")
+    print(f"  certificate: {path}\n  CA:          {path.parent / 'ca.crt.pem'}")
+    return 0
+
+
 def _revoke(args: argparse.Namespace) -> int:
     serial = _serial(args.serial)
     revoke(Path(args.ca_dir), serial, reason=args.reason)
@@ -146,7 +173,9 @@ def _gen_kek(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("pki", help="federation CA: init-ca, issue, revoke, crl, show, gen-kek")
+    parser = sub.add_parser(
+        "pki", help="federation CA: init-ca, issue, csr, sign-csr, revoke, crl, show, gen-kek"
+    )
     pki = parser.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
     kek_help = "operator KEK sealing private keys: file:PATH or env:VAR"
 
@@ -171,6 +200,29 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--revoke-previous", action="store_true", help="with --rotate: revoke the old certificate")
     p.set_defaults(func=_issue)
+
+    p = pki.add_parser("csr", help="State side: generate a key locally and a CSR for the CA (recommended)")
+    p.add_argument("--out", required=True, help="output directory for <role>.<STATE>.csr.pem / .key*")
+    p.add_argument("--role", required=True, choices=sorted(ROLES))
+    p.add_argument("--state", required=True, help="State code, e.g. FRA")
+    p.add_argument(
+        "--host",
+        "--hosts",
+        dest="host",
+        action="extend",
+        nargs="+",
+        help="SAN host(s) (repeatable; default localhost and 127.0.0.1)",
+    )
+    p.add_argument("--kek", help="the State's own KEK sealing the new key: file:PATH or env:VAR")
+    p.set_defaults(func=_csr)
+
+    p = pki.add_parser("sign-csr", help="CA side: check a State's CSR and issue its certificate")
+    p.add_argument("--ca", "--ca-dir", dest="ca_dir", required=True, help="CA directory")
+    p.add_argument("--csr", required=True, help="the State's <role>.<STATE>.csr.pem")
+    p.add_argument("--out", required=True, help="output directory for <role>.<STATE>.crt.pem and ca.crt.pem")
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--ca-kek", help="KEK of the CA key: file:PATH or env:VAR")
+    p.set_defaults(func=_sign_csr)
 
     p = pki.add_parser("revoke", help="revoke a certificate by serial and rewrite the CRL")
     p.add_argument("--ca-dir", required=True)

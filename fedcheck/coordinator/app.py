@@ -71,6 +71,7 @@ class CoordinatorApp:
             result_ttl_seconds=cfg.result_ttl_seconds,
             verify_signatures=self.tls is not None,
             audit=self.audit_log.append,
+            audit_public_keys=cfg.audit_public_keys,
         )
         self.server: RunningServer | None = None
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from fedcheck.errors import ConfigError
 from fedcheck.node.config import MAX_BATCH_LIMIT, TlsPaths, parse_tls, resolve_kek_spec, resolve_path
 
@@ -32,6 +36,9 @@ class CoordinatorConfig:
     audit_key: Path | None = None
     audit_log: Path | None = None
     audit_retention_days: int | None = None
+    #: holders' audit public keys (``[nodes.<STATE>] audit_public_key``): the signed audit head each
+    #: evaluation reply carries is verified against them and the result recorded in the round's audit entry
+    audit_public_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -55,10 +62,13 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         )
     nodes_t = doc.get("nodes", {})
     nodes: dict[str, str] = {}
+    audit_keys: dict[str, Ed25519PublicKey] = {}
     for state, table in nodes_t.items():
         if not isinstance(table, dict) or not isinstance(table.get("address"), str):
             raise ConfigError(f"nodes.{state}.address is required", reason="config_nodes")
         nodes[state] = table["address"]
+        if "audit_public_key" in table:
+            audit_keys[state] = _holder_audit_key(base, state, table["audit_public_key"])
     if not nodes:
         raise ConfigError("the coordinator needs at least one [nodes.<STATE>] entry", reason="config_nodes")
     metrics = doc.get("metrics", {})
@@ -89,6 +99,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
             if "log" in audit_t
             else data_dir / "audit.jsonl",
             audit_retention_days=int(audit_t["retention_days"]) if "retention_days" in audit_t else None,
+            audit_public_keys=audit_keys,
             raw=doc,
         )
     except (TypeError, ValueError):
@@ -96,3 +107,20 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     if not 1 <= cfg.max_batch <= MAX_BATCH_LIMIT:  # a holder could not prove a larger batch anyway
         raise ConfigError(f"coordinator.max_batch must be in 1..{MAX_BATCH_LIMIT}", reason="config_limits")
     return cfg
+
+
+def _holder_audit_key(base: Path, state: str, value: Any) -> Ed25519PublicKey:
+    """``nodes.<STATE>.audit_public_key``: a PEM Ed25519 public key file, relative to the config file."""
+    name = f"nodes.{state}.audit_public_key"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a file path", reason="config_type")
+    path = resolve_path(base, value)
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except OSError:
+        raise ConfigError(f"{name}: cannot read {path}", reason="config_audit_key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{name}: {path} is not a PEM public key", reason="config_audit_key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{name}: {path} is not an Ed25519 public key", reason="config_audit_key")
+    return key

@@ -11,7 +11,11 @@ hash-chained audit log before the answer leaves (querier State from its verified
 official, purpose, legal basis, mode, sizes, per-State statuses and reasons, timings -- never payloads). The
 signed audit heads the holders return with their evaluations are kept per round (``audit_anchors`` table,
 and ``anchors`` in the round's audit entry) so an oversight body can check each holder's log against them
-(``fedcheck audit verify --expected-head``).
+(``fedcheck audit verify --expected-head``). Where the coordinator config names a holder's audit public
+key (``[nodes.<STATE>] audit_public_key``), each returned head's signature is checked on arrival: the round's
+audit entry lists the States whose heads verified (``anchors_verified``) and those whose did not, or that
+returned none (``anchors_unverified``, with a warning logged). The round answer is still delivered -- the
+querier's own checks protect it; this is oversight evidence.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedcheck.coordinator.fanout import round_event, run_round, submitter
 from fedcheck.coordinator.fuzzy import FuzzyRelay
@@ -38,6 +42,7 @@ from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
+    Evaluation,
     FuzzyReleaseReply,
     FuzzyReleaseRequest,
     GetIndexRequest,
@@ -50,7 +55,11 @@ from fedcheck.rpc.messages import (
     SubmitFuzzyRoundRequest,
     SubmitRoundRequest,
 )
+from fedcheck.trust.audit import SignedHead, verify_head_signature
 from fedcheck.trust.pki import PeerIdentity, RevocationList
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["AuditSink", "RoundEngine", "RoundStore"]
 
@@ -177,8 +186,10 @@ class RoundEngine:
         result_ttl_seconds: float = 900.0,
         verify_signatures: bool = True,
         audit: AuditSink | None = None,
+        audit_public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     ) -> None:
         self._nodes = dict(nodes)
+        self._audit_keys = dict(audit_public_keys or {})
         self._audit = audit
         self._fuzzy: FuzzyRelay | None = None
         self._store = store
@@ -294,13 +305,20 @@ class RoundEngine:
         def evaluate(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
             req = BlindEvaluateRequest(request.round, request.batches[state], payload.round_id)
             evaluation = transport.blind_evaluate(req, timeout=timeout)
+            key = self._audit_keys.get(state)
+            if key is not None:
+                checks[state] = _check_anchor(state, payload.round_id, key, evaluation)
             return HolderResult(state, HolderStatus.OK, evaluation=evaluation)
 
+        #: State -> head signature verified, for holders with a configured audit public key that answered
+        checks: dict[str, bool] = {}
         items = {s: len(b) for s, b in request.batches.items()}
         return run_round(
             nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
             payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=evaluate,
-            round_event=lambda result: _round_event(querier, payload, result, items),
+            round_event=lambda result: _round_event(
+                querier, payload, result, items, checks if self._audit_keys else None
+            ),
         )
 
     # -- relays ----------------------------------------------------------------------------------------------
@@ -346,10 +364,33 @@ class RoundEngine:
         yield from transport.get_index(request, timeout=self._max_deadline)
 
 
+def _check_anchor(state: str, round_id: str, key: Ed25519PublicKey, evaluation: Evaluation) -> bool:
+    """Whether the holder's returned audit head is signed by its configured audit key (a missing head fails).
+
+    A failure never fails the round (the querier verifies the answer itself); it is oversight evidence: the
+    round's audit entry lists the State in ``anchors_unverified`` and a warning is logged."""
+    ok = bool(evaluation.audit_hash) and verify_head_signature(
+        key, SignedHead(evaluation.audit_seq, evaluation.audit_hash, evaluation.audit_signature)
+    )
+    if not ok:
+        _log.warning(
+            "holder audit head missing or not signed by its configured audit key",
+            extra={"state": state, "round_id": round_id, "reason": "audit_anchor_unverified"},
+        )
+    return ok
+
+
 def _round_event(
-    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+    querier: PeerIdentity,
+    payload: RoundPayload,
+    result: RoundResult,
+    items: Mapping[str, int],
+    checks: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """The coordinator's audit entry for a round: metadata, per-State outcome and the holders' audit heads."""
+    """The coordinator's audit entry for a round: metadata, per-State outcome and the holders' audit heads.
+
+    ``checks`` (State -> head signature verified; ``None`` when no holder audit key is configured) adds
+    ``anchors_verified`` / ``anchors_unverified``; States without a configured key are in neither."""
     statuses = {
         h.state: str(h.status) + (f"/{','.join(h.reasons or (h.reason,))}" if h.reason else "")
         for h in result.results
@@ -363,6 +404,10 @@ def _round_event(
     event = round_event(querier, payload, result, items)
     event["holders"] = {s: v[:200] for s, v in statuses.items()}
     event["anchors"] = anchors
+    if checks is not None:
+        answered = {h.state for h in result.results if h.evaluation is not None}
+        event["anchors_verified"] = sorted(s for s, ok in checks.items() if ok and s in answered)
+        event["anchors_unverified"] = sorted(s for s, ok in checks.items() if not ok and s in answered)
     event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
     return event
 

@@ -134,6 +134,8 @@ ALLOWED_EVENT_FIELDS: frozenset[str] = frozenset(
         "pruned",
         "checkpoint_seq",
         "anchors",  # audit heads (State -> "SEQ:HASH") the coordinator received with a round's answers
+        "anchors_verified",  # States whose head signature matched the coordinator's configured audit key
+        "anchors_unverified",  # States whose head was missing or did not match it (oversight evidence)
         "items_by_state",
         "replayed",  # an exact duplicate answered again without charging budget
         "references",  # list references released by a fuzzy follow-up (bounded: see _check_references)

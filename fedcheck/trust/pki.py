@@ -17,6 +17,13 @@ Files (PEM)::
     ca_dir/ca.json          issued serials, revocations, CRL number (no secrets)
     ca_dir/crl.pem          signed revocation list (distribute to every node)
     out_dir/<role>.<STATE>.crt.pem, out_dir/<role>.<STATE>.key[.sealed], out_dir/ca.crt.pem
+    state_dir/<role>.<STATE>.csr.pem, state_dir/<role>.<STATE>.key[.sealed]   (create_csr, on the State side)
+
+Issuance from a CSR (recommended in production): the State runs :func:`create_csr` (its key never leaves it,
+sealed under its own KEK), the CA operator runs :func:`sign_csr` on the CSR alone. Both :func:`sign_csr` and
+:func:`issue_certificate` build the certificate with the same internal builder, so extensions, EKUs and
+validity rules are identical; nothing but the public key, the ``<role>.<STATE>`` name and the SAN hosts is
+taken from a CSR (requested extensions are ignored).
 
 Private keys at rest: with a ``kek`` they are written in the sealed-file format of
 :mod:`fedcheck.trust.atrest` (AES-256-GCM envelope under the operator's KEK; one rotation tool for every
@@ -56,9 +63,12 @@ from fedcheck.trust.atrest import (
 __all__ = [
     "ROLES",
     "CertFiles",
+    "CsrFiles",
     "PeerIdentity",
     "RevocationList",
     "create_ca",
+    "create_csr",
+    "csr_fingerprint",
     "identity_from_cert",
     "issue_certificate",
     "load_crl",
@@ -66,6 +76,7 @@ __all__ = [
     "require_identity",
     "revoke",
     "rotate_certificate",
+    "sign_csr",
     "sign_payload",
     "verify_certificate",
     "verify_payload",
@@ -95,6 +106,14 @@ class CertFiles:
     cert: Path
     key: Path
     ca: Path
+
+
+@dataclass(frozen=True)
+class CsrFiles:
+    """Paths written by :func:`create_csr`: the certificate signing request and the State's private key."""
+
+    csr: Path
+    key: Path
 
 
 @dataclass(frozen=True)
@@ -247,6 +266,92 @@ def _parse_hosts(hosts: Sequence[str]) -> list[x509.GeneralName]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# leaf issuance (one builder for issue_certificate and sign_csr)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _build_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    role: str,
+    state: str,
+    hosts: list[x509.GeneralName],
+    days: int,
+) -> x509.Certificate:
+    """The federation leaf for ``<role>.<state>`` over ``public_key``: the only place leaves are built.
+
+    Subject ``O=<federation>, OU=<role>, CN=<role>.<state>``; validity from now - skew to ``days`` later,
+    capped at the CA's expiry; BasicConstraints CA:false, KeyUsage digitalSignature (both critical); EKU
+    serverAuth + clientAuth; SAN ``hosts``; SKI / AKI. Callers check role/State before calling.
+    """
+    federation = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(federation)),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{role}.{state}"),
+        ]
+    )
+    now = _now()
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _store_leaf(
+    ca_path: Path, ca_cert: x509.Certificate, cert: x509.Certificate, out: Path, *, role: str, state: str
+) -> tuple[Path, Path]:
+    """Write ``out/<role>.<state>.crt.pem`` and the CA copy, record the serial in ``ca.json``."""
+    cert_path = out / f"{role}.{state}.crt.pem"
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    ca_copy = out / _CA_CERT
+    if ca_copy.resolve() != (ca_path / _CA_CERT).resolve():
+        atomic_write(ca_copy, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    doc = _load_state(ca_path)
+    issued = doc.setdefault("issued", {})
+    assert isinstance(issued, dict)
+    issued[str(cert.serial_number)] = {
+        "subject": f"{role}.{state}",
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }
+    _save_state(ca_path, doc)
+    return cert_path, ca_copy
+
+
+# ----------------------------------------------------------------------------------------------------
 # CA operations
 # ----------------------------------------------------------------------------------------------------
 
@@ -325,49 +430,8 @@ def issue_certificate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    federation = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(federation)),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{role}.{state}"),
-        ]
-    )
-    now = _now()
-    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    serial = _serial()
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - _CLOCK_SKEW)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(_parse_hosts(hosts)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    cert = _build_leaf(
+        ca_cert, ca_key, key.public_key(), role=role, state=state, hosts=_parse_hosts(hosts), days=days
     )
     stem = out / f"{role}.{state}"
     key_path = _write_key(stem, key, kek)
@@ -375,17 +439,166 @@ def issue_certificate(
     for other in (stem.with_name(stem.name + ".key.pem"), stem.with_name(stem.name + ".key.sealed")):
         if other != key_path:
             other.unlink(missing_ok=True)
-    cert_path = stem.with_name(stem.name + ".crt.pem")
-    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    ca_copy = out / _CA_CERT
-    if ca_copy.resolve() != (ca_path / _CA_CERT).resolve():
-        atomic_write(ca_copy, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    doc = _load_state(ca_path)
-    issued = doc.setdefault("issued", {})
-    assert isinstance(issued, dict)
-    issued[str(serial)] = {"subject": f"{role}.{state}", "not_after": not_after.isoformat()}
-    _save_state(ca_path, doc)
+    cert_path, ca_copy = _store_leaf(ca_path, ca_cert, cert, out, role=role, state=state)
     return CertFiles(cert=cert_path, key=key_path, ca=ca_copy)
+
+
+def create_csr(
+    out_dir: Path,
+    *,
+    role: str,
+    state: str,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    kek: KeyEncryptionKey | None = None,
+) -> CsrFiles:
+    """State side of CSR issuance: generate the ECDSA P-256 key locally and a CSR for ``<role>.<state>``.
+
+    Writes ``out_dir/<role>.<state>.key.sealed`` (sealed under the State's own ``kek``; plaintext PEM without
+    one, development only) and ``out_dir/<role>.<state>.csr.pem`` (``CN=<role>.<state>, OU=<role>``, SAN
+    ``hosts``). Only the CSR goes to the CA operator (:func:`sign_csr`); put the returned certificate next to
+    the key. Refuses (ConfigError ``key_exists``) if a key for this identity is already in ``out_dir``, so the
+    key of a live certificate is never replaced by accident: for rotation use a fresh directory and switch
+    over once the new certificate is back.
+    """
+    _check_role_state(role, state)
+    names = _parse_hosts(hosts)
+    if not names:
+        raise InvalidInput("at least one SAN host is required", reason="bad_host")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{role}.{state}"
+    for existing in (stem.with_name(stem.name + ".key.pem"), stem.with_name(stem.name + ".key.sealed")):
+        if existing.exists():
+            raise ConfigError(
+                "a private key for this identity already exists in the output directory", reason="key_exists"
+            )
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"{role}.{state}"),
+                ]
+            )
+        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_path = _write_key(stem, key, kek)
+    csr_path = stem.with_name(stem.name + ".csr.pem")
+    atomic_write(csr_path, csr.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return CsrFiles(csr=csr_path, key=key_path)
+
+
+def _csr_identity(csr: x509.CertificateSigningRequest, federation: str) -> tuple[str, str]:
+    """(role, State) of a CSR subject: exactly one ``CN=<role>.<STATE>`` and one ``OU=<role>``; an ``O`` is
+    allowed only if it names this federation; nothing else.
+    """
+    bad = InvalidInput("CSR subject must be CN=<role>.<STATE>, OU=<role>", reason="csr_bad_name")
+    allowed = {NameOID.COMMON_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.ORGANIZATION_NAME}
+    attrs = list(csr.subject)
+    if any(a.oid not in allowed for a in attrs) or any(len(rdn) != 1 for rdn in csr.subject.rdns):
+        raise bad
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ous = csr.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    orgs = csr.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    if len(cns) != 1 or len(ous) != 1 or len(orgs) > 1:
+        raise bad
+    if orgs and str(orgs[0].value) != federation:
+        raise InvalidInput("CSR subject names another federation", reason="csr_bad_name")
+    role, dot, state = str(cns[0].value).partition(".")
+    if not dot or role != str(ous[0].value):
+        raise bad
+    _check_role_state(role, state)
+    return role, state
+
+
+def _csr_hosts(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise InvalidInput("CSR carries no SAN hosts", reason="bad_host") from None
+    except ValueError:
+        raise InvalidInput("CSR extensions are malformed", reason="bad_csr") from None
+    hosts: list[str] = []
+    for name in san:
+        if isinstance(name, x509.DNSName):
+            hosts.append(name.value)
+        elif isinstance(name, x509.IPAddress) and not isinstance(
+            name.value, ipaddress.IPv4Network | ipaddress.IPv6Network
+        ):
+            hosts.append(str(name.value))
+        else:
+            raise InvalidInput("CSR SAN may only carry DNS names and IP addresses", reason="bad_host")
+    if not hosts:
+        raise InvalidInput("CSR carries no SAN hosts", reason="bad_host")
+    return _parse_hosts(hosts)
+
+
+def sign_csr(
+    ca_dir: Path,
+    csr_pem: bytes,
+    out_dir: Path,
+    *,
+    days: int = 365,
+    ca_kek: KeyEncryptionKey | None = None,
+) -> Path:
+    """CA side of CSR issuance: check a State's CSR and issue its certificate; returns the certificate path.
+
+    Checks, in order (each an :class:`InvalidInput` with the reason code in brackets): PEM CSR (``bad_csr``),
+    its self-signature (``csr_bad_signature``), an ECDSA P-256 key (``csr_key_type``), the subject
+    ``CN=<role>.<STATE>, OU=<role>`` with a valid role and upper-case State code (``csr_bad_name``,
+    ``bad_role``, ``bad_state``), SAN DNS/IP hosts (``bad_host``). Only the public key, the name and the hosts
+    are used; requested extensions are ignored and the certificate is built exactly as by
+    :func:`issue_certificate` (same builder). Writes ``out_dir/<role>.<STATE>.crt.pem`` and
+    ``out_dir/ca.crt.pem`` and records the serial in ``ca.json``; no private key is read or written except
+    the CA's (``ca_kek``). The CSR proves possession of the key, not who sent it: confirm its fingerprint
+    (:func:`csr_fingerprint`) with the State out of band.
+    """
+    try:
+        csr = x509.load_pem_x509_csr(bytes(csr_pem))
+    except (ValueError, TypeError):
+        raise InvalidInput("not a PEM certificate signing request", reason="bad_csr") from None
+    try:
+        signature_ok = csr.is_signature_valid
+    except (ValueError, TypeError):
+        signature_ok = False
+    if not signature_ok:
+        raise InvalidInput("CSR signature is invalid", reason="csr_bad_signature")
+    try:
+        pub = csr.public_key()
+    except (ValueError, TypeError):
+        raise InvalidInput("CSR key must be ECDSA P-256", reason="csr_key_type") from None
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or not isinstance(pub.curve, ec.SECP256R1):
+        raise InvalidInput("CSR key must be ECDSA P-256", reason="csr_key_type")
+    ca_path = Path(ca_dir)
+    ca_cert, ca_key = _load_ca(ca_path, ca_kek)
+    federation = str(ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value)
+    role, state = _csr_identity(csr, federation)
+    hosts = _csr_hosts(csr)
+    if pub == ca_key.public_key():
+        raise InvalidInput("CSR key is the CA key", reason="csr_key_type")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cert = _build_leaf(ca_cert, ca_key, pub, role=role, state=state, hosts=hosts, days=days)
+    cert_path, _ = _store_leaf(ca_path, ca_cert, cert, out, role=role, state=state)
+    return cert_path
+
+
+def csr_fingerprint(csr_pem: bytes) -> str:
+    """SHA-256 of the CSR's public key (SubjectPublicKeyInfo DER), hex, for out-of-band confirmation."""
+    try:
+        csr = x509.load_pem_x509_csr(bytes(csr_pem))
+    except (ValueError, TypeError):
+        raise InvalidInput("not a PEM certificate signing request", reason="bad_csr") from None
+    spki = csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return digest.finalize().hex()
 
 
 def rotate_certificate(

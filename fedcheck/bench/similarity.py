@@ -224,11 +224,11 @@ def bench_floor(key: QuerierKey, names: list[str], rng: random.Random) -> dict[s
             ("24, shared blinding (no Horner shift per pair)", 24, False),
             ("1 (a bare hit bit: not reachable with Paillier, shown as the absolute bound)", 1, False))
     for label, w, horner in rows:
-        d = per_bit * w
-        h = mul * w if horner else 0.0
-        best = 1.0 / (d + h)
-        _line(f"| {label} | {d * 1e6:.1f} | {h * 1e6:.1f} | {best:,.0f} | {naive * best:,.0f}× | "
-              f"{3e6 * (d + h) / 2:,.0f} |")
+        dec_pp = per_bit * w
+        hold_pp = mul * w if horner else 0.0
+        best = 1.0 / (dec_pp + hold_pp)
+        _line(f"| {label} | {dec_pp * 1e6:.1f} | {hold_pp * 1e6:.1f} | {best:,.0f} | {naive * best:,.0f}× | "
+              f"{3e6 * (dec_pp + hold_pp) / 2:,.0f} |")
         out[f"ratio_w{w}{'_h' if horner else ''}"] = naive * best
     return out
 

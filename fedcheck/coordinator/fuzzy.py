@@ -10,6 +10,12 @@ The follow-up (``FuzzyRelease``) is relayed to the **one** holder the querier na
 the other holders of the round never learn that something was followed up. Round metadata goes to the same
 :class:`~fedcheck.coordinator.rounds.RoundStore` and audit log as exact rounds (sizes, statuses, never
 payloads); answers are kept in memory for ``result_ttl`` for idempotent resubmission like exact rounds.
+
+Audit anchors: every ``FuzzyScore`` and ``FuzzyRelease`` answer carries the holder's signed audit head after
+recording that very round or follow-up. They are recorded exactly like an exact round's (``anchors`` in the
+round's audit entry and the ``audit_anchors`` table; ``anchors`` in the relayed follow-up's entry) and, where
+``[nodes.<STATE>] audit_public_key`` is configured, checked on arrival (``anchors_verified`` /
+``anchors_unverified``) with the helpers of :mod:`fedcheck.coordinator.rounds`.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from fedcheck.rpc.messages import (
 from fedcheck.trust.pki import PeerIdentity, RevocationList
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from fedcheck.coordinator.rounds import RoundStore
 
 __all__ = ["FuzzyRelay"]
@@ -68,6 +76,7 @@ class FuzzyRelay:
         max_deadline_seconds: float,
         result_ttl_seconds: float,
         audit: Callable[[Mapping[str, Any]], object] | None = None,
+        audit_public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     ) -> None:
         self._nodes = dict(nodes)
         self._store = store
@@ -78,6 +87,8 @@ class FuzzyRelay:
         self._max_deadline = max_deadline_seconds
         self._ttl = result_ttl_seconds
         self._audit = audit
+        #: holders' audit public keys ([nodes.<STATE>] audit_public_key): returned heads are checked with them
+        self._audit_keys = dict(audit_public_keys or {})
         self._lock = threading.Lock()
         self._results: dict[str, tuple[str, float, RoundResult]] = {}
 
@@ -132,15 +143,25 @@ class FuzzyRelay:
     def _run(
         self, querier: PeerIdentity, payload: RoundPayload, request: SubmitFuzzyRoundRequest
     ) -> RoundResult:
+        from fedcheck.coordinator.rounds import check_anchor  # rounds imports this module
+
         def score(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
             req = FuzzyScoreRequest(request.round, request.requests[state], payload.round_id)
-            return HolderResult(state, HolderStatus.OK, fuzzy=transport.fuzzy_score(req, timeout=timeout))
+            answer = transport.fuzzy_score(req, timeout=timeout)
+            key = self._audit_keys.get(state)
+            if key is not None:
+                checks[state] = check_anchor(state, payload.round_id, key, answer)
+            return HolderResult(state, HolderStatus.OK, fuzzy=answer)
 
+        #: State -> head signature verified, for holders with a configured audit public key that answered
+        checks: dict[str, bool] = {}
         items = {t.state: t.count for t in payload.targets}
         return run_round(
             nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
             payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=score,
-            round_event=lambda result: _fuzzy_round_event(querier, payload, result, items),
+            round_event=lambda result: _fuzzy_round_event(
+                querier, payload, result, items, checks if self._audit_keys else None
+            ),
         )
 
     # -- follow-up -----------------------------------------------------------------------------------------
@@ -160,27 +181,49 @@ class FuzzyRelay:
             raise NotFound("State is not a member of this federation", reason="unknown_state")
         t0 = time.time()
         outcome, reason = "ok", ""
+        reply: FuzzyReleaseReply | None = None
         try:
-            return transport.fuzzy_release(request, timeout=self._max_deadline)
+            reply = transport.fuzzy_release(request, timeout=self._max_deadline)
+            return reply
         except FedcheckError as exc:
             outcome, reason = "refused", exc.reason
             raise
         finally:
             if self._audit is not None:
-                self._audit({
+                event: dict[str, Any] = {
                     "type": "fuzzy_release", "round_id": payload.round_id, "querier": querier.state,
                     "holder": state, "unit": payload.unit, "official": payload.official,
                     "purpose": payload.purpose, "legal_basis": payload.legal_basis, "mode": FUZZY_MODE,
                     "outcome": outcome, "reason": reason, "duration_ms": int((time.time() - t0) * 1000),
-                })
+                }
+                if reply is not None:  # the holder's head after auditing this follow-up
+                    event.update(self._release_anchor(state, payload.round_id, reply))
+                self._audit(event)
+
+    def _release_anchor(self, state: str, round_id: str, reply: FuzzyReleaseReply) -> dict[str, Any]:
+        from fedcheck.coordinator.rounds import anchor_fields, check_anchor  # rounds imports this module
+
+        key = self._audit_keys.get(state)
+        checks = None if not self._audit_keys else (
+            {} if key is None else {state: check_anchor(state, round_id, key, reply)}
+        )
+        return anchor_fields({state: reply}, checks)
 
 
 def _fuzzy_round_event(
-    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+    querier: PeerIdentity,
+    payload: RoundPayload,
+    result: RoundResult,
+    items: Mapping[str, int],
+    checks: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """The coordinator's audit entry for a fuzzy round (no holder audit heads: fuzzy answers carry none)."""
+    """The coordinator's audit entry for a fuzzy round, with the holders' audit heads like an exact round's
+    (``checks``: State -> head signature verified; ``None`` when no holder audit key is configured)."""
+    from fedcheck.coordinator.rounds import anchor_fields  # rounds imports this module
+
     results = result.results
     event = round_event(querier, payload, result, items)
     event["holders"] = {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results}
+    event.update(anchor_fields({h.state: h.fuzzy for h in results if h.fuzzy is not None}, checks))
     event["outcome"] = "ok" if all(h.status is HolderStatus.OK for h in results) else "partial"
     return event

@@ -9,13 +9,14 @@ holders again (which would burn the querier's budget); after that window the id 
 Accountability: every round (and every refused submission) is appended to the coordinator's own signed,
 hash-chained audit log before the answer leaves (querier State from its verified certificate, unit,
 official, purpose, legal basis, mode, sizes, per-State statuses and reasons, timings -- never payloads). The
-signed audit heads the holders return with their evaluations are kept per round (``audit_anchors`` table,
-and ``anchors`` in the round's audit entry) so an oversight body can check each holder's log against them
-(``fedcheck audit verify --expected-head``). Where the coordinator config names a holder's audit public
-key (``[nodes.<STATE>] audit_public_key``), each returned head's signature is checked on arrival: the round's
-audit entry lists the States whose heads verified (``anchors_verified``) and those whose did not, or that
-returned none (``anchors_unverified``, with a warning logged). The round answer is still delivered -- the
-querier's own checks protect it; this is oversight evidence.
+signed audit heads the holders return with their answers (exact evaluations and fuzzy scores alike) are
+kept per round (``audit_anchors`` table, and ``anchors`` in the round's audit entry) so an oversight body can
+check each holder's log against them (``fedcheck audit verify --expected-head``). Where the coordinator
+config names a holder's audit public key (``[nodes.<STATE>] audit_public_key``), each returned head's
+signature is checked on arrival: the round's audit entry lists the States whose heads verified
+(``anchors_verified``) and those whose did not, or that returned none (``anchors_unverified``, with a warning
+logged). The round answer is still delivered -- the querier's own checks protect it; this is oversight
+evidence.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from fedcheck.rpc.messages import (
     Evaluation,
     FuzzyReleaseReply,
     FuzzyReleaseRequest,
+    FuzzyScore,
     GetIndexRequest,
     HolderResult,
     HolderStatus,
@@ -64,6 +66,9 @@ if TYPE_CHECKING:
 __all__ = ["AuditSink", "RoundEngine", "RoundStore"]
 
 _log = logging.getLogger("fedcheck.coordinator")
+
+#: A holder answer carrying its signed audit head (``audit_seq`` / ``audit_hash`` / ``audit_signature``)
+AnchoredAnswer = Evaluation | FuzzyScore | FuzzyReleaseReply
 
 #: Appends one audit event durably before returning (``AuditLog.append``); raising fails the round.
 AuditSink = Callable[[Mapping[str, Any]], object]
@@ -116,6 +121,7 @@ class RoundStore:
             return None
 
     def finish(self, result: RoundResult, items: Mapping[str, int]) -> None:
+        answered, finished = _answers(result), result.finished_unix_ms
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -131,16 +137,9 @@ class RoundStore:
             self._db.executemany(
                 "INSERT OR REPLACE INTO audit_anchors VALUES (?,?,?,?,?,?)",
                 [
-                    (
-                        result.round_id,
-                        h.state,
-                        h.evaluation.audit_seq,
-                        h.evaluation.audit_hash,
-                        h.evaluation.audit_signature,
-                        result.finished_unix_ms,
-                    )
-                    for h in result.results
-                    if h.evaluation is not None and h.evaluation.audit_hash
+                    (result.round_id, s, a.audit_seq, a.audit_hash, a.audit_signature, finished)
+                    for s, a in answered.items()
+                    if a.audit_hash
                 ],
             )
             self._db.execute("COMMIT")
@@ -307,7 +306,7 @@ class RoundEngine:
             evaluation = transport.blind_evaluate(req, timeout=timeout)
             key = self._audit_keys.get(state)
             if key is not None:
-                checks[state] = _check_anchor(state, payload.round_id, key, evaluation)
+                checks[state] = check_anchor(state, payload.round_id, key, evaluation)
             return HolderResult(state, HolderStatus.OK, evaluation=evaluation)
 
         #: State -> head signature verified, for holders with a configured audit public key that answered
@@ -331,7 +330,7 @@ class RoundEngine:
                 self._fuzzy = FuzzyRelay(
                     self._nodes, self._store, self._pool, ca_pem=self._ca_pem, crl=self._crl,
                     verify_signatures=self._verify, max_deadline_seconds=self._max_deadline,
-                    result_ttl_seconds=self._ttl, audit=self._audit,
+                    result_ttl_seconds=self._ttl, audit=self._audit, audit_public_keys=self._audit_keys,
                 )
             return self._fuzzy
 
@@ -364,13 +363,14 @@ class RoundEngine:
         yield from transport.get_index(request, timeout=self._max_deadline)
 
 
-def _check_anchor(state: str, round_id: str, key: Ed25519PublicKey, evaluation: Evaluation) -> bool:
+def check_anchor(state: str, round_id: str, key: Ed25519PublicKey, answer: AnchoredAnswer) -> bool:
     """Whether the holder's returned audit head is signed by its configured audit key (a missing head fails).
 
     A failure never fails the round (the querier verifies the answer itself); it is oversight evidence: the
-    round's audit entry lists the State in ``anchors_unverified`` and a warning is logged."""
-    ok = bool(evaluation.audit_hash) and verify_head_signature(
-        key, SignedHead(evaluation.audit_seq, evaluation.audit_hash, evaluation.audit_signature)
+    round's audit entry lists the State in ``anchors_unverified`` and a warning is logged. Used for exact
+    evaluations, fuzzy scores and fuzzy follow-ups (:mod:`fedcheck.coordinator.fuzzy`)."""
+    ok = bool(answer.audit_hash) and verify_head_signature(
+        key, SignedHead(answer.audit_seq, answer.audit_hash, answer.audit_signature)
     )
     if not ok:
         _log.warning(
@@ -395,21 +395,37 @@ def _round_event(
         h.state: str(h.status) + (f"/{','.join(h.reasons or (h.reason,))}" if h.reason else "")
         for h in result.results
     }
-    anchors = {
-        h.state: f"{h.evaluation.audit_seq}:{h.evaluation.audit_hash}"
-        for h in result.results
-        if h.evaluation is not None and h.evaluation.audit_hash
-    }
     ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
     event = round_event(querier, payload, result, items)
     event["holders"] = {s: v[:200] for s, v in statuses.items()}
-    event["anchors"] = anchors
-    if checks is not None:
-        answered = {h.state for h in result.results if h.evaluation is not None}
-        event["anchors_verified"] = sorted(s for s, ok in checks.items() if ok and s in answered)
-        event["anchors_unverified"] = sorted(s for s, ok in checks.items() if not ok and s in answered)
+    event.update(anchor_fields(_answers(result), checks))
     event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
     return event
+
+
+def _answers(result: RoundResult) -> dict[str, Evaluation | FuzzyScore]:
+    """State -> the answer of every holder that answered (an exact evaluation or fuzzy scores)."""
+    out: dict[str, Evaluation | FuzzyScore] = {}
+    for h in result.results:
+        answer = h.evaluation if h.evaluation is not None else h.fuzzy
+        if answer is not None:
+            out[h.state] = answer
+    return out
+
+
+def anchor_fields(
+    answers: Mapping[str, AnchoredAnswer], checks: Mapping[str, bool] | None = None
+) -> dict[str, Any]:
+    """The audit-entry fields of the holders' heads: ``anchors`` (State -> ``SEQ:HASH``, as received) and,
+    when ``checks`` is given (State -> :func:`check_anchor` result; ``None`` when no holder audit key is
+    configured), ``anchors_verified`` / ``anchors_unverified`` among the States that answered."""
+    fields: dict[str, Any] = {
+        "anchors": {s: f"{a.audit_seq}:{a.audit_hash}" for s, a in answers.items() if a.audit_hash}
+    }
+    if checks is not None:
+        fields["anchors_verified"] = sorted(s for s, ok in checks.items() if ok and s in answers)
+        fields["anchors_unverified"] = sorted(s for s, ok in checks.items() if not ok and s in answers)
+    return fields
 
 
 def _replayed(r: RoundResult) -> RoundResult:

@@ -65,6 +65,7 @@ from fedcheck.rpc.messages import (
     FuzzyScoreRequest,
 )
 from fedcheck.storage.base import WatchlistStore
+from fedcheck.trust.audit import SignedHead
 from fedcheck.trust.budget import BudgetLedger
 from fedcheck.trust.pki import PeerIdentity, RevocationList
 from fedcheck.trust.policy import HolderPolicy, PartnerPolicy, RoundRequest
@@ -73,8 +74,9 @@ __all__ = ["FuzzyService", "FuzzySettings"]
 
 _log = logging.getLogger("fedcheck.node.fuzzy")
 
-#: Appends one audit event durably before returning (the node's audit log).
-AuditFn = Callable[[dict[str, Any]], object]
+#: Appends one audit event durably before returning (the node's audit log); returns the signed head
+#: acknowledging it (``None`` when the sink has no signed head, e.g. in tests), which travels with the answer.
+AuditFn = Callable[[dict[str, Any]], SignedHead | None]
 
 #: Claims one follow-up request may carry: the most one round can ever accept (CLAIMS_PER_TRAVELLER x the
 #: largest [fuzzy] max_travellers), and the bound of the audit event's ``references`` (fedcheck.trust.audit)
@@ -419,11 +421,13 @@ class FuzzyService:
             counts={"entries": len(holder), "key_bits": len(req.public_key) * 8,
                     "pack_size": req.params.pack_size, "response_bytes": len(data)},
         )
-        self._audit(event)
+        head = self._audit(event)  # the answer carries the head acknowledging this very entry
         _log.info("fuzzy round scored", extra={"round_id": payload.round_id, "partner": querier.state,
                                                 "items": req.traveller_count, "ms": ms, "mode": FUZZY_MODE})
         return FuzzyScore(epoch.epoch_id, data, 0 if left is None else int(left),
-                          self.settings.release_ttl_seconds, attestation)
+                          self.settings.release_ttl_seconds, attestation,
+                          audit_seq=head.seq if head else 0, audit_hash=head.hash if head else "",
+                          audit_signature=head.signature if head else b"")
 
     # -- FuzzyRelease --------------------------------------------------------------------------------------
 
@@ -520,10 +524,12 @@ class FuzzyService:
                      references=references,
                      counts={"claims": len(label_request.claims), "released": len(response.released),
                              "rejected": response.rejected, "round_closed": int(response.rejected > 0)})
-        self._audit(event)
+        head = self._audit(event)
         _log.info("fuzzy follow-up", extra={"round_id": payload.round_id, "partner": querier.state,
                                              "count": len(response.released), "ms": ms})
-        return FuzzyReleaseReply(sealed, attestation)
+        return FuzzyReleaseReply(sealed, attestation, audit_seq=head.seq if head else 0,
+                                 audit_hash=head.hash if head else "",
+                                 audit_signature=head.signature if head else b"")
 
 
 def _round_up(value: int, step: int) -> int:

@@ -480,6 +480,9 @@ class FuzzyQueryRunner:
                     metrics.ROUNDS.labels(role="querier", state=state, status=status).inc()
                     continue
                 received_bytes += len(hr.fuzzy.score_response)
+                if hr.fuzzy.audit_hash:  # the holder's signed audit head after this (latest) sub-round
+                    report.details.setdefault(tag(state), {})["audit_head"] = (
+                        f"{hr.fuzzy.audit_seq}:{hr.fuzzy.audit_hash}")
                 try:
                     # the holder's signature over exactly this answer to exactly this signed round: a relay
                     # cannot substitute an all-miss or a forged answer (fedcheck.node.fuzzyseal)

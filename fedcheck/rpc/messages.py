@@ -273,6 +273,10 @@ class FuzzyScore:
     release_ttl_seconds: int = 0
     #: the holder's signature over this answer (fedcheck.node.fuzzyseal); queriers refuse answers without
     attestation: SignedEnvelope | None = None
+    #: the holder's signed audit head after recording this round (external anchor, as in :class:`Evaluation`)
+    audit_seq: int = 0
+    audit_hash: str = ""
+    audit_signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,10 @@ class FuzzyReleaseReply:
 
     sealed_label_response: bytes = field(repr=False)
     attestation: SignedEnvelope | None = None
+    #: the holder's signed audit head after recording this follow-up (an external anchor, as in Evaluation)
+    audit_seq: int = 0
+    audit_hash: str = ""
+    audit_signature: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -583,6 +583,9 @@ def fuzzy_score_to_pb(s: m.FuzzyScore) -> pb.FuzzyScoreResponse:
         budget_remaining=s.budget_remaining,
         release_ttl_seconds=s.release_ttl_seconds,
         attestation=None if s.attestation is None else envelope_to_pb(s.attestation),
+        audit_seq=s.audit_seq,
+        audit_hash=s.audit_hash,
+        audit_signature=s.audit_signature,
     )
 
 
@@ -593,6 +596,9 @@ def fuzzy_score_from_pb(s: pb.FuzzyScoreResponse) -> m.FuzzyScore:
         int(s.budget_remaining),
         int(s.release_ttl_seconds),
         envelope_from_pb(s.attestation, "attestation") if s.HasField("attestation") else None,
+        audit_seq=int(s.audit_seq),
+        audit_hash=_text(s.audit_hash, "audit_hash"),
+        audit_signature=bytes(s.audit_signature[:128]),
     )
 
 
@@ -642,6 +648,9 @@ def fuzzy_release_reply_to_pb(r: m.FuzzyReleaseReply) -> pb.FuzzyReleaseResponse
     return pb.FuzzyReleaseResponse(
         sealed_label_response=r.sealed_label_response,
         attestation=None if r.attestation is None else envelope_to_pb(r.attestation),
+        audit_seq=r.audit_seq,
+        audit_hash=r.audit_hash,
+        audit_signature=r.audit_signature,
     )
 
 
@@ -649,6 +658,9 @@ def fuzzy_release_reply_from_pb(r: pb.FuzzyReleaseResponse) -> m.FuzzyReleaseRep
     return m.FuzzyReleaseReply(
         bytes(r.sealed_label_response),
         envelope_from_pb(r.attestation, "attestation") if r.HasField("attestation") else None,
+        audit_seq=int(r.audit_seq),
+        audit_hash=_text(r.audit_hash, "audit_hash"),
+        audit_signature=bytes(r.audit_signature[:128]),
     )
 
 

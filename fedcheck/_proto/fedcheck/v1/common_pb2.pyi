@@ -251,18 +251,24 @@ class FuzzyScoreRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., round: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., score_request: _Optional[bytes] = ...) -> None: ...
 
 class FuzzyScoreResponse(_message.Message):
-    __slots__ = ("epoch_id", "score_response", "budget_remaining", "release_ttl_seconds", "attestation")
+    __slots__ = ("epoch_id", "score_response", "budget_remaining", "release_ttl_seconds", "attestation", "audit_seq", "audit_hash", "audit_signature")
     EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
     RELEASE_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     epoch_id: str
     score_response: bytes
     budget_remaining: int
     release_ttl_seconds: int
     attestation: SignedEnvelope
-    def __init__(self, epoch_id: _Optional[str] = ..., score_response: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., release_ttl_seconds: _Optional[int] = ..., attestation: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
+    audit_seq: int
+    audit_hash: str
+    audit_signature: bytes
+    def __init__(self, epoch_id: _Optional[str] = ..., score_response: _Optional[bytes] = ..., budget_remaining: _Optional[int] = ..., release_ttl_seconds: _Optional[int] = ..., attestation: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., audit_signature: _Optional[bytes] = ...) -> None: ...
 
 class FuzzyReleasePayload(_message.Message):
     __slots__ = ("round_id", "holder_state", "label_request_sha256", "issued_at_unix_ms", "purpose", "legal_basis", "unit", "official", "reply_public_key")
@@ -297,11 +303,17 @@ class FuzzyReleaseRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., release: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., label_request: _Optional[bytes] = ...) -> None: ...
 
 class FuzzyReleaseResponse(_message.Message):
-    __slots__ = ("label_response", "sealed_label_response", "attestation")
+    __slots__ = ("label_response", "sealed_label_response", "attestation", "audit_seq", "audit_hash", "audit_signature")
     LABEL_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     SEALED_LABEL_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     label_response: bytes
     sealed_label_response: bytes
     attestation: SignedEnvelope
-    def __init__(self, label_response: _Optional[bytes] = ..., sealed_label_response: _Optional[bytes] = ..., attestation: _Optional[_Union[SignedEnvelope, _Mapping]] = ...) -> None: ...
+    audit_seq: int
+    audit_hash: str
+    audit_signature: bytes
+    def __init__(self, label_response: _Optional[bytes] = ..., sealed_label_response: _Optional[bytes] = ..., attestation: _Optional[_Union[SignedEnvelope, _Mapping]] = ..., audit_seq: _Optional[int] = ..., audit_hash: _Optional[str] = ..., audit_signature: _Optional[bytes] = ...) -> None: ...

@@ -72,7 +72,8 @@ def register(sub: Any) -> None:
 
     prof = csub.add_parser("profile", help="write the profile watchlist the node under test imports",
                            description="Write the deterministic conformance watchlist (canonical JSON Lines) "
-                           "for `fedcheck watchlist import` on the node under test.")
+                           "for `fedcheck watchlist import --source conformance` on the node under test "
+                           "(its own source, so the node's real list is kept).")
     prof.add_argument("--profile", default="standard", help="conformance profile (default: %(default)s)")
     prof.add_argument("--out", type=Path, required=True, help="output file (.jsonl)")
     prof.set_defaults(func=_profile)
@@ -123,9 +124,10 @@ def _profile(args: argparse.Namespace) -> int:
 
     prof = load_profile(args.profile)
     n = write_watchlist(prof, args.out)
-    print(f"wrote {n} records of profile {prof.name!r} to {args.out}; import them on the node "
-          "under test with "
-          "`fedcheck watchlist import --config NODE.toml FILE` and let it build a new epoch", file=sys.stderr)
+    print(f"wrote {n} records of profile {prof.name!r} to {args.out}; import them on the node under test "
+          f"with `fedcheck watchlist import --config NODE.toml --source conformance {args.out}` (its own "
+          "source: the default source would replace the node's real list) and let it build a new epoch",
+          file=sys.stderr)
     return 0
 
 

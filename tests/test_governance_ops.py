@@ -13,7 +13,13 @@ import pytest
 
 from fedcheck.cli.main import main as cli
 from fedcheck.coordinator.rounds import RoundEngine, RoundStore
-from fedcheck.errors import FedcheckError, IntegrityError, PreconditionFailed, VerificationError
+from fedcheck.errors import (
+    FedcheckError,
+    IntegrityError,
+    PreconditionFailed,
+    Unavailable,
+    VerificationError,
+)
 from fedcheck.node.app import NodeApp, open_store
 from fedcheck.node.config import load_node_config
 from fedcheck.node.devfed import write_federation
@@ -273,8 +279,10 @@ def test_coordinator_answers_nothing_when_audit_fails(tmp_path: Path) -> None:
 
     eng, store = _engine(tmp_path, broken)
     try:
-        with pytest.raises(IntegrityError):
+        # no answer leaves unaudited; it is held for a resubmission of the same round (audit_pending)
+        with pytest.raises(Unavailable) as info:
             eng.submit_round(PeerIdentity("node", "QQQ", 1), _request("round-b", ["AAA"]))
+        assert info.value.reason == "audit_pending" and isinstance(info.value.__cause__, IntegrityError)
     finally:
         eng.close()
         store.close()

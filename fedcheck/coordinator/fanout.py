@@ -6,6 +6,13 @@ member or does not answer in time reported as such, one State down never blockin
 and the round audited before the answer leaves. Only the holder call and the round's audit entry differ, so
 those are what the round engines pass in (:mod:`fedcheck.coordinator.rounds`,
 :mod:`fedcheck.coordinator.fuzzy`).
+
+Once the holders were asked, their answers are charged to the querier's budgets, so nothing a holder returns
+may cost the querier the other holders' answers: a holder's reason codes are relayed only as short codes,
+an audit entry the log refuses (a value it will not store) is replaced by a reduced entry (what the
+coordinator itself derived, no holder-supplied text, ``reasons = [audit_reduced, <why>]``), and when even
+that cannot be appended the answer is held (:class:`AuditPending`) so a resubmission of the same round
+appends the entry and collects it, instead of finding its round id spent.
 """
 
 from __future__ import annotations
@@ -16,24 +23,96 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fedcheck.errors import BudgetExhausted, FedcheckError, Unauthenticated, Unavailable
+from fedcheck.errors import BudgetExhausted, FedcheckError, InvalidInput, Unauthenticated, Unavailable
 from fedcheck.node import metrics
 from fedcheck.rpc.clients import NodeTransport
+from fedcheck.rpc.errors import MAX_RETRY_AFTER_S, relayed_reason, relayed_reasons
 from fedcheck.rpc.messages import HolderResult, HolderStatus, RoundPayload, RoundResult, SignedEnvelope
 from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
 
 if TYPE_CHECKING:
     from fedcheck.coordinator.rounds import RoundStore
 
-__all__ = ["HolderCall", "ask_holder", "holder_status", "round_event", "run_round", "submitter"]
+__all__ = [
+    "AuditPending",
+    "HolderCall",
+    "append_audit",
+    "ask_holder",
+    "holder_status",
+    "round_event",
+    "run_round",
+    "submitter",
+]
 
 _log = logging.getLogger("fedcheck.coordinator")
 
 #: One holder's call: ``(state, transport, timeout_seconds) -> HolderResult`` with status OK and the answer
 #: set (latency is filled in by :func:`ask_holder`); raising a :class:`FedcheckError` maps to a status.
 HolderCall = Callable[[str, NodeTransport, float], HolderResult]
+
+#: Appends one audit event durably before returning (``AuditLog.append``).
+AuditFn = Callable[[Mapping[str, Any]], object]
+
+_T = TypeVar("_T")
+
+
+class AuditPending(Unavailable, Generic[_T]):
+    """The holders answered (and charged the querier) but the coordinator's audit entry could not be appended.
+
+    The answer (``value``) does not leave unaudited; the round engine holds this exception for the result TTL
+    and a resubmission of the same request calls :meth:`retry`, which appends the entry (or its reduced
+    form) and returns the answer -- so the round id is not spent on a failure after the fan-out."""
+
+    def __init__(
+        self, value: _T, audit: AuditFn, event: Mapping[str, Any], reduced: Mapping[str, Any]
+    ) -> None:
+        super().__init__(
+            "the holders answered but the coordinator could not record the round in its audit log; resubmit "
+            "the same request (same round id and payload) to collect the answer",
+            reason="audit_pending",
+        )
+        self.value = value
+        self._audit = audit
+        self._event = event
+        self._reduced = reduced
+
+    def retry(self) -> _T:
+        """Append the held entry now and return the answer; raises a new :class:`AuditPending` if it still
+        cannot be appended."""
+        return finish_audit(self.value, self._audit, self._event, self._reduced)
+
+
+def append_audit(audit: AuditFn, event: Mapping[str, Any], reduced: Mapping[str, Any]) -> None:
+    """Append ``event``; if the audit log refuses it (:class:`InvalidInput`: a value it will not store, e.g.
+    something a holder returned), append ``reduced`` instead -- marked ``reasons = [audit_reduced, <why>]`` --
+    like the holders' refusal audit (:class:`fedcheck.node.gate.RequestGate`). Other failures propagate."""
+    try:
+        audit(event)
+        return
+    except InvalidInput as exc:
+        why = exc.reason
+    _log.warning(
+        "audit event refused by the audit log; recording the reduced event",
+        extra={"round_id": str(event.get("round_id", "")), "reason": why},
+    )
+    audit({**reduced, "reasons": ["audit_reduced", why]})
+
+
+def finish_audit(value: _T, audit: AuditFn, event: Mapping[str, Any], reduced: Mapping[str, Any]) -> _T:
+    """:func:`append_audit`, then ``value``; if nothing could be appended, an :class:`AuditPending` holding
+    ``value``."""
+    try:
+        append_audit(audit, event, reduced)
+    except Exception as exc:
+        _log.error(
+            "audit entry could not be appended; holding the answer for a resubmission",
+            extra={"round_id": str(event.get("round_id", "")), "reason": getattr(exc, "reason", "internal")},
+            exc_info=not isinstance(exc, FedcheckError),
+        )
+        raise AuditPending(value, audit, event, reduced) from exc
+    return value
 
 
 def submitter(
@@ -72,14 +151,17 @@ def ask_holder(state: str, transport: NodeTransport, call: HolderCall, deadline:
         answer = call(state, transport, timeout)
     except FedcheckError as exc:
         status = holder_status(exc)
+        # what the holder sent is relayed to the querier and audited: short codes only, bounded numbers
+        # (from_rpc_error does the same for gRPC holders; in-process transports come through here only)
+        retry = exc.retry_after_s if isinstance(exc, BudgetExhausted) else 0
         return HolderResult(
             state,
             status,
-            exc.reason,
+            relayed_reason(exc.reason),
             exc.message[:300],
-            exc.retry_after_s if isinstance(exc, BudgetExhausted) else 0,
+            min(max(0, int(retry)), MAX_RETRY_AFTER_S),
             latency_ms=int((time.time() - t0) * 1000),
-            reasons=exc.reasons,
+            reasons=relayed_reasons(exc.reasons),
             code=exc.status if status is HolderStatus.REFUSED else "",
         )
     except Exception:  # a transport bug must not sink the round
@@ -108,7 +190,11 @@ def run_round(
     round_event: Callable[[RoundResult], Mapping[str, Any]],
 ) -> RoundResult:
     """Ask every target in parallel until the round's deadline (capped at ``max_deadline_seconds``), then
-    keep the metadata and append ``round_event(result)`` to the audit log before the answer leaves."""
+    keep the metadata and append ``round_event(result)`` to the audit log before the answer leaves.
+
+    After the fan-out nothing loses the answers: a metadata write failure is logged, an audit entry the log
+    refuses is replaced by the reduced one (:func:`append_audit`), and when no entry can be appended the
+    result is raised held in :class:`AuditPending` for the engine to keep."""
     started = time.time()
     deadline = min(payload.deadline_unix_ms / 1000, started + max_deadline_seconds)
     futures: dict[str, Future[HolderResult]] = {}
@@ -142,9 +228,18 @@ def run_round(
         else:
             results.append(f.result())
     result = RoundResult(payload.round_id, tuple(results), int(started * 1000), int(time.time() * 1000))
-    store.finish(result, items)
+    try:
+        store.finish(result, items)
+    except Exception:  # round metadata; the audit entry below is the record that must exist
+        _log.exception("round metadata could not be stored", extra={"round_id": payload.round_id})
     if audit is not None:  # durable before the answer leaves
-        audit(round_event(result))
+        reduced = reduced_round_event(querier, payload, result, items)
+        try:
+            event: Mapping[str, Any] = round_event(result)
+        except Exception:  # building the entry from what the holders returned failed: record the reduced one
+            _log.exception("round audit event could not be built", extra={"round_id": payload.round_id})
+            event = {**reduced, "reasons": ["audit_reduced", "event_error"]}
+        finish_audit(result, audit, event, reduced)
     for h in results:
         metrics.ROUNDS.labels(role="coordinator", state=h.state, status=str(h.status)).inc()
     metrics.ROUND_SECONDS.labels(role="coordinator").observe(time.time() - started)
@@ -159,6 +254,19 @@ def run_round(
         },
     )
     return result
+
+
+def reduced_round_event(
+    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+) -> dict[str, Any]:
+    """The round's audit entry without anything a holder returned (reason codes, audit heads): the shared
+    fields of :func:`round_event` (the declared texts among them passed the audit log's own rules at the
+    wire), each State's status and the outcome."""
+    event = round_event(querier, payload, result, items)
+    ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
+    event["holders"] = {h.state: str(h.status) for h in result.results}
+    event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
+    return event
 
 
 def round_event(

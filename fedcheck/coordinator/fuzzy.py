@@ -16,6 +16,12 @@ recording that very round or follow-up. They are recorded exactly like an exact 
 round's audit entry and the ``audit_anchors`` table; ``anchors`` in the relayed follow-up's entry) and, where
 ``[nodes.<STATE>] audit_public_key`` is configured, checked on arrival (``anchors_verified`` /
 ``anchors_unverified``) with the helpers of :mod:`fedcheck.coordinator.rounds`.
+
+A follow-up's labels are released (and charged) once: the holder refuses the same follow-up again. So the
+relay never lets its own audit append replace the holder's reply: an entry the audit log refuses is replaced
+by the reduced one, and a reply whose entry cannot be appended at all is held
+(:class:`~fedcheck.coordinator.fanout.AuditPending`) for a resubmission of the same signed follow-up, like a
+round's answer.
 """
 
 from __future__ import annotations
@@ -28,7 +34,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from fedcheck.coordinator.fanout import round_event, run_round, submitter
+from fedcheck.coordinator.fanout import (
+    AuditPending,
+    append_audit,
+    finish_audit,
+    round_event,
+    run_round,
+    submitter,
+)
 from fedcheck.errors import (
     FedcheckError,
     InvalidInput,
@@ -37,6 +50,7 @@ from fedcheck.errors import (
 )
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
+from fedcheck.rpc.errors import relayed_reason
 from fedcheck.rpc.messages import (
     FUZZY_MODE,
     FuzzyReleaseReply,
@@ -91,6 +105,11 @@ class FuzzyRelay:
         self._audit_keys = dict(audit_public_keys or {})
         self._lock = threading.Lock()
         self._results: dict[str, tuple[str, float, RoundResult]] = {}
+        #: round id -> (payload digest, expiry, held answer) whose audit entry is still to be appended
+        self._pending: dict[str, tuple[str, float, AuditPending[RoundResult]]] = {}
+        #: (holder State, follow-up payload digest) -> (expiry, held reply) whose audit entry is still to be
+        #: appended
+        self._pending_releases: dict[tuple[str, str], tuple[float, AuditPending[FuzzyReleaseReply]]] = {}
 
     def _signer(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
         return submitter(peer, env, ca_pem=self._ca_pem, crl=self._crl, verify=self._verify, what="request")
@@ -114,10 +133,13 @@ class FuzzyRelay:
                 )
         payload_sha = hashlib.sha256(env.payload).hexdigest()
         rid = payload.round_id
+        held: AuditPending[RoundResult] | None = None
         with self._lock:
             now = time.monotonic()
             for old in [r for r, (_, exp, _) in self._results.items() if exp < now]:
                 del self._results[old]
+            for old in [r for r, (_, exp, _) in self._pending.items() if exp < now]:
+                del self._pending[old]
             done = self._results.get(rid)
             if done is not None:
                 if done[0] != payload_sha:
@@ -127,15 +149,25 @@ class FuzzyRelay:
                 return RoundResult(
                     r.round_id, r.results, r.started_unix_ms, r.finished_unix_ms, replayed=True
                 )
-            travellers = sum(t.count for t in payload.targets)
-            stored = self._store.claim(rid, payload_sha, querier.state, payload, travellers)
-            if stored is not None:
-                raise PreconditionFailed(
-                    "round_id already used" if stored != payload_sha else
-                    "round results are no longer held, or the round is still running; use a new round id",
-                    reason="round_id_reused" if stored != payload_sha else "round_expired",
-                )
-        result = self._run(querier, payload, request)
+            pending = self._pending.get(rid)
+            if pending is not None and pending[0] == payload_sha:
+                held = self._pending.pop(rid)[2]
+            else:
+                travellers = sum(t.count for t in payload.targets)
+                stored = self._store.claim(rid, payload_sha, querier.state, payload, travellers)
+                if stored is not None:
+                    raise PreconditionFailed(
+                        "round_id already used" if stored != payload_sha else
+                        "round results are no longer held, or the round is still running; use a new round id",
+                        reason="round_id_reused" if stored != payload_sha else "round_expired",
+                    )
+        try:
+            # a held round's holders are not asked again: only its audit entry is appended now
+            result = held.retry() if held is not None else self._run(querier, payload, request)
+        except AuditPending as exc:
+            with self._lock:
+                self._pending[rid] = (payload_sha, time.monotonic() + self._ttl, exc)
+            raise
         with self._lock:
             self._results[rid] = (payload_sha, time.monotonic() + self._ttl, result)
         return result
@@ -148,6 +180,7 @@ class FuzzyRelay:
         def score(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
             req = FuzzyScoreRequest(request.round, request.requests[state], payload.round_id)
             answer = transport.fuzzy_score(req, timeout=timeout)
+            serde.check_audit_head(answer.audit_seq, answer.audit_hash, answer.audit_signature)  # as exact
             key = self._audit_keys.get(state)
             if key is not None:
                 checks[state] = check_anchor(state, payload.round_id, key, answer)
@@ -179,26 +212,54 @@ class FuzzyRelay:
         transport = self._nodes.get(state)
         if transport is None:
             raise NotFound("State is not a member of this federation", reason="unknown_state")
+        key = (state, hashlib.sha256(env.payload).hexdigest())
+        with self._lock:
+            now = time.monotonic()
+            for old in [k for k, (exp, _) in self._pending_releases.items() if exp < now]:
+                del self._pending_releases[old]
+            held = self._pending_releases.pop(key, None)
+        if held is not None:  # released before, its audit entry still to be appended: not asked again
+            return self._hold_release(key, held[1].retry)
         t0 = time.time()
-        outcome, reason = "ok", ""
-        reply: FuzzyReleaseReply | None = None
+
+        def event(outcome: str, reason: str) -> dict[str, Any]:
+            return {
+                "type": "fuzzy_release", "round_id": payload.round_id, "querier": querier.state,
+                "holder": state, "unit": payload.unit, "official": payload.official,
+                "purpose": payload.purpose, "legal_basis": payload.legal_basis, "mode": FUZZY_MODE,
+                "outcome": outcome, "reason": reason, "duration_ms": int((time.time() - t0) * 1000),
+            }
+
         try:
             reply = transport.fuzzy_release(request, timeout=self._max_deadline)
-            return reply
+            serde.check_audit_head(reply.audit_seq, reply.audit_hash, reply.audit_signature)  # as rounds
         except FedcheckError as exc:
-            outcome, reason = "refused", exc.reason
-            raise
-        finally:
+            # the refusal is audited before it leaves (an audit failure replaces it)
             if self._audit is not None:
-                event: dict[str, Any] = {
-                    "type": "fuzzy_release", "round_id": payload.round_id, "querier": querier.state,
-                    "holder": state, "unit": payload.unit, "official": payload.official,
-                    "purpose": payload.purpose, "legal_basis": payload.legal_basis, "mode": FUZZY_MODE,
-                    "outcome": outcome, "reason": reason, "duration_ms": int((time.time() - t0) * 1000),
-                }
-                if reply is not None:  # the holder's head after auditing this follow-up
-                    event.update(self._release_anchor(state, payload.round_id, reply))
-                self._audit(event)
+                refused = event("refused", relayed_reason(exc.reason))
+                append_audit(self._audit, refused, {k: v for k, v in refused.items() if k != "reason"})
+            raise
+        if self._audit is None:
+            return reply
+        reduced = event("ok", "")  # nothing the holder returned
+        full = dict(reduced)
+        try:  # the holder's head after auditing this follow-up
+            full.update(self._release_anchor(state, payload.round_id, reply))
+        except Exception:
+            _log.exception("follow-up audit anchor could not be read", extra={"round_id": payload.round_id})
+        audit = self._audit
+        return self._hold_release(key, lambda: finish_audit(reply, audit, full, reduced))
+
+    def _hold_release(
+        self, key: tuple[str, str], deliver: Callable[[], FuzzyReleaseReply]
+    ) -> FuzzyReleaseReply:
+        """``deliver()`` (audit, then the reply); a reply that could not be audited is held under ``key``."""
+        try:
+            return deliver()
+        except AuditPending as exc:
+            with self._lock:
+                self._pending_releases[key] = (time.monotonic() + self._ttl, exc)
+            raise
 
     def _release_anchor(self, state: str, round_id: str, reply: FuzzyReleaseReply) -> dict[str, Any]:
         from fedcheck.coordinator.rounds import anchor_fields, check_anchor  # rounds imports this module

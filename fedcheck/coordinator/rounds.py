@@ -16,7 +16,15 @@ config names a holder's audit public key (``[nodes.<STATE>] audit_public_key``),
 signature is checked on arrival: the round's audit entry lists the States whose heads verified
 (``anchors_verified``) and those whose did not, or that returned none (``anchors_unverified``, with a warning
 logged). The round answer is still delivered -- the querier's own checks protect it; this is oversight
-evidence.
+evidence. A head that is not well-formed (``serde.check_audit_head``) is neither stored nor listed in
+``anchors``; it counts as missing.
+
+Once the holders were asked (and charged the querier), a failure to record the round never spends the round id
+without an answer: see :mod:`fedcheck.coordinator.fanout` (reduced audit entry, :class:`AuditPending` held
+for a resubmission of the same round).
+
+Index downloads are relayed only for the State that signed the index request: the TLS peer's State must be
+the signer's (``PERMISSION_DENIED`` ``identity_mismatch`` otherwise), like rounds and follow-ups.
 """
 
 from __future__ import annotations
@@ -31,12 +39,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedcheck.coordinator.fanout import round_event, run_round, submitter
+from fedcheck.coordinator.fanout import AuditPending, round_event, run_round, submitter
 from fedcheck.coordinator.fuzzy import FuzzyRelay
 from fedcheck.errors import (
     FedcheckError,
     InvalidInput,
     NotFound,
+    PolicyDenied,
     PreconditionFailed,
 )
 from fedcheck.rpc import serde
@@ -58,7 +67,7 @@ from fedcheck.rpc.messages import (
     SubmitRoundRequest,
 )
 from fedcheck.trust.audit import SignedHead, verify_head_signature
-from fedcheck.trust.pki import PeerIdentity, RevocationList
+from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -70,7 +79,9 @@ _log = logging.getLogger("fedcheck.coordinator")
 #: A holder answer carrying its signed audit head (``audit_seq`` / ``audit_hash`` / ``audit_signature``)
 AnchoredAnswer = Evaluation | FuzzyScore | FuzzyReleaseReply
 
-#: Appends one audit event durably before returning (``AuditLog.append``); raising fails the round.
+#: Appends one audit event durably before returning (``AuditLog.append``). Raising ``InvalidInput`` (an
+#: event the log refuses) makes the engine append the reduced event instead; any other failure after the
+#: fan-out holds the answer (``AuditPending``) until a resubmission of the round can be audited.
 AuditSink = Callable[[Mapping[str, Any]], object]
 
 _SCHEMA = """
@@ -139,7 +150,7 @@ class RoundStore:
                 [
                     (result.round_id, s, a.audit_seq, a.audit_hash, a.audit_signature, finished)
                     for s, a in answered.items()
-                    if a.audit_hash
+                    if well_formed_head(a)
                 ],
             )
             self._db.execute("COMMIT")
@@ -202,6 +213,9 @@ class RoundEngine:
         self._lock = threading.Lock()
         self._results: dict[str, tuple[str, float, RoundResult]] = {}
         self._inflight: dict[str, tuple[str, Future[RoundResult]]] = {}
+        #: rounds whose holders answered but whose audit entry could not be appended yet (payload digest,
+        #: expiry, the held answer): a resubmission of the same round appends it and collects the answer
+        self._pending: dict[str, tuple[str, float, AuditPending[RoundResult]]] = {}
 
     @property
     def max_batch(self) -> int:
@@ -215,6 +229,8 @@ class RoundEngine:
     def submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
         try:
             return self._submit_round(peer, request)
+        except AuditPending:
+            raise  # not a refusal: the answer is held until its audit entry can be appended
         except FedcheckError as exc:
             self._audit_refusal(peer, request.round_id, exc)
             raise
@@ -260,17 +276,26 @@ class RoundEngine:
                     )
                 return _replayed(done[2])
             running = self._inflight.get(rid)
+            held: AuditPending[RoundResult] | None = None
             if running is None:
-                items = sum(len(b) for b in request.batches.values())
-                stored = self._store.claim(rid, payload_sha, querier.state, payload, items)
-                if stored is not None:
-                    if stored != payload_sha:
+                pending = self._pending.get(rid)
+                if pending is not None:
+                    if pending[0] != payload_sha:
                         raise PreconditionFailed(
                             "round_id already used with a different payload", reason="round_id_reused"
                         )
-                    raise PreconditionFailed(
-                        "round results are no longer held; submit a new round id", reason="round_expired"
-                    )
+                    held = self._pending.pop(rid)[2]
+                else:
+                    items = sum(len(b) for b in request.batches.values())
+                    stored = self._store.claim(rid, payload_sha, querier.state, payload, items)
+                    if stored is not None:
+                        if stored != payload_sha:
+                            raise PreconditionFailed(
+                                "round_id already used with a different payload", reason="round_id_reused"
+                            )
+                        raise PreconditionFailed(
+                            "round results are no longer held; submit a new round id", reason="round_expired"
+                        )
                 fut: Future[RoundResult] = Future()
                 self._inflight[rid] = (payload_sha, fut)
                 owner = True
@@ -283,7 +308,8 @@ class RoundEngine:
         if not owner:
             return _replayed(fut.result())
         try:
-            result = self._run(querier, payload, request)
+            # a held round's holders are not asked again: only its audit entry is appended now
+            result = held.retry() if held is not None else self._run(querier, payload, request)
             fut.set_result(result)
         except BaseException as exc:
             fut.set_exception(exc)
@@ -291,19 +317,27 @@ class RoundEngine:
         finally:
             with self._lock:
                 self._inflight.pop(rid, None)
-                if fut.done() and fut.exception() is None:
+                error = fut.exception() if fut.done() else None
+                if fut.done() and error is None:
                     self._results[rid] = (payload_sha, time.monotonic() + self._ttl, fut.result())
+                elif isinstance(error, AuditPending):
+                    self._pending[rid] = (payload_sha, time.monotonic() + self._ttl, error)
         return result
 
     def _expire(self) -> None:
         now = time.monotonic()
         for rid in [r for r, (_, exp, _) in self._results.items() if exp < now]:
             del self._results[rid]
+        for rid in [r for r, (_, exp, _) in self._pending.items() if exp < now]:
+            del self._pending[rid]
 
     def _run(self, querier: PeerIdentity, payload: RoundPayload, request: SubmitRoundRequest) -> RoundResult:
         def evaluate(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
             req = BlindEvaluateRequest(request.round, request.batches[state], payload.round_id)
             evaluation = transport.blind_evaluate(req, timeout=timeout)
+            # relayed to the querier, whose wire validation refuses a malformed head (gRPC answers were
+            # checked on arrival; this covers in-process transports): only this holder's answer is refused
+            serde.check_audit_head(evaluation.audit_seq, evaluation.audit_hash, evaluation.audit_signature)
             key = self._audit_keys.get(state)
             if key is not None:
                 checks[state] = check_anchor(state, payload.round_id, key, evaluation)
@@ -337,6 +371,8 @@ class RoundEngine:
     def submit_fuzzy_round(self, peer: PeerIdentity, request: SubmitFuzzyRoundRequest) -> RoundResult:
         try:
             return self._fuzzy_relay().submit(peer, request)
+        except AuditPending:
+            raise  # not a refusal: the answer is held until its audit entry can be appended
         except FedcheckError as exc:
             self._audit_refusal(peer, request.round_id, exc)
             raise
@@ -360,7 +396,26 @@ class RoundEngine:
         transport = self._nodes.get(state)
         if transport is None:
             raise NotFound("State is not a member of this federation", reason="unknown_state")
+        try:
+            self._check_index_requester(peer, request)
+        except FedcheckError as exc:
+            self._audit_refusal(peer, "", exc)
+            raise
         yield from transport.get_index(request, timeout=self._max_deadline)
+
+    def _check_index_requester(self, peer: PeerIdentity, request: GetIndexRequest) -> None:
+        """The signed index request must be the TLS peer's own (signer State = peer State), as for rounds and
+        follow-ups: a node does not fetch indexes with another State's signed request. The holder still
+        checks the signature, audience and freshness itself. ``verify_signatures`` off (no PKI): no check."""
+        if not self._verify:
+            return
+        env = request.request
+        signer = verify_payload(env.certificate_pem, self._ca_pem, self._crl(), env.payload, env.signature)
+        if signer.state != peer.state:
+            raise PolicyDenied(
+                "the index request must be signed by the requesting State's own certificate",
+                reason="identity_mismatch",
+            )
 
 
 def check_anchor(state: str, round_id: str, key: Ed25519PublicKey, answer: AnchoredAnswer) -> bool:
@@ -420,12 +475,24 @@ def anchor_fields(
     when ``checks`` is given (State -> :func:`check_anchor` result; ``None`` when no holder audit key is
     configured), ``anchors_verified`` / ``anchors_unverified`` among the States that answered."""
     fields: dict[str, Any] = {
-        "anchors": {s: f"{a.audit_seq}:{a.audit_hash}" for s, a in answers.items() if a.audit_hash}
+        "anchors": {s: f"{a.audit_seq}:{a.audit_hash}" for s, a in answers.items() if well_formed_head(a)}
     }
     if checks is not None:
         fields["anchors_verified"] = sorted(s for s, ok in checks.items() if ok and s in answers)
         fields["anchors_unverified"] = sorted(s for s, ok in checks.items() if not ok and s in answers)
     return fields
+
+
+def well_formed_head(answer: AnchoredAnswer) -> bool:
+    """Whether ``answer`` carries an audit head that may be stored and audited (``serde.check_audit_head``;
+    answers over gRPC are checked on arrival, in-process transports are not)."""
+    if not answer.audit_hash:
+        return False
+    try:
+        serde.check_audit_head(answer.audit_seq, answer.audit_hash, answer.audit_signature)
+    except (FedcheckError, TypeError):
+        return False
+    return True
 
 
 def _replayed(r: RoundResult) -> RoundResult:

@@ -9,19 +9,26 @@ stays opaque. The reason code and retry-after hint travel as trailing metadata.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import grpc
 
 from fedcheck import errors as e
+from fedcheck.rpc.serde import CODE_PATTERN
 
 __all__ = [
+    "INVALID_REASON",
+    "MAX_DETAIL_CHARS",
+    "MAX_RETRY_AFTER_S",
     "REASONS_KEY",
     "REASON_KEY",
     "RETRY_AFTER_KEY",
     "STATUS_TABLE",
     "abort",
     "from_rpc_error",
+    "relayed_reason",
+    "relayed_reasons",
     "status_for",
 ]
 
@@ -33,6 +40,14 @@ REASON_KEY = "fedcheck-reason"
 RETRY_AFTER_KEY = "fedcheck-retry-after"
 #: Trailing-metadata key carrying every reason code (:attr:`FedcheckError.reasons`, comma-separated).
 REASONS_KEY = "fedcheck-reasons"
+
+#: What a peer's reason code that is not a short code (``serde.CODE_PATTERN``) is relayed and audited as.
+INVALID_REASON = "holder_invalid_reason"
+#: A peer's status message is cut to this many characters before it is relayed.
+MAX_DETAIL_CHARS = 300
+#: A peer's retry-after hint is capped here (a year): ``HolderResult.retry_after_s`` is a uint32 on the wire.
+MAX_RETRY_AFTER_S = 366 * 86400
+_MAX_REASONS = 32
 
 #: Most specific class first; :func:`status_for` walks the exception's MRO.
 STATUS_TABLE: dict[type[e.FedcheckError], grpc.StatusCode] = {
@@ -103,29 +118,54 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     context.abort(status_for(exc), message)
 
 
+def relayed_reason(value: str) -> str:
+    """A peer's reason code as it may be relayed and audited: itself if it is a short code
+    (``serde.CODE_PATTERN``), else :data:`INVALID_REASON`."""
+    return value if CODE_PATTERN.match(value) else INVALID_REASON
+
+
+def relayed_reasons(values: Iterable[str]) -> tuple[str, ...]:
+    """A peer's reason codes as they may be relayed: the short codes among them (at most 32, in order,
+    without repeats), with :data:`INVALID_REASON` once in place of everything else."""
+    out: list[str] = []
+    for value in values:
+        code = relayed_reason(value)
+        if code not in out:
+            out.append(code)
+    return tuple(out[:_MAX_REASONS])
+
+
+def _retry_after(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return min(max(0, int(value)), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return default
+
+
 def from_rpc_error(err: grpc.RpcError) -> e.FedcheckError:
-    """Rebuild the typed exception a peer raised (status, message, reason, retry-after)."""
+    """Rebuild the typed exception a peer raised (status, message, reason, retry-after).
+
+    What the peer sent is not trusted: reason codes that are not short codes become
+    :data:`INVALID_REASON` (they end up in the coordinator's audit entry and the querier's wire validation
+    refuses them), the message is cut to :data:`MAX_DETAIL_CHARS` and the retry-after hint is capped."""
     code: grpc.StatusCode = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (err.details() if isinstance(err, grpc.Call) else None) or code.name.lower()
+    details = str(details)[:MAX_DETAIL_CHARS]
     trailing = err.trailing_metadata() if isinstance(err, grpc.Call) else None
     meta: dict[str, str] = {}
     pairs: Any = trailing or ()
     for key, value in pairs:
         if isinstance(value, str):
             meta[str(key)] = value
-    reason = meta.get(REASON_KEY) or code.name.lower()
-    reasons = tuple(r for r in meta.get(REASONS_KEY, "").split(",") if r)[:32]
+    reason = relayed_reason(meta.get(REASON_KEY) or code.name.lower())
+    reasons = relayed_reasons(r for r in meta.get(REASONS_KEY, "").split(",") if r)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and RETRY_AFTER_KEY in meta:
-        try:
-            retry = max(0, int(meta[RETRY_AFTER_KEY]))
-        except ValueError:
-            retry = 0
+        retry = _retry_after(meta[RETRY_AFTER_KEY], 0)
         return e.BudgetExhausted(details, retry_after_s=retry, reason=reason, reasons=reasons)
     if code == grpc.StatusCode.ABORTED:
-        try:
-            retry = max(0, int(meta.get(RETRY_AFTER_KEY, "1")))
-        except ValueError:
-            retry = 1
+        retry = _retry_after(meta.get(RETRY_AFTER_KEY), 1)
         return e.Aborted(details, retry_after_s=retry, reason=reason, reasons=reasons)
     cls = _BY_REASON.get(reason) or _REVERSE.get(code, e.FedcheckError)
     if cls is e.Unavailable and code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -15,14 +15,20 @@ from google.protobuf.message import DecodeError
 
 from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2 as cpb
-from fedcheck.errors import FormatError, InvalidElement, InvalidInput, UnsupportedVersion
+from fedcheck.errors import FormatError, InvalidElement, InvalidInput, LimitExceeded, UnsupportedVersion
 from fedcheck.rpc import messages as m
 from fedcheck.trust.audit import audit_text_problem
 
 __all__ = [
+    "AUDIT_HASH_PATTERN",
+    "AUDIT_SIGNATURE_BYTES",
+    "CODE_PATTERN",
     "EPOCH_ANNOUNCEMENT_CONTEXT",
+    "MAX_AUDIT_SEQ",
+    "MAX_TARGETS",
     "blind_evaluate_request_from_pb",
     "blind_evaluate_request_to_pb",
+    "check_audit_head",
     "check_header",
     "chunk_from_pb",
     "chunk_to_pb",
@@ -69,6 +75,19 @@ _STATE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
 _ROUND_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _TEXT_MAX = 256
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
+#: A short machine code (reason, key type, label field): what a peer's reason codes must look like before
+#: they are relayed or audited (:func:`fedcheck.rpc.errors.from_rpc_error` uses it too).
+CODE_PATTERN = _CODE
+#: A holder's audit head hash: the SHA-256 hex digest :mod:`fedcheck.trust.audit` chains entries with.
+AUDIT_HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+#: An audit head signature is one Ed25519 signature.
+AUDIT_SIGNATURE_BYTES = 64
+#: Audit sequence numbers are kept in SQLite (signed 64-bit) by the coordinator.
+MAX_AUDIT_SEQ = 2**63 - 1
+#: Target States of one round. The coordinator's audit entry lists them (and per-State maps of them), and the
+#: audit log refuses lists and maps longer than 256 (``fedcheck.trust.audit``), so a round that could not be
+#: audited is refused here, before any holder is asked.
+MAX_TARGETS = 256
 _MODE_TO_PB = {"exact": pb.MODE_EXACT, "cardinality": pb.MODE_CARDINALITY, m.FUZZY_MODE: pb.MODE_FUZZY}
 _MODE_FROM_PB = {v: k for k, v in _MODE_TO_PB.items()}
 _STATUS_TO_PB = {
@@ -124,6 +143,28 @@ def _codes(values: Sequence[str], field: str) -> tuple[str, ...]:
         if not _CODE.match(v):
             raise InvalidInput(f"{field} entries must be short codes", reason=f"invalid_{field}")
     return tuple(values)
+
+
+def check_audit_head(seq: int, audit_hash: str, signature: bytes) -> None:
+    """A holder's signed audit head as returned with an answer: ``audit_hash`` empty (no head) or a SHA-256
+    hex digest, ``seq`` within what the coordinator can store, ``signature`` empty or one Ed25519 signature.
+    Raises :class:`InvalidInput` (``invalid_audit_head``) otherwise."""
+    if audit_hash and not AUDIT_HASH_PATTERN.match(audit_hash):
+        raise InvalidInput(
+            "audit_hash must be empty or 64 lower-case hex digits", reason="invalid_audit_head"
+        )
+    if not 0 <= seq <= MAX_AUDIT_SEQ:
+        raise InvalidInput("audit_seq out of range", reason="invalid_audit_head")
+    if len(signature) not in (0, AUDIT_SIGNATURE_BYTES):
+        raise InvalidInput(
+            f"audit_signature must be empty or {AUDIT_SIGNATURE_BYTES} bytes (Ed25519)",
+            reason="invalid_audit_head",
+        )
+
+
+def _audit_head(seq: int, audit_hash: str, signature: bytes) -> tuple[int, str, bytes]:
+    check_audit_head(int(seq), str(audit_hash), bytes(signature))
+    return int(seq), str(audit_hash), bytes(signature)
 
 
 def _elements(values: Sequence[bytes], field: str) -> tuple[bytes, ...]:
@@ -211,6 +252,11 @@ def round_payload_from_bytes(data: bytes) -> m.RoundPayload:
         raise FormatError(
             "round payload is not a valid RoundPayload message", reason="malformed_payload"
         ) from None
+    if len(msg.targets) > MAX_TARGETS:
+        raise LimitExceeded(
+            f"round payload names {len(msg.targets)} target States; at most {MAX_TARGETS} per round",
+            reason="too_many_targets",
+        )
     targets: list[m.RoundTarget] = []
     seen: set[str] = set()
     for t in msg.targets:
@@ -408,8 +454,6 @@ def blind_evaluate_request_to_pb(r: m.BlindEvaluateRequest) -> pb.BlindEvaluateR
 
 
 def blind_evaluate_request_from_pb(r: pb.BlindEvaluateRequest, max_batch: int) -> m.BlindEvaluateRequest:
-    from fedcheck.errors import LimitExceeded
-
     round_id = check_header(r.header, r.HasField("header"))
     if len(r.blinded) > max_batch:
         raise LimitExceeded(
@@ -440,14 +484,15 @@ def evaluation_to_pb(ev: m.Evaluation) -> pb.BlindEvaluateResponse:
 
 
 def evaluation_from_pb(ev: pb.BlindEvaluateResponse) -> m.Evaluation:
+    seq, audit_hash, audit_signature = _audit_head(ev.audit_seq, ev.audit_hash, ev.audit_signature)
     return m.Evaluation(
         ev.epoch_id,
         _elements(ev.evaluated, "evaluated"),
         bytes(ev.proof),
         int(ev.budget_remaining),
-        audit_seq=int(ev.audit_seq),
-        audit_hash=_text(ev.audit_hash, "audit_hash"),
-        audit_signature=bytes(ev.audit_signature[:128]),
+        audit_seq=seq,
+        audit_hash=audit_hash,
+        audit_signature=audit_signature,
         narrowed=_codes(ev.narrowed, "narrowed"),
         effective_key_types=_codes(ev.effective_key_types, "effective_key_types"),
         effective_label_fields=_codes(ev.effective_label_fields, "effective_label_fields"),
@@ -468,8 +513,6 @@ def submit_round_to_pb(r: m.SubmitRoundRequest) -> cpb.SubmitRoundRequest:
 
 
 def submit_round_from_pb(r: cpb.SubmitRoundRequest, max_batch: int) -> m.SubmitRoundRequest:
-    from fedcheck.errors import LimitExceeded
-
     round_id = check_header(r.header, r.HasField("header"))
     batches: dict[str, tuple[bytes, ...]] = {}
     for b in r.batches:
@@ -590,15 +633,16 @@ def fuzzy_score_to_pb(s: m.FuzzyScore) -> pb.FuzzyScoreResponse:
 
 
 def fuzzy_score_from_pb(s: pb.FuzzyScoreResponse) -> m.FuzzyScore:
+    seq, audit_hash, audit_signature = _audit_head(s.audit_seq, s.audit_hash, s.audit_signature)
     return m.FuzzyScore(
         _text(s.epoch_id, "epoch_id"),
         bytes(s.score_response),
         int(s.budget_remaining),
         int(s.release_ttl_seconds),
         envelope_from_pb(s.attestation, "attestation") if s.HasField("attestation") else None,
-        audit_seq=int(s.audit_seq),
-        audit_hash=_text(s.audit_hash, "audit_hash"),
-        audit_signature=bytes(s.audit_signature[:128]),
+        audit_seq=seq,
+        audit_hash=audit_hash,
+        audit_signature=audit_signature,
     )
 
 
@@ -655,12 +699,13 @@ def fuzzy_release_reply_to_pb(r: m.FuzzyReleaseReply) -> pb.FuzzyReleaseResponse
 
 
 def fuzzy_release_reply_from_pb(r: pb.FuzzyReleaseResponse) -> m.FuzzyReleaseReply:
+    seq, audit_hash, audit_signature = _audit_head(r.audit_seq, r.audit_hash, r.audit_signature)
     return m.FuzzyReleaseReply(
         bytes(r.sealed_label_response),
         envelope_from_pb(r.attestation, "attestation") if r.HasField("attestation") else None,
-        audit_seq=int(r.audit_seq),
-        audit_hash=_text(r.audit_hash, "audit_hash"),
-        audit_signature=bytes(r.audit_signature[:128]),
+        audit_seq=seq,
+        audit_hash=audit_hash,
+        audit_signature=audit_signature,
     )
 
 

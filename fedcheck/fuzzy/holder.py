@@ -10,6 +10,7 @@ which pair hit unless the querier follows up (:meth:`FuzzyHolder.release`).
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
@@ -54,10 +55,13 @@ __all__ = [
     "HIT_MARGIN_BOUND",
     "MARGIN_BITS",
     "FuzzyHolder",
+    "HolderEntries",
     "HolderEntry",
     "HolderLimits",
     "entries_from_records",
 ]
+
+_log = logging.getLogger("fedcheck.fuzzy.holder")
 
 #: Bits (incl. sign) of an honest margin m: names |m| <= 255, faces |m| <= 2^15 + threshold.
 MARGIN_BITS = {"name": 9, "face": 17}
@@ -84,18 +88,33 @@ class HolderEntry:
     year: int | None = None
 
 
-def entries_from_records(records: Iterable[PersonRecord], *, kind: str = "name") -> list[HolderEntry]:
+class HolderEntries(list[HolderEntry]):
+    """What :func:`entries_from_records` returns: the entries, and ``skipped_faces``, how many listed face
+    embeddings could not be used (zero, or a norm that under/overflows) and were left out."""
+
+    skipped_faces: int = 0
+
+
+def entries_from_records(records: Iterable[PersonRecord], *, kind: str = "name") -> HolderEntries:
     """Expand records into entries: one per (primary name or alias) × birth year (all years of a range).
 
     Names with no letters are skipped; names longer than ``MAX_BIGRAMS`` bigrams are skipped too (counted by
     the caller via the length difference), never truncated, so a decision is never made on a partial name.
+    Faces :func:`~fedcheck.fuzzy.encoding.quantise_face` cannot use (zero vector, norm under/overflowing,
+    non-finite values) are skipped and counted in ``skipped_faces`` (one warning per call, no record data):
+    one bad listed face must not stop face screening against the others, and is the holder's fault, never
+    the querier's.
     """
-    out: list[HolderEntry] = []
+    out = HolderEntries()
     for rec in records:
         label = rec.label.to_dict()
         if kind == "face":
             if rec.face_embedding is not None:
-                q = quantise_face(rec.face_embedding)
+                try:
+                    q = quantise_face(rec.face_embedding)
+                except InvalidInput:
+                    out.skipped_faces += 1
+                    continue
                 nz = np.flatnonzero(q)
                 out.append(HolderEntry(rec.record_id, label, tuple(int(i) for i in nz),
                                        tuple(int(q[i]) for i in nz)))
@@ -113,6 +132,11 @@ def entries_from_records(records: Iterable[PersonRecord], *, kind: str = "name")
             seen.add(bg)
             dims = tuple(sorted(bg))
             out.extend(HolderEntry(rec.record_id, label, dims, (), y) for y in years)
+    if out.skipped_faces:
+        _log.warning(
+            "%d listed face embedding(s) cannot be scored (zero vector, norm out of range or non-finite "
+            "values) and are left out of face screening; correct them in the watchlist", out.skipped_faces,
+        )
     return out
 
 

@@ -19,7 +19,12 @@ Decisions documented in docs/fuzzy.md ("Integration"):
 * **Audience**: the holder's entries for a partner leave out the partner's withheld references and carry only
   the label fields disclosed to it, exactly like its exact index.
 * **Follow-up**: only the round's signer can follow it up, within ``release_ttl_seconds``; the holder keeps
-  no more than ``max_open_rounds`` rounds (oldest forgotten first) and learns of a hit only here.
+  no more than ``max_open_rounds`` rounds, shared equally by the partners allowed fuzzy mode: a partner's
+  new round forgets only *that partner's* oldest round once it holds its share, so no partner can push
+  another's open rounds out with many cheap ones. The holder learns of a hit only here.
+* **Holder data**: a listed face that cannot be scored is left out (``entries_from_records`` counts it and
+  warns); a list that cannot be prepared at all is FAILED_PRECONDITION ``holder_list_unusable``, never an
+  INVALID_ARGUMENT that would blame the querier.
 * Scoring runs one round at a time per node (the scoring kernel forks workers over module state and uses all
   cores anyway); a queued round still respects its deadline.
 """
@@ -35,6 +40,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from fedcheck.errors import (
     FedcheckError,
@@ -82,6 +89,11 @@ AuditFn = Callable[[dict[str, Any]], SignedHead | None]
 #: largest [fuzzy] max_travellers), and the bound of the audit event's ``references`` (fedcheck.trust.audit)
 MAX_RELEASE_CLAIMS = CLAIMS_PER_TRAVELLER * 1000
 
+#: Rounds a FuzzyHolder keeps beyond the node's cap on open rounds: a round is scored (kept by the holder)
+#: just before the node registers it and trims the partner's own rounds, so the holder's own
+#: oldest-first limit must never be what forgets a round (it does not know partners).
+_HOLDER_ROUND_SLACK = 64
+
 
 @dataclass(frozen=True)
 class FuzzySettings:
@@ -92,7 +104,8 @@ class FuzzySettings:
     max_travellers: int = 48
     #: how long a round's shuffle and blinding stay available for a follow-up
     release_ttl_seconds: int = 600
-    #: rounds kept open for follow-ups (oldest forgotten first); bounds memory
+    #: rounds kept open for follow-ups, split equally between the partners allowed fuzzy mode (a partner's
+    #: oldest forgotten first once it holds its share); bounds memory
     max_open_rounds: int = 64
     #: Paillier modulus sizes accepted; only 2048 and 3072 in production (1024 exists for fast tests)
     key_bits: frozenset[int] = field(default_factory=lambda: frozenset(ALLOWED_KEY_BITS))
@@ -288,30 +301,76 @@ class FuzzyService:
             dims = _face_dims(records) or 128
             kept = [r for r in kept if r.face_embedding is not None and len(r.face_embedding) == dims]
         fields = frozenset(partner.label_fields)
-        entries: list[HolderEntry] = [
-            replace(e, label={k: v for k, v in e.label.items() if k in fields})
-            for e in entries_from_records(kept, kind=kind)
-        ]
-        holder = FuzzyHolder(
-            entries,
-            kind=kind,
-            face_dims=dims,
-            workers=self.settings.workers or None,
-            mp_context="forkserver",  # never fork the threaded gRPC server process
-            limits=HolderLimits(
-                max_travellers=self.settings.max_travellers,
-                max_packs=self.settings.max_travellers,
-                key_bits=self.settings.key_bits,
-                max_pack_size=self.settings.max_pack_size,
-                max_open_rounds=self.settings.max_open_rounds,
-            ),
-        )
+        try:  # the holder's own list: whatever goes wrong here is not the querier's fault
+            listed = entries_from_records(kept, kind=kind)  # unusable faces left out, counted and logged
+            entries: list[HolderEntry] = [
+                replace(e, label={k: v for k, v in e.label.items() if k in fields}) for e in listed
+            ]
+            holder = FuzzyHolder(
+                entries,
+                kind=kind,
+                face_dims=dims,
+                workers=self.settings.workers or None,
+                mp_context="forkserver",  # never fork the threaded gRPC server process
+                limits=HolderLimits(
+                    max_travellers=self.settings.max_travellers,
+                    max_packs=self.settings.max_travellers,
+                    key_bits=self.settings.key_bits,
+                    max_pack_size=self.settings.max_pack_size,
+                    max_open_rounds=self._round_capacity() + _HOLDER_ROUND_SLACK,
+                ),
+            )
+        except FedcheckError as exc:
+            _log.error("the watchlist cannot be prepared for fuzzy %s screening (%s); check the list data",
+                       kind, exc.reason)
+            raise PreconditionFailed(
+                f"this holder's watchlist cannot be prepared for fuzzy {kind} screening: a data problem at "
+                "the holder (its operator must correct the list), not in your request",
+                reason="holder_list_unusable",
+            ) from None
         with self._lock:
             # holders of epochs no longer served and without open rounds are dropped (open rounds keep theirs)
             keep = {epoch_id} | {r.epoch_id for r in self._open.values()}
             for k in [k for k in self._holders if k[0] not in keep and not self._served(k[0])]:
                 del self._holders[k]
             return self._holders.setdefault(key, holder)
+
+    def _fuzzy_partners(self) -> int:
+        return max(1, sum(1 for p in self._policy.partners.values() if FUZZY_MODE in p.modes))
+
+    def _round_share(self) -> int:
+        """Open rounds one partner may hold: an equal share of ``max_open_rounds`` (at least one)."""
+        return max(1, self.settings.max_open_rounds // self._fuzzy_partners())
+
+    def _round_capacity(self) -> int:
+        """The most open rounds all partners together hold (``max_open_rounds``, or one per partner when
+        more partners are allowed fuzzy mode than that)."""
+        return max(self.settings.max_open_rounds, self._fuzzy_partners())
+
+    def _open_round(self, key: tuple[str, str], rnd: _OpenRound) -> None:
+        """Register a scored round (caller holds ``_lock``); forget the partner's oldest beyond its share.
+
+        Never another partner's round: a partner running many cheap rounds only forgets its own. (The
+        global cap is a safety net for a partner left over its share by a policy change: it trims the
+        partner holding the most rounds, never one within its share.)
+        """
+        self._expire()
+        old = self._open.pop(key, None)
+        if old is not None:
+            old.holder.close_round(old.fuzzy_round_id)
+        mine = [k for k in self._open if k[0] == key[0]]  # oldest first
+        for k in mine[: max(0, len(mine) + 1 - self._round_share())]:
+            dropped = self._open.pop(k)
+            dropped.holder.close_round(dropped.fuzzy_round_id)
+        self._open[key] = rnd
+        while len(self._open) > self._round_capacity():
+            counts: dict[str, int] = {}
+            for q, _ in self._open:
+                counts[q] = counts.get(q, 0) + 1
+            top = max(counts.values())
+            victim = next(k for k in self._open if counts[k[0]] == top)
+            dropped = self._open.pop(victim)
+            dropped.holder.close_round(dropped.fuzzy_round_id)
 
     def _served(self, epoch_id: str) -> bool:
         try:
@@ -399,17 +458,10 @@ class FuzzyService:
             event["counts"] = {"charged": req.traveller_count}
             self._gate.refuse(event, err)
             raise err from None
-        key = (querier.state, payload.round_id)
         with self._lock:
-            self._expire()
-            old = self._open.pop(key, None)
-            if old is not None:
-                old.holder.close_round(old.fuzzy_round_id)
             expires = self._clock() + self.settings.release_ttl_seconds
-            self._open[key] = _OpenRound(holder, req.round_id, epoch.epoch_id, expires, req.traveller_count)
-            while len(self._open) > self.settings.max_open_rounds:
-                _, dropped = self._open.popitem(last=False)
-                dropped.holder.close_round(dropped.fuzzy_round_id)
+            self._open_round((querier.state, payload.round_id),
+                             _OpenRound(holder, req.round_id, epoch.epoch_id, expires, req.traveller_count))
         left = remaining.items
         metrics.ITEMS_EVALUATED.labels(partner=querier.state).inc(req.traveller_count)
         metrics.BATCH_SIZE.labels(method="FuzzyScore").observe(req.traveller_count)
@@ -435,7 +487,7 @@ class FuzzyService:
         """Release the labels of proven hits of the signer's own round: the LabelResponse sealed to the
         querier's reply key, with this node's signature over the answer (fedcheck.node.fuzzyseal).
 
-        Order: signer -> payload -> addressed here, label request as signed, fresh, reply key present ->
+        Order: signer -> payload -> addressed here, label request as signed, fresh, reply key usable ->
         policy -> label request parsed and within :data:`MAX_RELEASE_CLAIMS` -> the signer's open round ->
         the round's claim cap -> replay guard (a replayed follow-up is refused, nothing charged or consumed)
         -> budget charged -> claims checked -> answer sealed and signed -> audit entry durable."""
@@ -457,6 +509,7 @@ class FuzzyService:
             if len(payload.reply_public_key) != 32:  # labels never cross the relay in clear
                 raise InvalidInput("the follow-up needs the querier's X25519 reply key",
                                    reason="reply_key_required")
+            _check_reply_key(payload.reply_public_key)  # before anything is charged or consumed
             decision = self._policy.decide(RoundRequest(
                 partner=querier.state, modes=(FUZZY_MODE,), purpose=payload.purpose,
                 legal_basis=payload.legal_basis, unit=payload.unit, official=payload.official,
@@ -530,6 +583,16 @@ class FuzzyService:
         return FuzzyReleaseReply(sealed, attestation, audit_seq=head.seq if head else 0,
                                  audit_hash=head.hash if head else "",
                                  audit_signature=head.signature if head else b"")
+
+
+def _check_reply_key(raw: bytes) -> None:
+    """Refuse (``bad_reply_key``) a reply key the answer could not be sealed to: not an X25519 point, or a
+    low-order one (the exchange gives the all-zero secret, which ``cryptography`` refuses). A trial exchange
+    with a throw-away key, the same one :func:`fedcheck.node.fuzzyseal.seal_labels` makes after the charge."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        raise InvalidInput("reply_public_key is not a usable X25519 key", reason="bad_reply_key") from None
 
 
 def _round_up(value: int, step: int) -> int:

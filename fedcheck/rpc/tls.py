@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import grpc
 from cryptography import x509
 
 from fedcheck.errors import ConfigError, Unauthenticated
+from fedcheck.trust import pki as _pki
 from fedcheck.trust.atrest import KeyEncryptionKey
 from fedcheck.trust.pki import (
     PeerIdentity,
@@ -91,20 +92,48 @@ def channel_credentials(tls: TlsIdentity) -> grpc.ChannelCredentials:
     )
 
 
-class PeerVerifier:
-    """Identity of the TLS peer of a call: chain, validity, EKU and revocation checked, cached per cert."""
+def _now() -> dt.datetime:
+    """The trust layer's clock (:mod:`fedcheck.trust.pki`), looked up per call so one patch moves both."""
+    return _pki._now()
 
-    def __init__(self, tls: TlsIdentity | None, *, insecure_dev: bool = False) -> None:
+
+@dataclass(frozen=True)
+class _Verified:
+    """A cached verdict: identity, the certificate's notAfter, and the CRL generation it was reached on."""
+
+    ident: PeerIdentity
+    not_after: dt.datetime
+    generation: int
+
+
+class PeerVerifier:
+    """Identity of the TLS peer of a call: chain, validity, EKU and revocation checked, cached per cert.
+
+    The cache only saves the chain/signature work. Every cache hit re-checks what can change without the
+    certificate changing: its expiry, the CRL's ``next_update`` (a stale CRL fails closed, as on a fresh
+    verification) and the serial against the *current* CRL. Entries are tagged with the CRL generation they
+    were verified on: a verification that read a CRL which was replaced while it ran is not cached.
+    """
+
+    def __init__(
+        self,
+        tls: TlsIdentity | None,
+        *,
+        insecure_dev: bool = False,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         if tls is None and not insecure_dev:
             raise ConfigError("TLS material is required unless insecure_dev is set", reason="tls_required")
         self._tls = tls
         self._insecure = insecure_dev
+        self._clock = clock or _now
         self._lock = threading.Lock()
         self._crl: RevocationList | None = None
-        self._crl_mtime: float = -1.0
-        #: verified identities by certificate, with the certificate's notAfter: a cache hit re-checks expiry
-        #: (revocation is re-checked by clearing the cache whenever the CRL file changes)
-        self._cache: dict[bytes, tuple[PeerIdentity, dt.datetime]] = {}
+        #: (mtime_ns, size, inode) of the CRL file last loaded: any change re-reads it
+        self._crl_sig: tuple[int, int, int] | None = None
+        #: bumped on every CRL (re)load; cached verdicts of an older generation are never used
+        self._generation = 0
+        self._cache: dict[bytes, _Verified] = {}
 
     @property
     def ca_pem(self) -> bytes:
@@ -114,19 +143,25 @@ class PeerVerifier:
 
     def crl(self) -> RevocationList | None:
         """The current CRL, re-read when its file changes (operators replace it in place)."""
+        return self._current_crl()[0]
+
+    def _current_crl(self) -> tuple[RevocationList | None, int]:
+        """The current CRL and its generation (re-read when the file's mtime, size or inode changes)."""
         if self._tls is None or self._tls.crl_path is None:
-            return None
+            return None, 0
         path = self._tls.crl_path
         try:
-            mtime = os.stat(path).st_mtime
+            st = os.stat(path)
         except OSError:
             raise Unauthenticated("revocation list unavailable", reason="crl_unreadable") from None
+        sig = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
-            if mtime != self._crl_mtime:
+            if sig != self._crl_sig:
                 self._crl = load_crl(path, ca_pem=self._tls.ca_pem)
-                self._crl_mtime = mtime
+                self._crl_sig = sig
+                self._generation += 1
                 self._cache.clear()
-            return self._crl
+            return self._crl, self._generation
 
     def identify(
         self, context: grpc.ServicerContext, *, roles: Sequence[str] = ("node", "coordinator")
@@ -142,23 +177,39 @@ class PeerVerifier:
             pems: list[bytes] = [raw] if isinstance(raw, bytes) else list(raw)
             if not pems:
                 raise Unauthenticated("a client certificate is required", reason="no_client_cert")
-            pem = bytes(pems[0])
-            crl = self.crl()
-            with self._lock:
-                cached = self._cache.get(pem)
-            now = dt.datetime.now(dt.UTC)
-            if cached is None or now > cached[1]:
-                # (re)verify: first use, or the cached certificate has expired since (fails closed then)
-                with self._lock:
-                    self._cache.pop(pem, None)
-                ident = verify_certificate(pem, self.ca_pem, crl)
-                not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
-                with self._lock:
-                    if len(self._cache) > 1024:
-                        self._cache.clear()
-                    self._cache[pem] = (ident, not_after)
-            else:
-                ident = cached[0]
+            ident = self._verify(bytes(pems[0]))
         if ident.role not in roles:
             raise Unauthenticated("caller's role may not use this service", reason="wrong_role")
         return ident
+
+    def _verify(self, pem: bytes) -> PeerIdentity:
+        crl, generation = self._current_crl()
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(pem)
+        if cached is not None and cached.generation == generation and now <= cached.not_after:
+            # cheap re-checks of what may have changed since: CRL freshness and this serial's revocation
+            _check_revocation(crl, cached.ident.serial, now)
+            return cached.ident
+        # (re)verify: first use, a verdict of a replaced CRL, or expired since (fails closed then)
+        ident = verify_certificate(pem, self.ca_pem, crl, now=now)
+        not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+        with self._lock:
+            # a CRL reload while we verified (on the old CRL) must not leave our verdict behind in the cache
+            if generation == self._generation:
+                if len(self._cache) >= 1024:
+                    self._cache.clear()
+                self._cache[pem] = _Verified(ident, not_after, generation)
+        return ident
+
+
+def _check_revocation(crl: RevocationList | None, serial: int, now: dt.datetime) -> None:
+    """The CRL part of :func:`~fedcheck.trust.pki.verify_certificate` for an already verified certificate (the
+    CRL's signature was checked when it was loaded)."""
+    if crl is None:
+        return
+    nxt = crl.next_update
+    if nxt is not None and now > nxt:
+        raise Unauthenticated("revocation list is stale", reason="crl_stale")
+    if crl.is_revoked(serial):
+        raise Unauthenticated("certificate revoked", reason="revoked")

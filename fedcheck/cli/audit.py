@@ -1,7 +1,12 @@
 """``fedcheck audit verify|export|tail|refusals|keygen``: the audit log for operators and oversight bodies.
 
-``verify`` exits 1 when any modification, reordering, insertion, deletion or truncation is found. Thin layer
-over :mod:`fedcheck.trust.audit` (and :mod:`fedcheck.trust.budget` for budget refusals).
+``verify`` exits 1 when any modification, reordering, insertion, deletion or truncation is found; a log with
+no events yet (a freshly started node: empty file, signed genesis head) verifies. Thin layer over
+:mod:`fedcheck.trust.audit` (and :mod:`fedcheck.trust.budget` for budget refusals).
+
+Every command works on a node's ``audit.jsonl`` (requests it answered as a holder), on its
+``audit-querier.jsonl`` (the rounds it ran as the querying State: ``fedcheck query``; same signing key, same
+public key) and on the coordinator's log.
 """
 
 from __future__ import annotations
@@ -103,7 +108,9 @@ def _refusals(args: argparse.Namespace) -> int:
     for entry in read_entries(Path(args.log)):
         ev = entry.event
         if is_refusal(ev) and (
-            args.partner is None or args.partner in (ev.get("partner"), ev.get("querier"))
+            args.partner is None
+            or args.partner in (ev.get("partner"), ev.get("querier"), ev.get("holder"))
+            or args.partner in (ev.get("targets") or [])  # the querying node's own rounds
         ):
             count += 1
             print(json.dumps({"seq": entry.seq, "time": entry.time, **ev}, ensure_ascii=False))
@@ -148,7 +155,7 @@ def register(sub: Any) -> None:
     p = audit.add_parser(
         "verify", help="verify chain, signatures, head and checkpoint; exit 1 on any problem"
     )
-    p.add_argument("--log", required=True)
+    p.add_argument("--log", required=True, help="audit.jsonl, audit-querier.jsonl or the coordinator's log")
     p.add_argument("--public-key", required=True, help="the log's Ed25519 public key (PEM)")
     p.add_argument("--expected-head", help="external anchor SEQ:HASH published earlier (detects rollback)")
     p.add_argument("--json", action="store_true")

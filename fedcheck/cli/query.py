@@ -9,6 +9,14 @@ into sub-rounds (one progress line each on stderr).
 follows up hits of an earlier fuzzy round later, from the round state the querier node keeps sealed
 (``querier-fuzzy.sqlite``, 24 h); holders keep a round open for their ``release_ttl_seconds`` only.
 
+Every round (exact, cardinality, fuzzy -- one event for all its sub-rounds --, each follow-up, and a re-check
+answered entirely from the querier's result cache) is recorded in the querying node's own audit log,
+``audit-querier.jsonl`` next to its ``audit.jsonl`` (a separate file: the running node holds the lock of its
+own log), signed with the node's audit key: request terms, States, outcomes and counts, never names or
+documents (:func:`fedcheck.node.querier.round_event`). A round that cannot be recorded is not reported (exit
+2). Verify it like any audit log: ``fedcheck audit verify --log DATA/audit-querier.jsonl --public-key
+DATA/audit-signing.key.pub.pem``.
+
 Prints per traveller which States hit, on which key type, with the label (table or ``--format json``; the JSON
 shape is the one documented in :mod:`fedcheck.screening.report`). Exit codes: 0 round completed and every
 target answered; 1 round completed but some State was unavailable, timed out or refused; 2 error.
@@ -101,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedcheck.errors import InvalidInput
     from fedcheck.node.app import open_querier
     from fedcheck.node.config import load_node_config
-    from fedcheck.node.querier import QueryOptions
+    from fedcheck.node.querier import QueryOptions, open_querier_audit
     from fedcheck.rpc.serde import validate_state
     from fedcheck.screening.inputs import load_manifest
 
@@ -126,7 +134,9 @@ def _run(args: argparse.Namespace) -> int:
         key_types=tuple(k.strip() for k in args.key_types.split(",") if k.strip()),
         label_fields=tuple(f.strip() for f in args.label_fields.split(",") if f.strip()),
     )
+    audit = open_querier_audit(cfg)
     runner, close = open_querier(cfg)
+    runner.audit = audit  # the querier's own audit log: every round, cached re-checks too
     fuzzy_round_id = ""
     try:
         if args.mode in ("fuzzy", "both"):
@@ -151,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
             report = runner.run(manifest, options)
     finally:
         close()
-    round_id = runner.last_round.round_id if runner.last_round else ""
+    # a re-check answered from the cache submits no round: its id is the one in the querier audit log
+    round_id = runner.last_round.round_id if runner.last_round else runner.last_round_id
     if args.mode == "fuzzy":
         round_id = fuzzy_round_id
     return _print(args, report, round_id)
@@ -188,7 +199,7 @@ def _follow_up(args: argparse.Namespace, cfg: Any) -> int:
     from fedcheck.errors import FedcheckError, InvalidInput
     from fedcheck.node.app import open_querier
     from fedcheck.node.fuzzyquery import FuzzyQueryRunner, select_hits
-    from fedcheck.node.querier import QueryOptions
+    from fedcheck.node.querier import QueryOptions, open_querier_audit
     from fedcheck.rpc.serde import validate_round_id, validate_state
     from fedcheck.screening.report import ScreenReport, TravellerResult
 
@@ -202,7 +213,9 @@ def _follow_up(args: argparse.Namespace, cfg: Any) -> int:
         legal_basis=args.legal_basis if args.legal_basis is not None else q.legal_basis,
         unit=q.unit, official=q.official, deadline_seconds=args.deadline or q.deadline_seconds,
     )
+    audit = open_querier_audit(cfg)
     runner, close = open_querier(cfg)
+    runner.audit = audit
     fuzzy = FuzzyQueryRunner.for_runner(runner)
     try:
         if fuzzy.store is None:

@@ -4,15 +4,28 @@ Replaces the named source's list in the node's sealed store atomically (an inter
 previous list intact; re-importing the same file changes nothing). Reports counts and rejections (row and
 reason, never the identity); progress on stderr in a terminal. A running node notices the new list
 version and builds a new epoch in the background. Exit 0 on success, 2 on errors.
+
+Warnings of the reader (e.g. unknown CSV columns -- named, with "did you mean" for a near miss of a known
+column --, unmapped nationalities, unparseable dates) go to stderr (``--output json``: a ``warnings`` list).
+
+Rejected rows: by default the list is **not** replaced when more than 10 % of the rows read are rejected
+(``--max-rejected N`` rows or ``P%`` of the rows read; ``--allow-rejected`` imports the rest whatever the
+count). A mistaken export (wrong delimiter, renamed columns) then cannot silently empty a watchlist.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_MAX_REJECTED", "register"]
+
+#: default ``--max-rejected``: more rejected rows than this refuses to replace the list
+DEFAULT_MAX_REJECTED = "10%"
+_SHOWN = 20
 
 
 def register(sub: Any) -> None:
@@ -29,19 +42,76 @@ def register(sub: Any) -> None:
     )
     imp.add_argument("--source", default="default", help="list name; each source is replaced independently")
     imp.add_argument("--output", choices=("text", "json"), default="text", help="report format")
+    imp.add_argument(
+        "--max-rejected",
+        default=DEFAULT_MAX_REJECTED,
+        metavar="N|P%",
+        help="refuse to replace the list when more rows than this are rejected: a row count, or a percentage "
+        "of the rows read (default: %(default)s)",
+    )
+    imp.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help="replace the list with the valid rows however many rows are rejected",
+    )
     imp.set_defaults(func=_import)
     show = wsub.add_parser("status", help="record count and list version")
     show.add_argument("--config", required=True)
     show.set_defaults(func=_status)
 
 
+def _max_rejected(text: str) -> tuple[float, bool]:
+    """``N`` -> (N, False); ``P%`` -> (P, True)."""
+    from fedcheck.errors import InvalidInput
+
+    t = text.strip()
+    pct = t.endswith("%")
+    try:
+        value = float(t[:-1].strip()) if pct else int(t)
+    except ValueError:
+        value = -1.0
+    if value < 0 or (pct and value > 100):
+        raise InvalidInput(
+            "--max-rejected: a row count (e.g. 0, 25) or a percentage of the rows read (e.g. 10%)",
+            reason="bad_max_rejected",
+        )
+    return float(value), pct
+
+
+def _too_many(rejected: int, read: int, limit: tuple[float, bool]) -> bool:
+    value, pct = limit
+    if pct:
+        return read > 0 and rejected * 100 > value * read
+    return rejected > value
+
+
 def _import(args: argparse.Namespace) -> int:
+    from fedcheck.errors import InvalidInput
     from fedcheck.node.app import open_store
     from fedcheck.node.config import load_node_config
     from fedcheck.progress import Progress
 
+    limit = _max_rejected(args.max_rejected)
     cfg = load_node_config(args.config)
-    records, rejected = _read(args.file, args.fmt)
+    records, rejected, warnings = _read(args.file, args.fmt)
+    read = len(records) + len(rejected)
+    if not args.allow_rejected and _too_many(len(rejected), read, limit):
+        share = f"{100 * len(rejected) / read:.0f} %" if read else "0 %"
+        message = (
+            f"{len(rejected)} of {read} rows rejected ({share}), more than --max-rejected "
+            f"{args.max_rejected} allows: the {args.source!r} list was NOT replaced (fix the rows, or pass "
+            "--max-rejected / --allow-rejected to import the valid rows)"
+        )
+        if args.output == "json":
+            print(json.dumps({
+                "replaced": False, "read": read, "rejected": len(rejected),
+                "rejections": [{"where": w, "reason": r} for w, r in rejected],
+                "warnings": [{"where": w, "reason": r} for w, r in warnings],
+            }))
+        else:
+            _print_warnings(warnings)
+            _print_rejections(rejected, sys.stderr)
+        raise InvalidInput(message, reason="too_many_rejected")
     store = open_store(cfg)
     # a bar on an interactive stderr only (silent when not a TTY, in CI, or with NO_PROGRESS)
     with Progress(len(records), desc=f"import {cfg.state}", unit="records") as bar:
@@ -58,36 +128,124 @@ def _import(args: argparse.Namespace) -> int:
     doc["read"] = report.read + len(rejected)
     if args.output == "json":
         doc["rejections"] = [{"where": w, "reason": r} for w, r in report.rejected]
+        doc["warnings"] = [{"where": w, "reason": r} for w, r in warnings]
         print(json.dumps(doc))
     else:
+        _print_warnings(warnings)
         print(
             f"{cfg.state}: read {doc['read']}, added {report.added}, updated {report.updated}, "
             f"unchanged {report.unchanged}, removed {report.removed}, rejected {len(report.rejected)}"
+            + (f", warnings {len(warnings)}" if warnings else "")
         )
-        for where, reason in report.rejected[:20]:
-            print(f"  rejected {where}: {reason}")
-        if len(report.rejected) > 20:
-            print(f"  ... and {len(report.rejected) - 20} more")
+        _print_rejections(report.rejected, sys.stdout)
     return 0
 
 
-def _read(path: str, fmt: str | None) -> tuple[list[Any], list[tuple[str, str]]]:
-    from pathlib import Path
+def _print_warnings(warnings: list[tuple[str, str]]) -> None:
+    for where, reason in warnings[:_SHOWN]:
+        print(f"fedcheck: warning: {where}: {reason}", file=sys.stderr)
+    if len(warnings) > _SHOWN:
+        print(f"fedcheck: warning: ... and {len(warnings) - _SHOWN} more warnings "
+              "(--output json lists them all)", file=sys.stderr)
 
+
+def _print_rejections(rejected: list[tuple[str, str]], stream: Any) -> None:
+    for where, reason in rejected[:_SHOWN]:
+        print(f"  rejected {where}: {reason}", file=stream)
+    if len(rejected) > _SHOWN:
+        print(f"  ... and {len(rejected) - _SHOWN} more", file=stream)
+
+
+def _check_file(p: Path) -> None:
+    from fedcheck.errors import FormatError
+
+    if not p.exists():
+        raise FormatError(f"file not found: {p}", reason="file_not_found")
+    if p.is_dir():
+        raise FormatError(f"{p} is a directory, not a watchlist file", reason="is_directory")
+    if not p.is_file():
+        raise FormatError(
+            f"{p} is not a regular file (a device, pipe or socket): give the watchlist file itself",
+            reason="not_regular_file",
+        )
+
+
+def _header(p: Path) -> str:
+    """The first line of ``p`` (BOM stripped), for hints about its header; '' if unreadable."""
+    try:
+        with p.open("rb") as fh:
+            raw = fh.readline(65536)
+    except OSError:
+        return ""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    return raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _column_warnings(p: Path) -> list[tuple[str, str]]:
+    """One warning per unknown CSV column, naming it (column names are no personal data) and, for a near
+    miss of a known column, the one probably meant."""
+    import csv
+    import difflib
+
+    from fedcheck.records.io import CSV_COLUMNS, CSV_OPTIONAL_COLUMNS
+
+    line = _header(p)
+    try:
+        header = next(csv.reader([line]), [])
+    except csv.Error:
+        return []
+    known = (*CSV_COLUMNS, *CSV_OPTIONAL_COLUMNS)
+    out: list[tuple[str, str]] = []
+    for col in (h.strip().lower() for h in header):
+        if col in known:
+            continue
+        shown = col if len(col) <= 40 else col[:37] + "..."
+        close = difflib.get_close_matches(col, known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out.append(("line 1", f"unknown column {shown!r} ignored{hint}"))
+    return out
+
+
+def _read(path: str, fmt: str | None) -> tuple[list[Any], list[tuple[str, str]], list[tuple[str, str]]]:
+    """(records, rejected rows, warnings) -- rows and warnings as (where, reason)."""
     from fedcheck.errors import FormatError
 
     p = Path(path)
-    if not p.is_file():
-        raise FormatError(f"file not found: {p}", reason="file_not_found")
-    if fmt in ("paxlst", "mrz", "ftm"):
-        from fedcheck.formats import read_external
+    _check_file(p)
+    try:
+        if fmt in ("paxlst", "mrz", "ftm"):
+            from fedcheck.formats import read_external
 
-        result = read_external(p, fmt)
-    else:
-        from fedcheck.records.io import read_records
+            result = read_external(p, fmt)
+        else:
+            from fedcheck.records.io import read_records
 
-        result = read_records(p, fmt)
-    return list(result.records), [(str(r.where), str(r.reason)) for r in result.rejected]
+            result = read_records(p, fmt)
+    except FormatError as exc:
+        if exc.reason == "no_id_column":
+            line = _header(p)
+            for sep, name in ((";", "semicolon"), ("\t", "tab")):
+                if line.count(sep) > line.count(","):
+                    raise FormatError(
+                        f"{exc.message} -- the header is {name}-separated, but fedcheck reads "
+                        "comma-separated CSV: export the file with ',' as the delimiter",
+                        reason="no_id_column",
+                    ) from None
+        raise
+    warnings: list[tuple[str, str]] = []
+    for w in result.warnings:
+        if "unknown column" in str(w.reason):
+            cols = _column_warnings(p)
+            if cols:
+                warnings.extend(cols)
+                continue
+        warnings.append((str(w.where), str(w.reason)))
+    return (
+        list(result.records),
+        [(str(r.where), str(r.reason)) for r in result.rejected],
+        warnings,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

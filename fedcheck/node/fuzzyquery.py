@@ -15,6 +15,10 @@ signed round id ``<round>.s<k>``, Paillier key, budget charge and audit entry at
 trimmed to what the holders publish in ``NodeInfo.fuzzy`` (threshold table up to the list's largest |Y|, birth
 years only over the listed window), which keeps every decision identical (docs/fuzzy.md "Request size").
 
+Audit: every fuzzy round (one event for all its sub-rounds) and every follow-up (one event per holder) is
+recorded in the querying node's own audit log when the runner has an audit sink
+(:func:`fedcheck.node.querier.open_querier_audit`): counts, States and outcomes only.
+
 Follow-up later: each round's hits (traveller position, State, sub-round, reference, proof) and the traveller
 ids/names are kept in :class:`FuzzyRoundStore`, sealed with the node's envelope sealer (never plaintext on
 disk). The Paillier private key is *not* kept: the proofs are already decrypted, a follow-up needs no key.
@@ -22,6 +26,7 @@ disk). The Paillier private key is *not* kept: the proofs are already decrypted,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,13 +38,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fedcheck.errors import FedcheckError, InvalidInput, NotFound, VerificationError
 from fedcheck.fuzzy import FuzzyQuerier, HitClaim, LabelResponse, QuerierKey, ScoreRequest, ScoreResponse
 from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER
 from fedcheck.node import metrics
 from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, ReplyKey, verify_answer
-from fedcheck.node.querier import QueryOptions, QueryRunner
+from fedcheck.node.querier import AuditSink, QueryOptions, QueryRunner, round_event, write_audit
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import CoordinatorTransport
@@ -304,8 +310,11 @@ class FuzzyQueryRunner:
         store: FuzzyRoundStore | None = None,
         ca_pem: bytes | None = None,
         crl: Callable[[], RevocationList | None] | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self._state = state
+        #: the querier's own audit log (one event per fuzzy round and per follow-up); None = not audited here
+        self.audit: AuditSink | None = audit
         self._coord = coordinator
         self._cert = cert_pem
         self._key = key_pem
@@ -317,6 +326,7 @@ class FuzzyQueryRunner:
         self.store = store
         self.last_round: RoundResult | None = None
         self.last_fuzzy: FuzzyRound | None = None
+        self._round_audited = False
 
     @classmethod
     def for_runner(cls, runner: QueryRunner) -> FuzzyQueryRunner:
@@ -328,7 +338,8 @@ class FuzzyQueryRunner:
             store = FuzzyRoundStore(cache.path.with_name("querier-fuzzy.sqlite"), cache.sealer)
         return cls(state=runner._state, coordinator=runner._coord, cert_pem=runner._cert,
                    key_pem=runner._key, policy=runner._policy, store=store,
-                   ca_pem=getattr(runner, "_ca", None), crl=getattr(runner, "_crl", None))
+                   ca_pem=getattr(runner, "_ca", None), crl=getattr(runner, "_crl", None),
+                   audit=getattr(runner, "audit", None))
 
     def close(self) -> None:
         if self.store is not None:
@@ -349,10 +360,41 @@ class FuzzyQueryRunner:
     ) -> ScreenReport:
         """One fuzzy round (split into sub-rounds when the limits require); hits are added to ``report`` (a
         fresh one if ``None``, else e.g. the exact report of the same manifest). With ``follow_up`` every hit
-        is then followed up (labels released). ``progress`` receives one line per sub-round."""
+        is then followed up (labels released). ``progress`` receives one line per sub-round.
+
+        With an audit sink the round is recorded in the querier's audit log once its sub-rounds are decided
+        (before any follow-up, each of which is recorded on its own); a round that fails midway is recorded
+        as ``outcome: error`` with its reason, then re-raised."""
         t_start = time.perf_counter()
         if fuzzy.kind not in ("name", "face"):
             raise InvalidInput("fuzzy kind: 'name' or 'face'", reason="bad_kind")
+        round_id = options.round_id or str(uuid.uuid4())
+        self._round_audited = False
+        try:
+            return self._run(manifest, options, fuzzy, report, follow_up, progress, round_id, t_start)
+        except FedcheckError as exc:
+            if self.audit is not None and not self._round_audited:
+                event = round_event(
+                    options, round_id=round_id, mode=FUZZY_MODE, targets=list(options.states), statuses={},
+                    travellers=len(manifest), items_by_state={}, hits_by_state={}, excluded_by_state={},
+                    epochs={}, started=t_start, key_types=[_key_type(fuzzy.kind)],
+                )
+                event.update(outcome="error", reason=_reason(exc), status=exc.status)
+                with contextlib.suppress(FedcheckError):  # the sink may be what failed
+                    write_audit(self.audit, event)
+            raise
+
+    def _run(
+        self,
+        manifest: Sequence[PersonRecord],
+        options: QueryOptions,
+        fuzzy: FuzzyOptions,
+        report: ScreenReport | None,
+        follow_up: bool,
+        progress: ProgressFn | None,
+        round_id: str,
+        t_start: float,
+    ) -> ScreenReport:
         if report is None:
             report = ScreenReport(
                 [TravellerResult(r.record_id, r.names[0].full_name if r.names else "") for r in manifest]
@@ -370,6 +412,7 @@ class FuzzyQueryRunner:
 
         nodes = {e.state: e for e in self._coord.list_nodes(timeout=10.0)}
         targets = list(options.states) or sorted(s for s in nodes if s != self._state)
+        excluded_by_state: dict[str, int] = {}
         eligible: dict[str, tuple[int, ...]] = {}
         epochs: dict[str, str] = {}
         infos: dict[str, FuzzyInfo | None] = {}
@@ -385,7 +428,9 @@ class FuzzyQueryRunner:
             if face and info is not None and not info.face_dims:
                 statuses[tag(state)] = "ok (no faces listed)"
                 continue
-            kept, _excluded = self._policy.filter_manifest(manifest, [state])
+            kept, excluded = self._policy.filter_manifest(manifest, [state])
+            if excluded:
+                excluded_by_state[state] = len(excluded)
             kept_ids = {id(r) for r in kept}
             positions = tuple(i for i, r in enumerate(manifest) if id(r) in kept_ids and usable(r))
             if not positions:
@@ -410,7 +455,7 @@ class FuzzyQueryRunner:
                     del eligible[state]
         everyone = sorted({i for pos in eligible.values() for i in pos})
         chunks = [everyone[i : i + layout.per_round] for i in range(0, len(everyone), layout.per_round)]
-        rnd = FuzzyRound(options.round_id or str(uuid.uuid4()), kind=fuzzy.kind, created_unix=time.time(),
+        rnd = FuzzyRound(round_id, kind=fuzzy.kind, created_unix=time.time(),
                          travellers=[(r.record_id, r.names[0].full_name if r.names else "")
                                      for r in manifest])
         rnd.sub_rounds = [_sub_round_id(rnd.round_id, k, len(chunks)) for k in range(len(chunks))]
@@ -525,6 +570,16 @@ class FuzzyQueryRunner:
             stored=self.store is not None,
         )
         self.last_fuzzy = rnd
+        hits_by_state = {s: len({h.traveller for h in rnd.hits if h.state == s})
+                         for s in sorted({h.state for h in rnd.hits})}  # travellers with a hit, per State
+        write_audit(self.audit, round_event(
+            options, round_id=rnd.round_id, mode=FUZZY_MODE, targets=targets,
+            statuses={s: statuses.get(tag(s), "unavailable") for s in targets}, travellers=len(manifest),
+            items_by_state={s: len(pos) for s, pos in eligible.items()}, hits_by_state=hits_by_state,
+            excluded_by_state=excluded_by_state, epochs=epochs, started=t_start,
+            key_types=[_key_type(fuzzy.kind)], sub_rounds=len(chunks),
+        ))
+        self._round_audited = True
 
         released: dict[tuple[str, str, int, int], dict[str, str]] = {}
         if follow_up and rnd.hits:
@@ -574,8 +629,41 @@ class FuzzyQueryRunner:
         one signed follow-up per sub-round.
 
         Returns ``(state, sub-round id, request traveller index, reference) -> label`` for the claims the
-        holder verified.
+        holder verified. With an audit sink, recorded in the querier's audit log (one event: claims sent,
+        labels released, outcome) before the labels are returned; a refusal is recorded, then re-raised.
         """
+        t_start = time.perf_counter()
+        counts = {"claims": 0, "requests": 0}
+        try:
+            out = self._follow_up(rnd, state, options, hits, counts)
+        except FedcheckError as exc:
+            if self.audit is not None:
+                event = self._follow_up_event(rnd, state, options, counts, 0, t_start)
+                refused = exc.status in ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED")
+                event.update(outcome="refused" if refused else "error", status=exc.status,
+                             reason=_reason(exc), statuses={state: f"follow-up refused ({_reason(exc)})"})
+                with contextlib.suppress(FedcheckError):  # the sink may be what failed
+                    write_audit(self.audit, event)
+            raise
+        write_audit(self.audit, self._follow_up_event(rnd, state, options, counts, len(out), t_start))
+        return out
+
+    def _follow_up_event(
+        self, rnd: FuzzyRound, state: str, options: QueryOptions, counts: dict[str, int], released: int,
+        t_start: float,
+    ) -> dict[str, Any]:
+        return round_event(
+            options, event_type="query_follow_up", round_id=rnd.round_id, mode="follow-up", targets=[state],
+            statuses={state: "ok"}, travellers=len(rnd.travellers),
+            items_by_state={state: counts["claims"]}, hits_by_state={state: released}, excluded_by_state={},
+            epochs={}, started=t_start, holder=state, sub_rounds=counts["requests"],
+            key_types=[_key_type(rnd.kind)],
+        )
+
+    def _follow_up(
+        self, rnd: FuzzyRound, state: str, options: QueryOptions, hits: Sequence[FuzzyHit] | None,
+        counts: dict[str, int],
+    ) -> dict[tuple[str, str, int, int], dict[str, str]]:
         chosen = [h for h in (hits if hits is not None else rnd.hits) if h.state == state]
         by_sub: dict[tuple[str, bytes], list[FuzzyHit]] = {}
         per_traveller: dict[tuple[str, int], int] = {}
@@ -589,6 +677,8 @@ class FuzzyQueryRunner:
             by_sub.setdefault((h.round_id or rnd.round_id, h.fuzzy_round_id), []).append(h)
         out: dict[tuple[str, str, int, int], dict[str, str]] = {}
         for (sub_id, fz_id), group in by_sub.items():
+            counts["claims"] += len(group)
+            counts["requests"] += 1
             label_request = FuzzyQuerier.follow_up(fz_id, [h.claim for h in group])
             reply_key = ReplyKey()  # fresh per follow-up: the holder seals the labels to it
             data = label_request.to_bytes()
@@ -621,6 +711,16 @@ class FuzzyQueryRunner:
                 for r in response.released
             })
         return out
+
+
+def _key_type(kind: str) -> str:
+    return FACE_KEY_TYPE if kind == "face" else FUZZY_KEY_TYPE
+
+
+def _reason(exc: FedcheckError) -> str:
+    """The reason code of ``exc`` if it may be audited (it can come over the wire), else its status."""
+    r = exc.reason[:64]
+    return r if r.replace("_", "").replace("-", "").isalnum() else exc.status
 
 
 def select_hits(

@@ -4,12 +4,20 @@ Steps: ask the coordinator which holders are up and their epochs; fetch (resumab
 holder's index for us unless cached for that epoch; keep flagged travellers away from their State of
 nationality
 (querier policy); blind locally; send only keys never finalised before against that holder's epoch (re-checks
-never burn budget: results are cached per holder + epoch); sign and submit one round through the coordinator;
-verify proofs, finalise, open labels, cache, and map hits back to travellers.
+never burn budget: results are cached per holder + epoch + the request terms the holder's policy decides on --
+purpose, legal basis, mode, key types, label fields -- so a result obtained under one purpose is never served
+for another); sign and submit one round through the coordinator; verify proofs, finalise, open labels, cache,
+and map hits back to travellers.
+
+Every round -- including a re-check answered entirely from the cache, which no holder sees -- is recorded in
+the querying node's own audit log (:func:`open_querier_audit`: ``audit-querier.jsonl`` next to the node's
+``audit.jsonl``, signed with the node's audit key): counts, States, outcomes and the request terms, never
+names, documents or match keys (:func:`round_event`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,9 +27,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fedcheck.core.index import ExactIndex
 from fedcheck.errors import (
@@ -54,10 +63,22 @@ from fedcheck.rpc.messages import (
 from fedcheck.screening.manifest import QueryKeys, query_keys
 from fedcheck.screening.report import Hit, ScreenReport, StateCount, TravellerResult
 from fedcheck.trust.atrest import Sealer
+from fedcheck.trust.audit import audit_text_problem
 from fedcheck.trust.pki import RevocationList, sign_payload
 from fedcheck.trust.policy import QuerierPolicy
 
-__all__ = ["QuerierCache", "QueryOptions", "QueryRunner"]
+if TYPE_CHECKING:
+    from fedcheck.node.config import NodeConfig
+
+__all__ = [
+    "QUERIER_AUDIT_LOG", "AuditSink", "QuerierCache", "QueryOptions", "QueryRunner", "cache_context",
+    "open_querier_audit", "querier_audit_path", "round_event",
+]
+
+#: file name of the querying node's own audit log, next to the node's ``audit.jsonl`` (default ``data_dir``)
+QUERIER_AUDIT_LOG = "audit-querier.jsonl"
+#: appends one event to the querier's audit log durably (raises when it cannot: results are then withheld)
+AuditSink = Callable[[Mapping[str, Any]], object]
 
 _log = logging.getLogger("fedcheck.querier")
 
@@ -80,7 +101,10 @@ CREATE TABLE IF NOT EXISTS results (
 
 
 class QuerierCache:
-    """Per-holder epoch indexes and finalised outputs, sealed at rest; keys stored as keyed MACs only."""
+    """Per-holder epoch indexes and finalised outputs, sealed at rest; keys stored as keyed MACs only.
+
+    Outputs are stored under ``mac(key, context)`` with :func:`cache_context` (the request terms the holder's
+    policy decided on), so they are found again only under the same terms."""
 
     def __init__(self, path: Path, sealer: Sealer) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +124,13 @@ class QuerierCache:
             row = self._db.execute("SELECT v FROM meta WHERE k='mac_key'").fetchone()
         self._mac_key = sealer.open(bytes(row[0]), b"fedcheck-querier-mac")
 
-    def mac(self, key: bytes) -> bytes:
-        return hmac.new(self._mac_key, key, hashlib.sha256).digest()
+    def mac(self, key: bytes, context: bytes = b"") -> bytes:
+        """Keyed MAC of a match key; with ``context`` (:func:`cache_context`) the MAC -- and so the cached
+        result -- is bound to the request terms it was obtained under."""
+        if not context:
+            return hmac.new(self._mac_key, key, hashlib.sha256).digest()
+        bound = b"fedcheck-querier-ctx-v1\x00" + hashlib.sha256(context).digest() + key
+        return hmac.new(self._mac_key, bound, hashlib.sha256).digest()
 
     def index(self, state: str, epoch_id: str) -> ExactIndex | None:
         with self._lock:
@@ -204,6 +233,149 @@ class QueryOptions:
     label_fields: tuple[str, ...] = ()
 
 
+def cache_context(options: QueryOptions, mode: str) -> bytes:
+    """The request terms a holder's policy decides on (``fedcheck.trust.policy.HolderPolicy.decide``:
+    purpose, legal basis, mode, key types, label fields), canonically encoded. Cached results are keyed by
+    it, so a re-check is answered from the cache only under the very terms the holder accepted (anything
+    else goes to the holder, whose policy decides again). ``unit``/``official`` are not among them: holder
+    policies do not decide on them (they are audited, here and at the holder)."""
+    return json.dumps(
+        {
+            "purpose": options.purpose,
+            "legal_basis": options.legal_basis,
+            "mode": mode,
+            "key_types": sorted(options.key_types),
+            "label_fields": sorted(options.label_fields),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def _audit_text(value: str, fallback: str = "") -> str:
+    """``value`` if it may be stored in an audit event, else ``fallback`` (a status text carrying a reason
+    that came over the wire must never make the querier's audit append fail)."""
+    value = value[:200]
+    return value if audit_text_problem(value) is None else fallback
+
+
+def _outcome(statuses: Mapping[str, str]) -> str:
+    values = list(statuses.values())
+    if all(v.startswith("ok") for v in values):
+        return "ok"
+    if any("refused" in v for v in values):
+        return "refused"
+    if any(v.startswith("timeout") for v in values):
+        return "timeout"
+    return "error"
+
+
+def round_event(
+    options: QueryOptions,
+    *,
+    round_id: str,
+    mode: str,
+    targets: Sequence[str],
+    statuses: Mapping[str, str],
+    travellers: int,
+    items_by_state: Mapping[str, int],
+    hits_by_state: Mapping[str, int],
+    excluded_by_state: Mapping[str, int],
+    epochs: Mapping[str, str],
+    started: float,
+    cached_by_state: Mapping[str, int] | None = None,
+    event_type: str = "query",
+    **extra: Any,
+) -> dict[str, Any]:
+    """The querier's audit event for one round: request terms, target States with their outcomes, and counts
+    (travellers, items sent, travellers with hits, exclusions, cache use) -- never names, documents, match
+    keys or labels."""
+    event: dict[str, Any] = {
+        "type": event_type,
+        "round_id": round_id,
+        "mode": mode,
+        "purpose": options.purpose,
+        "legal_basis": options.legal_basis,
+    }
+    if options.unit:
+        event["unit"] = options.unit
+    if options.official:
+        event["official"] = options.official
+    if options.key_types:
+        event["key_types"] = list(options.key_types)
+    if options.label_fields:
+        event["label_fields"] = list(options.label_fields)
+    clean = {s: _audit_text(v, v.split(" ", 1)[0][:32]) for s, v in statuses.items()}
+    event.update(
+        targets=list(targets),
+        outcome=_outcome(clean) if clean else "ok",
+        statuses=clean,
+        travellers=travellers,
+        items=sum(items_by_state.values()),
+        items_by_state=dict(items_by_state),
+        hits=sum(hits_by_state.values()),
+        hits_by_state=dict(hits_by_state),
+        excluded=sum(excluded_by_state.values()),
+        excluded_by_state=dict(excluded_by_state),
+        epochs=dict(epochs),
+    )
+    if cached_by_state is not None:
+        event["cached"] = any(
+            n and clean.get(s, "").startswith("ok") for s, n in cached_by_state.items()
+        )
+        event["cached_by_state"] = dict(cached_by_state)
+    event.update(extra)
+    event["duration_ms"] = round((time.perf_counter() - started) * 1000)
+    return event
+
+
+def write_audit(sink: AuditSink | None, event: Mapping[str, Any]) -> None:
+    """Append ``event`` through ``sink`` (no-op without one); any failure -> :class:`IntegrityError`
+    ``querier_audit``: a round the querier could not record is not reported (fail closed)."""
+    if sink is None:
+        return
+    try:
+        sink(event)
+    except (FedcheckError, OSError) as exc:
+        why = exc.reason if isinstance(exc, FedcheckError) else type(exc).__name__
+        raise IntegrityError(
+            f"the querier audit log could not record this round ({why}); results withheld",
+            reason="querier_audit",
+        ) from exc
+
+
+def querier_audit_path(cfg: NodeConfig) -> Path:
+    """``audit-querier.jsonl`` in the directory of the node's audit log (``[audit] log``, default
+    ``data_dir/audit.jsonl``). A file of its own: the running node holds the single-writer lock of its
+    ``audit.jsonl`` for as long as it serves, while ``fedcheck query`` runs beside it."""
+    from fedcheck.node.app import audit_paths
+
+    return audit_paths(cfg)[1].with_name(QUERIER_AUDIT_LOG)
+
+
+def open_querier_audit(cfg: NodeConfig, *, lock_timeout: float = 10.0) -> AuditSink:
+    """The querying node's audit sink: each call opens :func:`querier_audit_path`, appends one event signed
+    with the node's audit key (``[audit] signing_key``, sealed under the node's KEK; created like the node
+    does when missing) and closes it again, so concurrent ``fedcheck query`` commands of one node take turns
+    (waiting up to ``lock_timeout`` s). Verify with ``fedcheck audit verify --log .../audit-querier.jsonl
+    --public-key .../audit-signing.key.pub.pem``."""
+    from fedcheck.node.app import audit_paths
+    from fedcheck.trust.atrest import load_kek
+    from fedcheck.trust.audit import append_event, generate_signing_key, load_signing_key, save_signing_key
+
+    kek = load_kek(cfg.kek)
+    key_path, _ = audit_paths(cfg)
+    if not key_path.exists():
+        save_signing_key(key_path, generate_signing_key(), kek)
+    key = load_signing_key(key_path, kek)
+    path = querier_audit_path(cfg)
+
+    def sink(event: Mapping[str, Any]) -> object:
+        return append_event(path, key, event, lock_timeout=lock_timeout)
+
+    return sink
+
+
 @dataclass
 class _HolderPlan:
     state: str
@@ -233,8 +405,11 @@ class QueryRunner:
         ca_pem: bytes | None = None,
         crl: Callable[[], RevocationList | None] | None = None,
         max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
+        audit: AuditSink | None = None,
     ) -> None:
         self._state = state
+        #: the querier's own audit log (one event per round, cached re-checks too); None = not audited here
+        self.audit: AuditSink | None = audit
         #: federation CA and CRL: holders' signed epoch announcements are verified against them (without a
         #: CA every holder is refused with ``announcement_invalid``: fail closed)
         self._ca = ca_pem
@@ -247,6 +422,8 @@ class QueryRunner:
         self._policy = policy or QuerierPolicy()
         self.last_round: RoundResult | None = None
         self.last_request: SubmitRoundRequest | None = None
+        #: the id of the last run (= the submitted round's id; also set when everything came from the cache)
+        self.last_round_id: str = ""
 
     def _sign(self, payload: bytes) -> SignedEnvelope:
         return SignedEnvelope(payload, sign_payload(self._key, payload), self._cert)
@@ -367,11 +544,36 @@ class QueryRunner:
     # -- the round -------------------------------------------------------------------------------------------
 
     def run(self, manifest: Sequence[PersonRecord], options: QueryOptions) -> ScreenReport:
+        """One round; with an audit sink, recorded in the querier's audit log before the report is returned
+        (a round that fails midway is recorded as ``outcome: error`` with its reason, then re-raised)."""
         t_start = time.perf_counter()
+        round_id = options.round_id or str(uuid.uuid4())
+        self.last_round_id = round_id
+        try:
+            report, event = self._run(manifest, options, round_id, t_start)
+        except FedcheckError as exc:
+            if self.audit is not None:
+                event = round_event(
+                    options, round_id=round_id, mode=options.mode, targets=list(options.states),
+                    statuses={}, travellers=len(manifest), items_by_state={}, hits_by_state={},
+                    excluded_by_state={}, epochs={}, started=t_start,
+                )
+                event.update(outcome="error", reason=_audit_text(exc.reason, "error"), status=exc.status)
+                with contextlib.suppress(FedcheckError):  # the sink may be what failed
+                    write_audit(self.audit, event)
+            raise
+        write_audit(self.audit, event)
+        return report
+
+    def _run(
+        self, manifest: Sequence[PersonRecord], options: QueryOptions, round_id: str, t_start: float
+    ) -> tuple[ScreenReport, dict[str, Any]]:
         timings: dict[str, float] = {}
         mode = Mode(options.mode)
+        context = cache_context(options, str(mode))
         nodes = {e.state: e for e in self._coord.list_nodes(timeout=10.0)}
         targets = list(options.states) or sorted(s for s in nodes if s != self._state)
+        excluded_by_state: dict[str, int] = {}
         statuses: dict[str, str] = {}
         details: dict[str, dict[str, object]] = {}
         travellers = [TravellerResult(r.record_id, r.names[0].full_name if r.names else "") for r in manifest]
@@ -409,6 +611,7 @@ class QueryRunner:
             kept, excluded = self._policy.filter_manifest(manifest, [state])
             if excluded:
                 details.setdefault(state, {})["excluded"] = len(excluded)
+                excluded_by_state[state] = len(excluded)
             kept_ids = {id(r) for r in kept}
             positions = [i for i, r in enumerate(manifest) if id(r) in kept_ids]
             qk = (
@@ -419,7 +622,7 @@ class QueryRunner:
             qk = QueryKeys(qk.keys, qk.key_types, qk.pair_key, qk.pair_owner.copy())
             if len(positions):
                 qk.pair_owner[:] = [positions[int(o)] for o in qk.pair_owner]
-            macs = [self._cache.mac(k) for k in qk.keys]
+            macs = [self._cache.mac(k, context) for k in qk.keys]
             cached = self._cache.results(state, epoch_id, macs) if mode is Mode.EXACT else {}
             plan = _HolderPlan(state, epoch_id, index, qk, macs, cached, entry.info.epoch_public_key)
             plan.send_positions = [i for i, m in enumerate(macs) if m not in cached]
@@ -434,7 +637,6 @@ class QueryRunner:
         }
         result: RoundResult | None = None
         if to_send:
-            round_id = options.round_id or str(uuid.uuid4())
             now_ms = int(time.time() * 1000)
             payload = RoundPayload(
                 round_id=round_id,
@@ -533,6 +735,28 @@ class QueryRunner:
         metrics.ROUND_SECONDS.labels(role="querier").observe(timings["total"])
         for state in targets:
             statuses.setdefault(state, "unavailable")
+        hits_by_state: dict[str, int] = {}  # travellers with at least one hit, per State
+        for tr in travellers:
+            for state in {hit.state for hit in tr.hits}:
+                hits_by_state[state] = hits_by_state.get(state, 0) + 1
+        for c in counts:
+            hits_by_state[c.state] = c.hits
+        event = round_event(
+            options,
+            round_id=result.round_id if result is not None else round_id,
+            mode=str(mode),
+            targets=targets,
+            statuses=statuses,
+            travellers=len(manifest),
+            items_by_state={s: len(b) for s, b in to_send.items()},
+            hits_by_state=hits_by_state,
+            excluded_by_state=excluded_by_state,
+            epochs={s: p.epoch_id for s, p in plans.items()},
+            cached_by_state={s: len(p.cached) for s, p in plans.items()},
+            started=t_start,
+            human_review=sum(hit.review_required for tr in travellers for hit in tr.hits),
+            replayed=bool(result is not None and result.replayed),
+        )
         _log.info(
             "query finished",
             extra={
@@ -541,7 +765,8 @@ class QueryRunner:
                 "ms": round(timings["total"] * 1000),
             },
         )
-        return ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings, details=details)
+        report = ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings, details=details)
+        return report, event
 
 
 def _refusal_details(code: str, reasons: Sequence[str], retry_after_s: int) -> dict[str, object]:

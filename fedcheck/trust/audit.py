@@ -62,6 +62,7 @@ __all__ = [
     "AuditLog",
     "SignedHead",
     "VerifyReport",
+    "append_event",
     "audit_text_problem",
     "check_event",
     "export_report",
@@ -139,6 +140,15 @@ ALLOWED_EVENT_FIELDS: frozenset[str] = frozenset(
         "items_by_state",
         "replayed",  # an exact duplicate answered again without charging budget
         "references",  # list references released by a fuzzy follow-up (bounded: see _check_references)
+        # the querying State's own log (``audit-querier.jsonl``, fedcheck.node.querier): counts per target
+        "travellers",  # manifest size (a count, never identities)
+        "statuses",  # State -> outcome text of a round ("ok", "ok (cached)", "refused (reason)", ...)
+        "epochs",  # State -> epoch id the round (or the cached results) belong to
+        "hits_by_state",  # State -> number of hits reported
+        "excluded_by_state",  # State -> travellers kept away from it by the querier policy
+        "cached",  # True when results were served from the querier's cache (no request reached the holder)
+        "cached_by_state",  # State -> match keys answered from the cache
+        "sub_rounds",  # fuzzy: number of signed sub-rounds
     }
 )
 _MAX_STR = 256
@@ -371,7 +381,8 @@ def _checkpoint_path(path: Path) -> Path:
 
 
 class AuditLog:
-    """The single writer of one audit log. Thread-safe; a second process opening the same log is refused.
+    """The single writer of one audit log. Thread-safe; a second process opening the same log is refused
+    (after waiting up to ``lock_timeout`` seconds for the writer to close it; default: refused at once).
 
     ``retention_days`` (e.g. 730-1095) enables :meth:`prune_expired`; pruned entries can be archived first.
     """
@@ -383,6 +394,7 @@ class AuditLog:
         *,
         retention_days: int | None = None,
         clock: Callable[[], float] | None = None,
+        lock_timeout: float = 0.0,
     ) -> None:
         import time as _time
 
@@ -394,11 +406,18 @@ class AuditLog:
         self._lock = threading.Lock()
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._lockfd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lockfd)
-            raise ConfigError("audit log is in use by another process", reason="audit_locked") from None
+        deadline = _time.monotonic() + max(0.0, lock_timeout)
+        while True:  # a short-lived writer (fedcheck query) may hold the lock for one append: wait for it
+            try:
+                fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if _time.monotonic() >= deadline:
+                    os.close(self._lockfd)
+                    raise ConfigError(
+                        "audit log is in use by another process", reason="audit_locked"
+                    ) from None
+                _time.sleep(0.05)
         try:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._seq, self._last_hash = self._recover()
@@ -599,6 +618,23 @@ class AuditLog:
         return f"AuditLog({self._path.name!r}, seq={self._seq})"
 
 
+def append_event(
+    path: Path | str,
+    signing_key: Ed25519PrivateKey,
+    event: Mapping[str, Any],
+    *,
+    lock_timeout: float = 10.0,
+) -> SignedHead:
+    """Open the log at ``path``, durably append one ``event`` and close it again; returns the signed head.
+
+    For short-lived writers that share a log (several ``fedcheck query`` commands of one node writing its
+    querier log): the single-writer lock is held only for this one append, and a writer that finds it taken
+    waits up to ``lock_timeout`` seconds (then ``ConfigError`` ``audit_locked``).
+    """
+    with AuditLog(path, signing_key, lock_timeout=lock_timeout) as log:
+        return log.append_anchored(event)[1]
+
+
 # ----------------------------------------------------------------------------------------------------
 # reading and verification
 # ----------------------------------------------------------------------------------------------------
@@ -725,13 +761,23 @@ def verify_log(
         if require_head and report.entries:
             report.fail("signed head missing: tail truncation cannot be ruled out")
     else:
-        if report.last_seq < head[0]:
+        if head[0] == 0:
+            # the genesis head a fresh log is opened with (no entry acknowledged yet): nothing to find in the
+            # log, but it must be the genesis hash, and cannot precede a retention checkpoint
+            if not hmac.compare_digest(head[1], GENESIS_HASH):
+                report.fail("signed head seq 0 is not the genesis head")
+            elif checkpoint:
+                report.fail("signed head seq 0 precedes the retention checkpoint")
+        elif report.last_seq < head[0]:
             report.fail(f"log ends at seq {report.last_seq} but the signed head is seq {head[0]} (truncated)")
         elif head[0] not in seen_anchor and not (checkpoint and head == checkpoint):
             report.fail(f"signed head seq {head[0]} not found in the log")
         report.unacknowledged = max(0, report.last_seq - head[0])
     if expected_head is not None:
-        if report.last_seq < expected_head[0]:
+        if expected_head[0] == 0:
+            if not hmac.compare_digest(expected_head[1], GENESIS_HASH):
+                report.fail("external anchor seq 0 is not the genesis hash")
+        elif report.last_seq < expected_head[0]:
             report.fail(f"log ends before the external anchor seq {expected_head[0]} (rolled back)")
         elif expected_head[0] not in seen_anchor and report.first_seq <= expected_head[0]:
             report.fail(f"external anchor seq {expected_head[0]} not found in the log")
@@ -782,30 +828,45 @@ def export_report(
             continue
         total += 1
         ev = entry.event
-        partner = str(ev.get("partner") or ev.get("querier") or "")
+        partner = str(ev.get("partner") or ev.get("querier") or ev.get("holder") or "")
+        # a querying node's own round (audit-querier.jsonl) names its holders in targets/statuses
+        raw_statuses, raw_targets = ev.get("statuses"), ev.get("targets")
+        statuses: dict[str, Any] = raw_statuses if isinstance(raw_statuses, dict) else {}
+        targets = [str(t) for t in raw_targets] if isinstance(raw_targets, list) else []
+        partners = [partner] if partner else targets
         for name, value in (
             ("type", ev.get("type")),
-            ("partner", partner),
             ("purpose", ev.get("purpose")),
             ("outcome", ev.get("outcome") or ev.get("status")),
             ("mode", ev.get("mode")),
         ):
             if value:
                 counts[name][str(value)] += 1
-        for k in ("items", "evaluated", "batch_size"):
-            v = ev.get(k)
-            if isinstance(v, int) and not isinstance(v, bool) and partner:
-                items[partner] += v
-                break
+        for p in partners:
+            counts["partner"][p] += 1
+        by_state = ev.get("items_by_state")
+        if not partner and isinstance(by_state, dict):
+            for state, v in by_state.items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    items[str(state)] += v
+        else:
+            for k in ("items", "evaluated", "batch_size"):
+                v = ev.get(k)
+                if isinstance(v, int) and not isinstance(v, bool) and partner:
+                    items[partner] += v
+                    break
         if is_refusal(ev):
+            refused = {str(s): str(v) for s, v in statuses.items() if "refused" in str(v)}
             refusals.append(
                 {
                     "seq": entry.seq,
                     "time": entry.time,
-                    "partner": partner,
+                    "partner": partner or ",".join(refused or targets),
                     "purpose": ev.get("purpose", ""),
                     "status": ev.get("status", ""),
-                    "reason": ev.get("reason") or ",".join(ev.get("reasons", []) or []),
+                    "reason": ev.get("reason")
+                    or ",".join(ev.get("reasons", []) or [])
+                    or "; ".join(f"{s}: {v}" for s, v in refused.items()),
                     "unit": ev.get("unit", ""),
                     "official": ev.get("official", ""),
                 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,30 @@ from fedcheck.trust.pki import (
     write_crl,
 )
 
-__all__ = ["register"]
+__all__ = ["MAX_CERT_DAYS", "MAX_CRL_DAYS", "register"]
+
+#: longest validity ``init-ca`` / ``issue`` / ``sign-csr`` accept (leaves are also capped at the CA's expiry)
+MAX_CERT_DAYS = 3650
+#: longest CRL validity (``crl --days``, ``revoke --crl-days``): nodes fail closed once it is stale, so a CRL
+#: must be re-issued well within a year for revocations to reach them
+MAX_CRL_DAYS = 366
+
+
+def _days(maximum: int) -> Callable[[str], int]:
+    """argparse type: whole days in ``1..maximum`` (0 would mean "valid for the 5-minute clock-skew margin",
+    a negative value a certificate that ends before it starts)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number of days, not {text!r}") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {maximum} days, not {value}")
+        return value
+
+    parse.__name__ = "days"
+    return parse
 
 
 def _kek(spec: str | None) -> KeyEncryptionKey | None:
@@ -182,7 +206,7 @@ def register(sub: Any) -> None:
     p = pki.add_parser("init-ca", help="create the federation CA")
     p.add_argument("--dir", required=True, help="CA directory (created)")
     p.add_argument("--federation", required=True, help="federation code, e.g. FED")
-    p.add_argument("--days", type=int, default=3650)
+    p.add_argument("--days", type=_days(MAX_CERT_DAYS), default=3650, help=f"validity, 1..{MAX_CERT_DAYS}")
     p.add_argument("--kek", help=kek_help)
     p.set_defaults(func=_init_ca)
 
@@ -192,7 +216,10 @@ def register(sub: Any) -> None:
     p.add_argument("--role", required=True, choices=sorted(ROLES))
     p.add_argument("--state", required=True, help="State code, e.g. FRA")
     p.add_argument("--host", action="append", help="SAN host (repeatable; default localhost and 127.0.0.1)")
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument(
+        "--days", type=_days(MAX_CERT_DAYS), default=365,
+        help=f"validity, 1..{MAX_CERT_DAYS} (capped at the CA's expiry)",
+    )
     p.add_argument("--kek", help=kek_help + " (for the new key)")
     p.add_argument("--ca-kek", help="KEK of the CA key if different from --kek")
     p.add_argument(
@@ -220,7 +247,10 @@ def register(sub: Any) -> None:
     p.add_argument("--ca", "--ca-dir", dest="ca_dir", required=True, help="CA directory")
     p.add_argument("--csr", required=True, help="the State's <role>.<STATE>.csr.pem")
     p.add_argument("--out", required=True, help="output directory for <role>.<STATE>.crt.pem and ca.crt.pem")
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument(
+        "--days", type=_days(MAX_CERT_DAYS), default=365,
+        help=f"validity, 1..{MAX_CERT_DAYS} (capped at the CA's expiry)",
+    )
     p.add_argument("--ca-kek", help="KEK of the CA key: file:PATH or env:VAR")
     p.set_defaults(func=_sign_csr)
 
@@ -229,13 +259,18 @@ def register(sub: Any) -> None:
     p.add_argument("--serial", required=True, help="decimal or 0x-hex serial (see 'pki show')")
     p.add_argument("--reason", default="unspecified")
     p.add_argument("--no-crl", action="store_true", help="record only; do not rewrite crl.pem")
-    p.add_argument("--crl-days", type=int, default=30)
+    p.add_argument(
+        "--crl-days", type=_days(MAX_CRL_DAYS), default=30, help=f"CRL validity, 1..{MAX_CRL_DAYS}"
+    )
     p.add_argument("--kek", help="KEK of the CA key")
     p.set_defaults(func=_revoke)
 
     p = pki.add_parser("crl", help="(re)write the signed revocation list ca_dir/crl.pem")
     p.add_argument("--ca-dir", required=True)
-    p.add_argument("--days", type=int, default=30, help="validity; nodes fail closed on a stale CRL")
+    p.add_argument(
+        "--days", type=_days(MAX_CRL_DAYS), default=30,
+        help=f"validity, 1..{MAX_CRL_DAYS}; nodes fail closed on a stale CRL",
+    )
     p.add_argument("--kek", help="KEK of the CA key")
     p.set_defaults(func=_crl)
 

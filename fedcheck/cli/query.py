@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedcheck.errors import InvalidInput
     from fedcheck.node.app import open_querier
     from fedcheck.node.config import load_node_config
-    from fedcheck.node.querier import QueryOptions, open_querier_audit
+    from fedcheck.node.querier import QueryOptions
     from fedcheck.rpc.serde import validate_state
     from fedcheck.screening.inputs import load_manifest
 
@@ -134,9 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         key_types=tuple(k.strip() for k in args.key_types.split(",") if k.strip()),
         label_fields=tuple(f.strip() for f in args.label_fields.split(",") if f.strip()),
     )
-    audit = open_querier_audit(cfg)
-    runner, close = open_querier(cfg)
-    runner.audit = audit  # the querier's own audit log: every round, cached re-checks too
+    runner, close = open_querier(cfg)  # with the querier's own audit log: every round, cached re-checks too
     fuzzy_round_id = ""
     try:
         if args.mode in ("fuzzy", "both"):
@@ -199,7 +197,7 @@ def _follow_up(args: argparse.Namespace, cfg: Any) -> int:
     from fedcheck.errors import FedcheckError, InvalidInput
     from fedcheck.node.app import open_querier
     from fedcheck.node.fuzzyquery import FuzzyQueryRunner, select_hits
-    from fedcheck.node.querier import QueryOptions, open_querier_audit
+    from fedcheck.node.querier import QueryOptions
     from fedcheck.rpc.serde import validate_round_id, validate_state
     from fedcheck.screening.report import ScreenReport, TravellerResult
 
@@ -213,9 +211,7 @@ def _follow_up(args: argparse.Namespace, cfg: Any) -> int:
         legal_basis=args.legal_basis if args.legal_basis is not None else q.legal_basis,
         unit=q.unit, official=q.official, deadline_seconds=args.deadline or q.deadline_seconds,
     )
-    audit = open_querier_audit(cfg)
     runner, close = open_querier(cfg)
-    runner.audit = audit
     fuzzy = FuzzyQueryRunner.for_runner(runner)
     try:
         if fuzzy.store is None:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2, coordinator_pb2_grpc
 from fedcheck.coordinator.config import CoordinatorConfig
 from fedcheck.coordinator.rounds import RoundEngine, RoundStore
+from fedcheck.errors import ConfigError
 from fedcheck.node import metrics
+from fedcheck.node.config import check_tls_files, check_tls_identity, explain_tls_key
 from fedcheck.rpc.clients import GrpcNodeClient, NodeTransport, make_channel
 from fedcheck.rpc.server import RunningServer, start_server
 from fedcheck.rpc.servicers import CoordinatorServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.trust.atrest import load_kek
 from fedcheck.trust.audit import AuditLog, generate_signing_key, load_signing_key, save_signing_key
+from fedcheck.trust.pki import federation_of
 
 __all__ = ["CoordinatorApp"]
 
@@ -27,11 +32,17 @@ class CoordinatorApp:
     def __init__(self, cfg: CoordinatorConfig) -> None:
         self.cfg = cfg
         kek = load_kek(cfg.kek) if cfg.kek else None
-        self.tls = (
-            TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
-            if cfg.tls is not None
-            else None
-        )
+        self.tls: TlsIdentity | None = None
+        if cfg.tls is not None:
+            check_tls_files(cfg.tls, cfg.path)
+            with explain_tls_key(cfg.tls, "coordinator.kek"):
+                self.tls = TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
+            # refuse to start as anything but coordinator.<federation code of the CA>, or with a certificate
+            # that is expired, revoked, of another CA or not the key's
+            check_tls_identity(
+                self.tls.cert_pem, self.tls.key_pem, self.tls.ca_pem, cfg.tls,
+                role="coordinator", state=federation_of(self.tls.ca_pem),
+            )
         if cfg.insecure_dev and self.tls is not None:
             # plain-text transport: callers *declare* their TLS hop in metadata (development only). Request
             # signatures are still verified against [tls] ca/crl, so nobody can act as another State, but the
@@ -41,43 +52,66 @@ class CoordinatorApp:
                 " (fedcheck-dev-identity); request signatures are still verified. Development only."
             )
         self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
-        self.clients = {
-            state: GrpcNodeClient(
-                make_channel(addr, self.tls, insecure_dev=cfg.insecure_dev),
-                dev_identity="coordinator.FED" if self.tls is None else None,
-            )
-            for state, addr in cfg.nodes.items()
-        }
-        transports: dict[str, NodeTransport] = dict(self.clients)
-        self.store = RoundStore(cfg.data_dir / "rounds.sqlite")
         key_path = cfg.audit_key or cfg.data_dir / "audit-signing.key"
         if not key_path.exists():  # normally created by `fedcheck node dev-secrets` or `audit keygen`
             key_path.parent.mkdir(parents=True, exist_ok=True)
             if kek is None:
                 _log.warning("no coordinator KEK: audit signing key written unencrypted (development only)")
             save_signing_key(key_path, generate_signing_key(), kek)
-        self.audit_log = AuditLog(
-            cfg.audit_log or cfg.data_dir / "audit.jsonl",
-            load_signing_key(key_path, kek),
-            retention_days=cfg.audit_retention_days,
-        )
-        self.engine = RoundEngine(
-            transports,
-            self.store,
-            ca_pem=self.tls.ca_pem if self.tls else b"",
-            crl=self.verifier.crl,
-            max_batch=cfg.max_batch,
-            max_deadline_seconds=cfg.max_deadline_seconds,
-            result_ttl_seconds=cfg.result_ttl_seconds,
-            verify_signatures=self.tls is not None,
-            audit=self.audit_log.append,
-            audit_public_keys=cfg.audit_public_keys,
-        )
+        log_path = cfg.audit_log or cfg.data_dir / "audit.jsonl"
+        try:
+            # its lock also keeps a second coordinator off this data_dir
+            self.audit_log = AuditLog(
+                log_path, load_signing_key(key_path, kek), retention_days=cfg.audit_retention_days
+            )
+        except ConfigError as exc:
+            if exc.reason != "audit_locked":
+                raise
+            raise ConfigError(
+                f"audit log {log_path} is in use by another process: is another coordinator already running"
+                f" on data_dir {cfg.data_dir}?",
+                reason="audit_locked",
+            ) from None
+        with contextlib.ExitStack() as opened:  # a failure below closes what was opened so far
+            opened.callback(self.audit_log.close)
+            self.store = RoundStore(cfg.data_dir / "rounds.sqlite")
+            opened.callback(self.store.close)
+            self.clients = {
+                state: GrpcNodeClient(
+                    make_channel(addr, self.tls, insecure_dev=cfg.insecure_dev),
+                    dev_identity="coordinator.FED" if self.tls is None else None,
+                )
+                for state, addr in cfg.nodes.items()
+            }
+            for client in self.clients.values():
+                opened.callback(client.close)
+            transports: dict[str, NodeTransport] = dict(self.clients)
+            self.engine = RoundEngine(
+                transports,
+                self.store,
+                ca_pem=self.tls.ca_pem if self.tls else b"",
+                crl=self.verifier.crl,
+                max_batch=cfg.max_batch,
+                max_deadline_seconds=cfg.max_deadline_seconds,
+                result_ttl_seconds=cfg.result_ttl_seconds,
+                verify_signatures=self.tls is not None,
+                audit=self.audit_log.append,
+                audit_public_keys=cfg.audit_public_keys,
+            )
+            opened.pop_all()
         self.server: RunningServer | None = None
+        self._stop_metrics: Callable[[], None] | None = None
 
     def start(self) -> int:
-        if self.cfg.metrics_port is not None:
-            metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
+        """Bind the gRPC server and metrics; refuses (:class:`ConfigError`, nothing left running) without
+        ``coordinator.listen`` or when an address cannot be bound (e.g. another process holds the port)."""
+        if not self.cfg.listen:
+            where = f" in {self.cfg.path}" if self.cfg.path else ""
+            raise ConfigError(
+                f'coordinator.listen is required to serve{where}: set listen = "HOST:PORT" in [coordinator]'
+                ' (e.g. "127.0.0.1:50050")',
+                reason="config_listen",
+            )
         servicer = CoordinatorServicer(self.engine, self.verifier)
         self.server = start_server(
             self.cfg.listen,
@@ -86,7 +120,15 @@ class CoordinatorApp:
             tls=self.tls,
             insecure_dev=self.cfg.insecure_dev,
             max_workers=32,
+            what="coordinator.listen",
         )
+        if self.cfg.metrics_port is not None:
+            try:
+                self._stop_metrics = metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
+            except BaseException:
+                self.server.stop(0)
+                self.server = None
+                raise
         self.server.set_serving(True)
         _log.info("coordinator serving", extra={"port": self.server.port, "states": sorted(self.cfg.nodes)})
         return self.server.port
@@ -94,6 +136,9 @@ class CoordinatorApp:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop(self.cfg.grace_seconds)
+        if self._stop_metrics is not None:
+            self._stop_metrics()
+            self._stop_metrics = None
         self.engine.close()
         for c in self.clients.values():
             c.close()
@@ -101,7 +146,11 @@ class CoordinatorApp:
         self.audit_log.close()
 
     def serve_forever(self) -> int:
-        port = self.start()
+        try:
+            port = self.start()
+        except BaseException:
+            self.stop()  # release the audit lock and stores before the error is reported
+            raise
         done = threading.Event()
 
         def _signal(signum: int, _frame: object) -> None:

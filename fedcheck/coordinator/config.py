@@ -1,4 +1,9 @@
-"""Coordinator configuration from TOML: its TLS identity, where each State's node listens, limits."""
+"""Coordinator configuration from TOML: its TLS identity, where each State's node listens, limits.
+
+Strict like the node config (:mod:`fedcheck.node.config`): an unknown table or key (``max_deadline_second``,
+``[node.NLD]`` for ``[nodes.NLD]``) is a configuration error naming it and the file, never a silent default or
+a silently dropped member; ``[nodes.<STATE>]`` codes follow the federation's State code rule.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,33 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedcheck.errors import ConfigError
-from fedcheck.node.config import MAX_BATCH_LIMIT, TlsPaths, parse_tls, resolve_kek_spec, resolve_path
+from fedcheck.node.config import (
+    MAX_BATCH_LIMIT,
+    TlsPaths,
+    check_keys,
+    check_listen,
+    check_state_code,
+    parse_tls,
+    resolve_kek_spec,
+    resolve_path,
+)
 
 __all__ = ["CoordinatorConfig", "load_coordinator_config"]
+
+_COORDINATOR_KEYS = (
+    "listen", "data_dir", "kek", "insecure_dev", "max_batch", "max_deadline_seconds", "result_ttl_seconds",
+    "grace_seconds",
+)
+#: top-level tables of a coordinator config and their keys (None: [nodes.<STATE>] tables, checked below)
+_TABLES: dict[str, tuple[str, ...] | None] = {
+    "coordinator": _COORDINATOR_KEYS,
+    "tls": ("cert", "key", "ca", "crl"),
+    "nodes": None,
+    "metrics": ("port", "address"),
+    "logging": ("file",),
+    "audit": ("signing_key", "log", "retention_days"),
+}
+_MEMBER_KEYS = ("address", "audit_public_key")
 
 
 @dataclass(frozen=True)
@@ -40,32 +69,50 @@ class CoordinatorConfig:
     #: evaluation reply carries is verified against them and the result recorded in the round's audit entry
     audit_public_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    path: Path | None = None
 
 
 def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    """Parse and validate a coordinator TOML file; raises :class:`ConfigError` naming the offending key.
+
+    ``coordinator.listen`` may be absent here (``rotate-kek``); the coordinator then refuses to *serve*."""
     p = Path(path).resolve()
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError:
         raise ConfigError(f"cannot read coordinator config {p}", reason="config_missing") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"coordinator config is not valid TOML: {exc}", reason="config_syntax") from None
+        raise ConfigError(
+            f"coordinator config {p} is not valid TOML: {exc}", reason="config_syntax"
+        ) from None
     base = p.parent
     c = doc.get("coordinator")
     if not isinstance(c, dict):
-        raise ConfigError("coordinator config needs a [coordinator] table", reason="config_missing_table")
+        raise ConfigError(
+            f"coordinator config {p} needs a [coordinator] table", reason="config_missing_table"
+        )
+    check_keys(doc, _TABLES, "", p)
+    for name, keys in _TABLES.items():
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table", reason="config_type")
+        if keys is not None:
+            check_keys(table, keys, name, p)
     insecure = bool(c.get("insecure_dev", False))
     tls = parse_tls(doc.get("tls"), base, owner="coordinator", insecure=insecure, check_types=False)
     if tls is None and not insecure:
         raise ConfigError(
-            "a [tls] table is required (or coordinator.insecure_dev = true)", reason="config_tls"
+            "a [tls] table (cert, key, ca and crl) is required unless coordinator.insecure_dev = true",
+            reason="config_tls",
         )
     nodes_t = doc.get("nodes", {})
     nodes: dict[str, str] = {}
     audit_keys: dict[str, Ed25519PublicKey] = {}
     for state, table in nodes_t.items():
+        check_state_code(state, f"[nodes.{state}]")
         if not isinstance(table, dict) or not isinstance(table.get("address"), str):
             raise ConfigError(f"nodes.{state}.address is required", reason="config_nodes")
+        check_keys(table, _MEMBER_KEYS, f"nodes.{state}", p)
         nodes[state] = table["address"]
         if "audit_public_key" in table:
             audit_keys[state] = _holder_audit_key(base, state, table["audit_public_key"])
@@ -74,12 +121,15 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     metrics = doc.get("metrics", {})
     log_file = doc.get("logging", {}).get("file")
     audit_t = doc.get("audit", {})
-    if not isinstance(audit_t, dict):
-        raise ConfigError("[audit] must be a table", reason="config_type")
     data_dir = resolve_path(base, str(c.get("data_dir", "var/coordinator")))
+    listen = c.get("listen", "")
+    if not isinstance(listen, str):
+        raise ConfigError("coordinator.listen must be HOST:PORT (a str)", reason="config_type")
+    if listen:
+        check_listen(listen, "coordinator.listen")
     try:
         cfg = CoordinatorConfig(
-            listen=str(c.get("listen", "127.0.0.1:0")),
+            listen=listen,
             data_dir=data_dir,
             nodes=nodes,
             tls=tls,
@@ -101,11 +151,14 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
             audit_retention_days=int(audit_t["retention_days"]) if "retention_days" in audit_t else None,
             audit_public_keys=audit_keys,
             raw=doc,
+            path=p,
         )
     except (TypeError, ValueError):
         raise ConfigError("coordinator config has a value of the wrong type", reason="config_type") from None
     if not 1 <= cfg.max_batch <= MAX_BATCH_LIMIT:  # a holder could not prove a larger batch anyway
         raise ConfigError(f"coordinator.max_batch must be in 1..{MAX_BATCH_LIMIT}", reason="config_limits")
+    if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
+        raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
     return cfg
 
 

@@ -6,6 +6,7 @@ same code path; the CLI only parses arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -18,11 +19,17 @@ from fedcheck._proto.fedcheck.v1 import node_pb2, node_pb2_grpc
 from fedcheck.errors import ConfigError
 from fedcheck.node import metrics
 from fedcheck.node.announce import AnnouncementSigner
-from fedcheck.node.config import NodeConfig, resolve_path
+from fedcheck.node.config import (
+    NodeConfig,
+    check_tls_files,
+    check_tls_identity,
+    explain_tls_key,
+    resolve_path,
+)
 from fedcheck.node.epochs import Audience, Epoch, EpochManager
 from fedcheck.node.fuzzy import FuzzyService, FuzzySettings
 from fedcheck.node.fuzzyseal import AnswerSigner
-from fedcheck.node.querier import QuerierCache, QueryRunner
+from fedcheck.node.querier import QuerierCache, QueryRunner, open_querier_audit
 from fedcheck.node.replay import ReplayGuard
 from fedcheck.node.service import AuditFn, NodeService, audience_key
 from fedcheck.protocol.exact import IndexEntry
@@ -58,7 +65,9 @@ def open_store(cfg: NodeConfig, kek: KeyEncryptionKey | None = None) -> SqliteWa
 def load_tls(cfg: NodeConfig, kek: KeyEncryptionKey | None) -> TlsIdentity | None:
     if cfg.tls is None:
         return None
-    return TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
+    check_tls_files(cfg.tls, cfg.path)
+    with explain_tls_key(cfg.tls, "node.kek"):
+        return TlsIdentity.load(cfg.tls.cert, cfg.tls.key, cfg.tls.ca, cfg.tls.crl, kek=kek)
 
 
 def audit_paths(cfg: NodeConfig) -> tuple[Path, Path]:
@@ -80,12 +89,24 @@ def audit_paths(cfg: NodeConfig) -> tuple[Path, Path]:
 def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callable[[], None]]:
     """The node's signed, hash-chained audit log (:mod:`fedcheck.trust.audit`); the signing key is created on
     first start (or by ``fedcheck node dev-secrets``), sealed under the KEK, with its public half next to it
-    for the oversight body. Appending returns the signed head, which travels with each evaluation reply."""
+    for the oversight body. Appending returns the signed head, which travels with each evaluation reply.
+
+    The log is locked while open: a second node on the same ``data_dir`` gets ``audit_locked`` naming it."""
     table = cfg.raw.get("audit", {})
     key_path, log_path = audit_paths(cfg)
     if not key_path.exists():
+        key_path.parent.mkdir(parents=True, exist_ok=True)
         save_signing_key(key_path, generate_signing_key(), kek)
-    log = AuditLog(log_path, load_signing_key(key_path, kek), retention_days=table.get("retention_days"))
+    try:
+        log = AuditLog(log_path, load_signing_key(key_path, kek), retention_days=table.get("retention_days"))
+    except ConfigError as exc:
+        if exc.reason != "audit_locked":
+            raise
+        raise ConfigError(
+            f"audit log {log_path} is in use by another process: is another node already running on "
+            f"data_dir {cfg.data_dir}?",
+            reason="audit_locked",
+        ) from None
 
     def append(event: Mapping[str, Any]) -> SignedHead:
         return log.append_anchored(event)[1]
@@ -99,26 +120,46 @@ class NodeApp:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         kek = load_kek(cfg.kek)
-        self.store = open_store(cfg, kek)
+        # the TLS identity is checked before anything under data_dir is opened: a node must not start with a
+        # certificate that is not its own node.<STATE>, expired, revoked, of another CA or not its key's
         self.tls = load_tls(cfg, kek)
-        # insecure_dev: plain-text transport (the TLS hop names itself in metadata), but signed requests are
-        # still verified against the federation CA and CRL of [tls]
-        self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
+        if self.tls is not None and cfg.tls is not None:
+            check_tls_identity(
+                self.tls.cert_pem, self.tls.key_pem, self.tls.ca_pem, cfg.tls, role="node", state=cfg.state
+            )
         self.policy = NodePolicy.from_toml(cfg.raw)
-        self.budget = BudgetLedger(
-            cfg.data_dir / "budget.sqlite",
-            self.policy.holder.budget_limits(),
-            epoch_retry_after_s=cfg.epoch_seconds,
-            # per-epoch budgets count per epoch_seconds window: a list import (new epoch) must not refill them
-            epoch_window_seconds=cfg.epoch_seconds,
-        )
-        self.audit, self._close_audit = open_audit(cfg, kek)
-        self.replay = ReplayGuard(
-            cfg.data_dir / "replay.sqlite",
-            window_seconds=cfg.max_skew_seconds,
-            max_replays=cfg.max_free_replays,
-            max_waiters=cfg.max_replay_waiters,
-        )
+        with contextlib.ExitStack() as opened:  # a failure below closes what was opened so far
+            # the audit log's lock also keeps a second node off this data_dir (audit_locked names it)
+            self.audit, self._close_audit = open_audit(cfg, kek)
+            opened.callback(self._close_audit)
+            self.store = open_store(cfg, kek)
+            opened.callback(self.store.close)
+            # insecure_dev: plain-text transport (the TLS hop names itself in metadata), but signed requests
+            # are still verified against the federation CA and CRL of [tls]
+            self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
+            self.budget = BudgetLedger(
+                cfg.data_dir / "budget.sqlite",
+                self.policy.holder.budget_limits(),
+                epoch_retry_after_s=cfg.epoch_seconds,
+                # per-epoch budgets count per epoch_seconds window: a list import (new epoch) must not refill
+                # them
+                epoch_window_seconds=cfg.epoch_seconds,
+            )
+            opened.callback(self.budget.close)
+            self.replay = ReplayGuard(
+                cfg.data_dir / "replay.sqlite",
+                window_seconds=cfg.max_skew_seconds,
+                max_replays=cfg.max_free_replays,
+                max_waiters=cfg.max_replay_waiters,
+            )
+            opened.callback(self.replay.close)
+            self._init_services(cfg)
+            opened.pop_all()
+        self.server: RunningServer | None = None
+        self._stop_metrics: Callable[[], None] | None = None
+        self._stopped = threading.Event()
+
+    def _init_services(self, cfg: NodeConfig) -> None:
         self.epochs = EpochManager(
             self.store,
             cfg.state,
@@ -157,8 +198,6 @@ class NodeApp:
                 # every fuzzy answer signed with the node certificate key (fedcheck.node.fuzzyseal)
                 signer=AnswerSigner(cfg.state, self.tls.cert_pem, self.tls.key_pem) if self.tls else None,
             )
-        self.server: RunningServer | None = None
-        self._stopped = threading.Event()
 
     def _audiences(self) -> list[Audience]:
         out: list[Audience] = []
@@ -185,10 +224,17 @@ class NodeApp:
         metrics.EPOCH_STARTED.set(epoch.started_unix_ms / 1000)
 
     def start(self) -> int:
-        """Start epochs, metrics and the gRPC server; health turns SERVING once an epoch is ready."""
-        if self.cfg.metrics_port is not None:
-            metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
-        self.epochs.start()
+        """Bind the gRPC server and metrics, then start epochs; health turns SERVING once an epoch is ready.
+
+        Refuses (:class:`ConfigError`, nothing left running) without ``node.listen``, or when the listen or
+        metrics address cannot be bound (e.g. another node holds the port)."""
+        if not self.cfg.listen:
+            where = f" in {self.cfg.path}" if self.cfg.path else ""
+            raise ConfigError(
+                f'node.listen is required to serve{where}: set listen = "HOST:PORT" in [node]'
+                ' (e.g. "127.0.0.1:50061"; port 0 only if any free port will do)',
+                reason="config_listen",
+            )
         servicer = NodeServicer(self.service, self.verifier)
         self.server = start_server(
             self.cfg.listen,
@@ -196,7 +242,19 @@ class NodeApp:
             [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name],
             tls=None if self.cfg.insecure_dev else self.tls,
             insecure_dev=self.cfg.insecure_dev,
+            what="node.listen",
         )
+        try:
+            if self.cfg.metrics_port is not None:
+                self._stop_metrics = metrics.serve_metrics(self.cfg.metrics_port, self.cfg.metrics_address)
+            self.epochs.start()
+        except BaseException:
+            self.server.stop(0)
+            self.server = None
+            if self._stop_metrics is not None:
+                self._stop_metrics()
+                self._stop_metrics = None
+            raise
         threading.Thread(target=self._mark_ready, name="ready", daemon=True).start()
         return self.server.port
 
@@ -216,6 +274,9 @@ class NodeApp:
         self._stopped.set()
         if self.server is not None:
             self.server.stop(self.cfg.grace_seconds)
+        if self._stop_metrics is not None:
+            self._stop_metrics()
+            self._stop_metrics = None
         self.epochs.stop()
         self.budget.close()
         self.replay.close()
@@ -223,7 +284,11 @@ class NodeApp:
         self.store.close()
 
     def serve_forever(self) -> int:
-        port = self.start()
+        try:
+            port = self.start()
+        except BaseException:
+            self.stop()  # close stores and release the data_dir lock before the error is reported
+            raise
         done = threading.Event()
 
         def _signal(signum: int, _frame: object) -> None:
@@ -269,6 +334,7 @@ def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
         crl=PeerVerifier(tls).crl,
         max_index_bytes=cfg.querier.max_index_bytes,
     )
+    runner.audit = open_querier_audit(cfg)  # every round this node runs is audited (demo, CLI, tests alike)
 
     def close() -> None:
         client.close()

@@ -3,25 +3,43 @@
 Why TOML and relative paths: an operator copies a directory from ``nodes/`` and edits it; every path in the
 file is resolved against the file's own directory so the same tree works wherever it is checked out.
 Policy tables (``[policy]``, ``[partners.<STATE>]``) are passed as-is to :mod:`fedcheck.trust.policy`.
+
+Why strict: a typo (``epoch_second``, ``[querrier]``) silently falling back to a default is worse than a
+refusal, so an unknown table or key is a :class:`~fedcheck.errors.ConfigError` naming it and the file (with a
+"did you mean" suggestion). ``[fuzzy]`` and ``[policy.*]`` are checked by their own parsers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import os
+import re
 import tomllib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcheck.errors import ConfigError
+from fedcheck.errors import ConfigError, VerificationError
 from fedcheck.node.replay import DEFAULT_MAX_REPLAYS, DEFAULT_MAX_WAITERS
+from fedcheck.trust.pki import check_own_certificate, load_crl
+from fedcheck.trust.policy import _HOLDER_KEYS, _QUERIER_KEYS, NodePolicy
 
 __all__ = [
     "MAX_BATCH_LIMIT",
     "MAX_FREE_REPLAYS_LIMIT",
     "MAX_REPLAY_WAITERS_LIMIT",
+    "STATE_CODE_RE",
     "NodeConfig",
     "QuerierSettings",
     "TlsPaths",
+    "check_keys",
+    "check_listen",
+    "check_state_code",
+    "check_tls_files",
+    "check_tls_identity",
+    "explain_tls_key",
     "load_node_config",
     "parse_tls",
     "resolve_kek_spec",
@@ -36,6 +54,86 @@ MAX_FREE_REPLAYS_LIMIT = 100
 #: largest node.max_replay_waiters: each waiter holds one of the node's 16 RPC worker threads for up to 5 s,
 #: and the request it waits for holds another
 MAX_REPLAY_WAITERS_LIMIT = 15
+#: State (and federation) codes: the rule of fedcheck.trust.pki and fedcheck.trust.policy (e.g. FRA, KEN, UNX)
+STATE_CODE_RE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
+
+_TLS_KEYS = ("cert", "key", "ca", "crl")
+_NODE_KEYS = (
+    "state", "listen", "data_dir", "kek", "insecure_dev", "epoch_seconds", "max_batch", "index_chunk_bytes",
+    "workers", "grace_seconds", "list_poll_seconds", "max_skew_seconds", "max_free_replays",
+    "max_replay_waiters",
+)
+_QUERIER_TABLE_KEYS = ("unit", "official", "purpose", "legal_basis", "deadline_seconds", "max_index_mb")
+#: top-level tables of a node config and their keys (None: checked by the table's own parser)
+_NODE_TABLES: dict[str, tuple[str, ...] | None] = {
+    "node": _NODE_KEYS,
+    "tls": _TLS_KEYS,
+    "metrics": ("port", "address"),
+    "logging": ("file",),
+    "audit": ("signing_key", "log", "retention_days"),
+    "coordinator": ("address",),
+    "querier": _QUERIER_TABLE_KEYS,
+    "fuzzy": None,  # fedcheck.node.fuzzy.FuzzySettings (unknown keys refused there)
+    "policy": None,  # fedcheck.trust.policy (unknown keys refused there)
+    "partners": None,  # State codes
+}
+#: what may sit directly under [policy] (its sub-tables, or the flat form fedcheck.trust.policy accepts)
+_POLICY_KEYS = frozenset({"holder", "querier"}) | _HOLDER_KEYS | _QUERIER_KEYS
+
+
+def check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str, source: Path) -> None:
+    """Refuse unknown keys of ``table`` (``where`` is its dotted name, ``""`` for the document's top level):
+    one :class:`ConfigError` naming every unknown key and ``source``, with a "did you mean" suggestion."""
+    known = sorted(set(allowed))
+    problems: list[str] = []
+    for key in table:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        if where:
+            text = f"unknown key {where}.{key}"
+            hint = f"did you mean {where}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
+        elif isinstance(table[key], dict):
+            text = f"unknown table [{key}]"
+            hint = f"did you mean [{close[0]}]?" if close else "known tables: " + ", ".join(
+                f"[{k}]" for k in known
+            )
+        else:
+            text = f"unknown top-level key {key!r}"
+            hint = "keys belong in a table such as [node]"
+        problems.append(f"{text} ({hint})")
+    if problems:
+        raise ConfigError(f"{source}: {'; '.join(problems)}", reason="config_unknown_key")
+
+
+def check_state_code(code: Any, where: str) -> str:
+    """A State (or federation) code as everywhere in fedcheck: upper-case, 2-8 letters/digits (e.g. FRA)."""
+    if not isinstance(code, str) or not STATE_CODE_RE.match(code):
+        raise ConfigError(
+            f"{where} must be an upper-case State code such as FRA (ISO 3166-1 alpha-3; 2-8 letters/digits),"
+            f" not {code!r}",
+            reason="config_state",
+        )
+    return code
+
+
+def check_listen(address: str, where: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT``; ``unix:PATH``) for a server's ``listen``; port 0 = any free port."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"{where} must be HOST:PORT (e.g. 127.0.0.1:50061), not {address!r}", reason="config_listen"
+        )
+    return address
+
+
+def _table(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table", reason="config_type")
+    return value
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -124,6 +222,9 @@ def parse_tls(
     if not isinstance(table, dict):
         return None
     crl = _get(table, "crl", str, where="tls") if check_types else table.get("crl")
+    for name in ("cert", "key", "ca"):
+        if name in table and not isinstance(table[name], str):
+            raise ConfigError(f"tls.{name} must be a file path (a str)", reason="config_type")
     if not crl and not insecure:
         raise ConfigError(
             f"tls.crl is required (revocation is checked on every call); only {owner}.insecure_dev may"
@@ -141,27 +242,107 @@ def parse_tls(
         raise ConfigError(f"tls.{exc.args[0]} is required", reason="config_tls") from None
 
 
+def check_tls_files(paths: TlsPaths, source: Path | None) -> None:
+    """Each ``[tls]`` file must be a readable file: a :class:`ConfigError` names the key, the path and the
+    config file (``TlsIdentity.load`` alone only says that *some* file is missing)."""
+    where = f" in {source}" if source is not None else ""
+    for key, path in (("cert", paths.cert), ("key", paths.key), ("ca", paths.ca), ("crl", paths.crl)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"tls.{key} = {path}{where}: cannot read it ({exc.strerror or exc})", reason="tls_files"
+            ) from None
+        if not os.path.isfile(path):
+            raise ConfigError(f"tls.{key} = {path}{where}: not a file", reason="tls_files")
+
+
+@contextlib.contextmanager
+def explain_tls_key(paths: TlsPaths, kek_key: str) -> Iterator[None]:
+    """Around loading the ``[tls]`` key: its errors name the file and the KEK setting (``node.kek`` /
+    ``coordinator.kek``). A key sealed under another KEK stays a :class:`VerificationError` (the type callers
+    and tests expect), now saying which file could not be opened instead of only "verification failed"."""
+    try:
+        yield
+    except VerificationError:
+        raise VerificationError(
+            f"tls.key {paths.key} cannot be opened with the KEK of {kek_key}: a key sealed under another"
+            " KEK (another node's key?), or the file was altered",
+            reason="tls_key_unsealable",
+        ) from None
+    except ConfigError as exc:
+        if exc.reason == "kek_required":
+            raise ConfigError(
+                f"tls.key {paths.key} is sealed: set {kek_key} (file:PATH or env:VAR)", reason="kek_required"
+            ) from None
+        if exc.reason in ("key_format", "key_unreadable"):
+            raise ConfigError(f"tls.key {paths.key}: {exc.message}", reason=exc.reason) from None
+        raise
+
+
+def check_tls_identity(
+    cert_pem: bytes, key_pem: bytes, ca_pem: bytes, paths: TlsPaths, *, role: str, state: str
+) -> None:
+    """Refuse to start with a TLS identity peers would refuse, or that names someone else (the PEMs as loaded
+    from ``paths``, the key opened with the KEK): the certificate must match its key, chain to ``[tls] ca``,
+    be valid now, be ``<role>.<state>`` and not be revoked in ``[tls] crl``
+    (:func:`fedcheck.trust.pki.check_own_certificate`). Raises :class:`ConfigError`."""
+    crl = None
+    if paths.crl is not None:
+        try:
+            crl = load_crl(paths.crl)
+        except ConfigError:
+            raise ConfigError(
+                f"tls.crl = {paths.crl}: not a PEM revocation list", reason="crl_unreadable"
+            ) from None
+    check_own_certificate(
+        cert_pem,
+        key_pem,
+        ca_pem,
+        crl,
+        role=role,
+        state=state,
+        cert_name=f"TLS certificate {paths.cert} (tls.cert)",
+        key_name=f"private key {paths.key} (tls.key)",
+        ca_name=f"CA {paths.ca} (tls.ca)",
+        crl_name=f"CRL {paths.crl} (tls.crl)",
+    )
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
-    """Parse and validate a node TOML file; raises :class:`ConfigError` naming the offending key."""
+    """Parse and validate a node TOML file; raises :class:`ConfigError` naming the offending key.
+
+    ``node.listen`` may be absent here (``watchlist``, ``query`` and ``rotate-kek`` do not listen): the node
+    then refuses to *serve* (:meth:`fedcheck.node.app.NodeApp.start`) instead of binding a random port."""
     p = Path(path).resolve()
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError:
         raise ConfigError(f"cannot read node config {p}", reason="config_missing") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"node config is not valid TOML: {exc}", reason="config_syntax") from None
+        raise ConfigError(f"node config {p} is not valid TOML: {exc}", reason="config_syntax") from None
     base = p.parent
     node = doc.get("node")
     if not isinstance(node, dict):
-        raise ConfigError("node config needs a [node] table", reason="config_missing_table")
-    state = _get(node, "state", str, where="node")
-    if not state or not state.isalnum() or not state.isupper():
-        raise ConfigError("node.state must be an upper-case State code", reason="config_state")
+        raise ConfigError(f"node config {p} needs a [node] table", reason="config_missing_table")
+    check_keys(doc, _NODE_TABLES, "", p)
+    for name, keys in _NODE_TABLES.items():
+        table = _table(doc, name)
+        if keys is not None:
+            check_keys(table, keys, name, p)
+    check_keys(_table(doc, "policy"), _POLICY_KEYS, "policy", p)
+    if "state" not in node:
+        raise ConfigError("node.state is required (this node's State code, e.g. FRA)", reason="config_state")
+    state = check_state_code(node["state"], "node.state")
     insecure = bool(_get(node, "insecure_dev", bool, False, where="node"))
     tls = parse_tls(doc.get("tls"), base, owner="node", insecure=insecure)
     if tls is None and not insecure:
         raise ConfigError(
-            "a [tls] table (cert, key, ca, optional crl) is required", reason="config_tls"
+            "a [tls] table (cert, key, ca and crl) is required; only node.insecure_dev may omit crl",
+            reason="config_tls",
         )
     if tls is None:
         # insecure_dev only drops transport security: request envelopes are still verified against the
@@ -171,17 +352,28 @@ def load_node_config(path: str | Path) -> NodeConfig:
             "ca (and the node's cert/key) is required",
             reason="config_tls",
         )
-    metrics = doc.get("metrics", {})
-    logging_t = doc.get("logging", {})
-    coord = doc.get("coordinator", {})
-    q = doc.get("querier", {})
+    metrics = _table(doc, "metrics")
+    logging_t = _table(doc, "logging")
+    coord = _table(doc, "coordinator")
+    q = _table(doc, "querier")
+    audit_t = _table(doc, "audit")
     partners = doc.get("partners", {})
     if not isinstance(partners, dict):
         raise ConfigError("[partners] must be a table of State codes", reason="config_partners")
+    for code in partners:
+        check_state_code(code, f"partners.{code}")
+    for key in ("signing_key", "log"):
+        _get(audit_t, key, str, where="audit")
+    retention = _get(audit_t, "retention_days", int, where="audit")
+    if retention is not None and retention < 1:
+        raise ConfigError("audit.retention_days must be at least 1", reason="config_limits")
+    listen = _get(node, "listen", str, "", where="node")
+    if listen:
+        check_listen(listen, "node.listen")
     log_file = _get(logging_t, "file", str, where="logging")
     cfg = NodeConfig(
         state=state,
-        listen=_get(node, "listen", str, "127.0.0.1:0", where="node"),
+        listen=listen,
         data_dir=resolve_path(base, _get(node, "data_dir", str, f"var/{state}", where="node")),
         kek=resolve_kek_spec(base, _get(node, "kek", str, "", where="node")),
         tls=tls,
@@ -232,4 +424,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         )
     if cfg.epoch_seconds < 10:
         raise ConfigError("node.epoch_seconds must be at least 10", reason="config_epoch")
+    if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
+        raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
+    # policy tables: unknown keys, State codes and values are refused by their parser (fedcheck.trust.policy)
+    NodePolicy.from_toml(doc)
     return cfg

@@ -7,9 +7,13 @@ nothing about travellers or listed persons is ever a label.
 
 from __future__ import annotations
 
+import errno
 import time
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from fedcheck.errors import ConfigError
 
 __all__ = [
     "BATCH_SIZE",
@@ -60,7 +64,27 @@ EPOCH_AGE.set_function(
 )
 
 
-def serve_metrics(port: int, address: str = "127.0.0.1") -> int:
-    """Expose ``/metrics`` over HTTP on ``address:port`` (a daemon thread); returns the port."""
-    start_http_server(port, addr=address)
-    return port
+def serve_metrics(port: int, address: str = "127.0.0.1", *, what: str = "metrics.port") -> Callable[[], None]:
+    """Expose ``/metrics`` over HTTP on ``address:port`` (a daemon thread); returns a function stopping it.
+
+    Node and coordinator both use it. A port held by another process (or an address that is not local) is a
+    one-line :class:`ConfigError` naming ``address:port`` and ``what``, not an ``OSError`` traceback."""
+    try:
+        httpd, _thread = start_http_server(port, addr=address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"metrics port {address}:{port} is already in use ({what}): is another node or coordinator"
+                " running, or give it another [metrics] port",
+                reason="metrics_address_in_use",
+            ) from None
+        raise ConfigError(
+            f"cannot serve metrics on {address}:{port} ({what}): {exc.strerror or exc}",
+            reason="metrics_bind_failed",
+        ) from None
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+
+    return stop

@@ -169,16 +169,18 @@ def load_kek(spec: str) -> KeyEncryptionKey:
             st = path.stat()
             text = path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError):
-            raise ConfigError("KEK file missing or unreadable", reason="bad_kek_spec") from None
+            raise ConfigError(f"KEK file {path} missing or unreadable", reason="bad_kek_spec") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(
-                "KEK file must not be accessible by group or others (chmod 600)", reason="kek_perms"
+                f"KEK file {path} must not be accessible by group or others (chmod 600)", reason="kek_perms"
             )
         return KeyEncryptionKey.from_text(text)
     if kind == "env":
         value = os.environ.get(where)
         if not value:
-            raise ConfigError("KEK environment variable is not set", reason="bad_kek_spec")
+            raise ConfigError(
+                f"KEK environment variable {where} is not set (or empty)", reason="bad_kek_spec"
+            )
         return KeyEncryptionKey.from_text(value)
     raise ConfigError("KEK spec must be 'file:PATH' or 'env:VAR'", reason="bad_kek_spec")
 

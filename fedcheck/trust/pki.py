@@ -31,7 +31,8 @@ secret). Without a ``kek`` they are written as unencrypted PKCS#8 PEM with mode 
 and logged as a warning. :func:`load_private_key_pem` returns the PEM bytes grpc needs in memory for either
 form.
 
-Nothing here logs or raises with key material or identities in the message.
+Nothing here logs or raises with key material or identities in the message, except
+:func:`check_own_certificate`: it tells an operator at startup which identity their *own* certificate carries.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -66,9 +67,11 @@ __all__ = [
     "CsrFiles",
     "PeerIdentity",
     "RevocationList",
+    "check_own_certificate",
     "create_ca",
     "create_csr",
     "csr_fingerprint",
+    "federation_of",
     "identity_from_cert",
     "issue_certificate",
     "load_crl",
@@ -761,6 +764,123 @@ def verify_certificate(
         if crl.is_revoked(cert.serial_number):
             raise Unauthenticated("certificate revoked", reason="revoked")
     return identity_from_cert(cert_pem)
+
+
+def federation_of(ca_pem: bytes) -> str:
+    """The federation code of a CA certificate (its ``O``, e.g. ``FED``: ``create_ca(federation=...)``)."""
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError:
+        raise ConfigError("CA certificate is not a PEM certificate", reason="ca_unreadable") from None
+    orgs = ca.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    if len(orgs) != 1:
+        raise ConfigError("CA certificate names no federation (O=<code>)", reason="ca_unreadable")
+    return str(orgs[0].value)
+
+
+def check_own_certificate(
+    cert_pem: bytes,
+    key_pem: bytes,
+    ca_pem: bytes,
+    crl: RevocationList | None,
+    *,
+    role: str,
+    state: str,
+    now: dt.datetime | None = None,
+    cert_name: str = "certificate",
+    key_name: str = "private key",
+    ca_name: str = "CA certificate",
+    crl_name: str = "revocation list",
+) -> PeerIdentity:
+    """Startup check of a process' *own* TLS identity; raises :class:`ConfigError` saying what is wrong.
+
+    A node or coordinator must refuse to start rather than serve with a certificate its peers will refuse (or,
+    worse, one that names another State). Checked, in order: the certificate matches ``key_pem``
+    (``tls_key_mismatch``); it is issued by ``ca_pem``, a CA (``tls_cert_untrusted``); it and the CA are
+    within their validity windows (``tls_cert_expired`` / ``tls_cert_not_yet_valid``); it is
+    ``<role>.<state>`` (``tls_identity``) and a leaf valid for TLS server and client authentication
+    (``tls_cert_invalid``); with ``crl``: the CRL is signed by the CA (``crl_untrusted``), not stale
+    (``crl_stale``) and does not list it (``tls_cert_revoked``). The ``*_name`` strings (e.g. ``"TLS
+    certificate /etc/fed/node.FRA.crt.pem (tls.cert)"``) name the files in the messages.
+    """
+    when = now or _now()
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise ConfigError(f"{cert_name} is not a PEM certificate", reason="tls_cert_invalid") from None
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError:
+        raise ConfigError(f"{ca_name} is not a PEM certificate", reason="ca_unreadable") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigError(f"{key_name} is not a PEM private key", reason="key_format") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise ConfigError(
+            f"{cert_name} does not match its {key_name} (a key of another certificate?)",
+            reason="tls_key_mismatch",
+        )
+    try:
+        ca_bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        ca_bc = None
+    if ca_bc is None or not ca_bc.ca:
+        raise ConfigError(f"{ca_name} is not a CA certificate", reason="tls_cert_untrusted")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ConfigError(
+            f"{cert_name} is not issued by the {ca_name}", reason="tls_cert_untrusted"
+        ) from None
+    for c, name in ((cert, cert_name), (ca, ca_name)):
+        if when < c.not_valid_before_utc:
+            raise ConfigError(
+                f"{name} is not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC",
+                reason="tls_cert_not_yet_valid",
+            )
+        if when > c.not_valid_after_utc:
+            raise ConfigError(
+                f"{name} expired on {c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC", reason="tls_cert_expired"
+            )
+    try:
+        ident = identity_from_cert(cert_pem)
+    except Unauthenticated:
+        raise ConfigError(
+            f"{cert_name} is not a federation identity (CN=<role>.<STATE>, OU=<role>);"
+            f" expected {role}.{state}",
+            reason="tls_identity",
+        ) from None
+    if ident.role != role or ident.state != state:
+        raise ConfigError(f"{cert_name} is {ident.name}, expected {role}.{state}", reason="tls_identity")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise ConfigError(
+            f"{cert_name} lacks BasicConstraints / ExtendedKeyUsage", reason="tls_cert_invalid"
+        ) from None
+    if bc.ca or ExtendedKeyUsageOID.SERVER_AUTH not in eku or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise ConfigError(
+            f"{cert_name} is not valid for TLS server and client authentication", reason="tls_cert_invalid"
+        )
+    if crl is not None:
+        if not crl.is_signed_by(ca):
+            raise ConfigError(f"{crl_name} is not signed by the {ca_name}", reason="crl_untrusted")
+        nxt = crl.next_update
+        if nxt is not None and when > nxt:
+            raise ConfigError(
+                f"{crl_name} is stale (next update was {nxt:%Y-%m-%d %H:%M:%S} UTC): install a fresh CRL"
+                " from the CA operator",
+                reason="crl_stale",
+            )
+        if crl.is_revoked(cert.serial_number):
+            raise ConfigError(
+                f"{cert_name} ({ident.name}, serial {cert.serial_number}) is revoked in the {crl_name}",
+                reason="tls_cert_revoked",
+            )
+    return ident
 
 
 def sign_payload(key_pem: bytes, payload: bytes) -> bytes:

@@ -39,8 +39,11 @@ def sniff_manifest_format(path: str | Path) -> str | None:
         return "paxlst"
     if p.suffix.lower() == ".mrz":
         return "mrz"
-    with p.open("rb") as fh:
-        head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \r\n\t")
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \r\n\t")
+    except OSError as exc:
+        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
     if head[:3] in ("UNA", "UNB", "UNH"):
         return "paxlst"
     for line in head.splitlines():

@@ -13,13 +13,14 @@ Messages name lines and property names only, never values.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from fedcheck.errors import InvalidInput
+from fedcheck.errors import FormatError, InvalidInput
 from fedcheck.formats._common import country_from_alpha2
 from fedcheck.records.io import ReadResult, Rejection
 from fedcheck.records.model import BirthDate, Label, PersonName, PersonRecord, TravelDocument
@@ -105,11 +106,22 @@ def _strings(props: Mapping[str, Any], name: str) -> list[str]:
     return [s.strip() for s in _values(props, name) if isinstance(s, str) and s.strip()]
 
 
-def _merge(into: dict[str, list[Any]], props: Mapping[str, Any]) -> None:
+def _dedupe_key(value: object) -> Hashable:
+    """A hashable stand-in for a property value: the value itself, or canonical JSON for lists/objects."""
+    if isinstance(value, Hashable):  # str, int, float, bool, None: equal values hash alike
+        return value
+    return ("\x00json", json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+
+def _merge(into: dict[str, list[Any]], seen: dict[str, set[Hashable]], props: Mapping[str, Any]) -> None:
+    """Append each new value of ``props`` to ``into``, keeping first-seen order; linear in the values."""
     for key, values in props.items():
         bucket = into.setdefault(key, [])
+        known = seen.setdefault(key, set())
         for v in values if isinstance(values, list) else [values]:
-            if v not in bucket:
+            k = _dedupe_key(v)
+            if k not in known:
+                known.add(k)
                 bucket.append(v)
 
 
@@ -119,6 +131,9 @@ class _Entity:
     line: int
     props: dict[str, list[Any]] = field(default_factory=dict)
     datasets: list[str] = field(default_factory=list)
+    #: dedupe sets behind ``props`` and ``datasets`` (merging fragments stays linear in their size)
+    seen: dict[str, set[Hashable]] = field(default_factory=dict)
+    seen_datasets: set[str] = field(default_factory=set)
     first_seen: str = ""
     target: bool | None = None
 
@@ -209,11 +224,12 @@ def entity_to_record(
     for number in _strings(props, "idNumber"):
         docs.extend(_document("Identification", {"number": [number], "type": ["national id"]}, result))
     for value in _values(props, "passport") + _values(props, "identification"):
-        if isinstance(value, Mapping) and value.get("schema") in DOCUMENT_SCHEMATA:
+        if not isinstance(value, Mapping):
+            continue
+        nested_schema = value.get("schema")
+        if isinstance(nested_schema, str) and nested_schema in DOCUMENT_SCHEMATA:
             nested = value.get("properties")
-            docs.extend(
-                _document(str(value["schema"]), nested if isinstance(nested, Mapping) else {}, result)
-            )
+            docs.extend(_document(nested_schema, nested if isinstance(nested, Mapping) else {}, result))
     docs.extend(documents)
     datasets = list(datasets)
     topics = _strings(props, "topics")
@@ -241,13 +257,67 @@ def entity_to_record(
     )
 
 
+_LISTING_DATE_RE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?")
+
+
 def _is_listing_date(text: str) -> bool:
-    return len(text) in (4, 7, 10) and text[:4].isdigit()
+    return _LISTING_DATE_RE.fullmatch(text) is not None
+
+
+def _add_entity(
+    obj: Any,
+    lineno: int,
+    result: FtmImport,
+    people: dict[str, _Entity],
+    doc_entities: list[tuple[_Entity, list[str]]],
+) -> None:
+    """File one decoded line: merge a Person fragment, queue a document, count anything else."""
+    where = f"line {lineno}"
+    if not isinstance(obj, dict):
+        result.rejected.append(Rejection(where, "not a JSON object"))
+        return
+    entity_id, schema, props = obj.get("id"), obj.get("schema"), obj.get("properties", {})
+    if not isinstance(entity_id, str) or not entity_id or not isinstance(schema, str):
+        result.rejected.append(Rejection(where, "entity has no id or schema"))
+        return
+    if not isinstance(props, dict):
+        result.rejected.append(Rejection(where, "properties is not an object"))
+        return
+    result.schemata[schema] += 1
+    if schema == "Person":
+        ent = people.get(entity_id)
+        if ent is None:
+            ent = people[entity_id] = _Entity(schema, lineno)
+        else:
+            result.skipped["fragment_merged"] += 1
+        _merge(ent.props, ent.seen, props)
+        datasets = obj.get("datasets")
+        for ds in datasets if isinstance(datasets, list) else []:
+            if isinstance(ds, str) and ds not in ent.seen_datasets:
+                ent.seen_datasets.add(ds)
+                ent.datasets.append(ds)
+        seen = obj.get("first_seen")
+        if isinstance(seen, str) and (not ent.first_seen or seen < ent.first_seen):
+            ent.first_seen = seen
+        if isinstance(obj.get("target"), bool):
+            ent.target = bool(ent.target) or obj["target"]
+    elif schema in DOCUMENT_SCHEMATA:
+        # ``holder`` holds entity ids, or (nested exports) entity objects carrying an ``id``
+        holders = [h.get("id") if isinstance(h, dict) else h for h in _values(props, "holder")]
+        doc_entities.append(
+            (_Entity(schema, lineno, dict(props)), [h for h in holders if isinstance(h, str)])
+        )
+    else:
+        result.skipped["not_person"] += 1
 
 
 def read_ftm_lines(lines: Iterable[str], *, targets_only: bool = False) -> FtmImport:
     """Import an FtM JSON Lines stream (see module docstring). ``targets_only`` skips OpenSanctions entities
-    marked ``"target": false`` (relatives and associates that are not themselves listed)."""
+    marked ``"target": false`` (relatives and associates that are not themselves listed).
+
+    A line that is not a usable entity (invalid JSON, nested too deep, no id/schema) is rejected with its line
+    number; the rest of the stream is still read.
+    """
     result = FtmImport()
     people: dict[str, _Entity] = {}
     docs_by_holder: dict[str, list[TravelDocument]] = {}
@@ -258,42 +328,21 @@ def read_ftm_lines(lines: Iterable[str], *, targets_only: bool = False) -> FtmIm
         result.read += 1
         try:
             obj = json.loads(line)
-        except ValueError:
-            result.rejected.append(Rejection(f"line {lineno}", "not valid JSON"))
+        except RecursionError:
+            result.rejected.append(Rejection(f"line {lineno}", "not valid JSON (nested too deep)"))
             continue
-        if not isinstance(obj, dict):
-            result.rejected.append(Rejection(f"line {lineno}", "not a JSON object"))
-            continue
-        entity_id, schema, props = obj.get("id"), obj.get("schema"), obj.get("properties", {})
-        if not isinstance(entity_id, str) or not entity_id or not isinstance(schema, str):
-            result.rejected.append(Rejection(f"line {lineno}", "entity has no id or schema"))
-            continue
-        if not isinstance(props, dict):
-            result.rejected.append(Rejection(f"line {lineno}", "properties is not an object"))
-            continue
-        result.schemata[schema] += 1
-        if schema == "Person":
-            ent = people.get(entity_id)
-            if ent is None:
-                ent = people[entity_id] = _Entity(schema, lineno)
-            else:
-                result.skipped["fragment_merged"] += 1
-            _merge(ent.props, props)
-            for ds in obj.get("datasets", []) if isinstance(obj.get("datasets"), list) else []:
-                if isinstance(ds, str) and ds not in ent.datasets:
-                    ent.datasets.append(ds)
-            seen = obj.get("first_seen")
-            if isinstance(seen, str) and (not ent.first_seen or seen < ent.first_seen):
-                ent.first_seen = seen
-            if isinstance(obj.get("target"), bool):
-                ent.target = bool(ent.target) or obj["target"]
-        elif schema in DOCUMENT_SCHEMATA:
-            holders = [h["id"] if isinstance(h, dict) else h for h in _values(props, "holder")]
-            doc_entities.append(
-                (_Entity(schema, lineno, dict(props)), [h for h in holders if isinstance(h, str)])
+        except ValueError as exc:  # JSONDecodeError, or an integer literal over Python's digit limit
+            why = (
+                "not valid JSON"
+                if isinstance(exc, json.JSONDecodeError)
+                else "not valid JSON (number too long)"
             )
-        else:
-            result.skipped["not_person"] += 1
+            result.rejected.append(Rejection(f"line {lineno}", why))
+            continue
+        try:
+            _add_entity(obj, lineno, result, people, doc_entities)
+        except RecursionError:  # a value nested just under json's limit may still be too deep to compare
+            result.rejected.append(Rejection(f"line {lineno}", "entity nested too deep"))
     for doc, holders in doc_entities:
         if not any(h in people for h in holders):
             result.skipped["document_unlinked"] += 1
@@ -322,7 +371,35 @@ def read_ftm_lines(lines: Iterable[str], *, targets_only: bool = False) -> FtmIm
     return result
 
 
+def _utf8_lines(fh: IO[bytes], name: str) -> Iterator[str]:
+    """Lines of a binary stream decoded as UTF-8: BOM dropped; ``\\n``, ``\\r\\n`` and ``\\r`` end a line, as
+    in text mode. Invalid UTF-8 raises :class:`FormatError` naming the line, not ``UnicodeDecodeError``.
+
+    ``str.splitlines`` is not used: it would also split on U+2028 and U+0085, which JSON strings may contain.
+    """
+    count = 0
+    for raw in fh:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"{name}: line {count + 1}: not valid UTF-8", reason="bad_encoding") from None
+        if count == 0 and text.startswith("\ufeff"):
+            text = text[1:]
+        body = text[:-1] if text.endswith("\n") else text
+        body = body[:-1] if body.endswith("\r") else body
+        for part in body.split("\r"):
+            count += 1
+            yield part
+
+
 def read_ftm(path: str | Path, *, targets_only: bool = False) -> FtmImport:
-    """Import an FtM JSON Lines file (OpenSanctions ``entities.ftm.json`` / ``targets.nested.json``)."""
-    with Path(path).open(encoding="utf-8") as fh:
-        return read_ftm_lines(fh, targets_only=targets_only)
+    """Import an FtM JSON Lines file (OpenSanctions ``entities.ftm.json`` / ``targets.nested.json``).
+
+    A file that is not UTF-8 or cannot be opened raises :class:`FormatError` naming the file (and line).
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return read_ftm_lines(_utf8_lines(fh, p.name), targets_only=targets_only)
+    except OSError as exc:
+        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None

@@ -105,8 +105,29 @@ class MrzResult:
 
 def _lines(mrz: str | Sequence[str]) -> list[str]:
     raw = mrz.splitlines() if isinstance(mrz, str) else list(mrz)
+    if not all(isinstance(line, str) for line in raw):
+        raise FormatError("MRZ: lines must be text", reason="bad_mrz_shape")
     # OCR output often carries spaces and lower case; a filler is never a space, so dropping them is safe.
-    return [re.sub(r"\s+", "", line).upper() for line in raw if line.strip()]
+    # Only ASCII is upper-cased: str.upper() maps some non-ASCII letters to A-Z ("ı" -> "I", "ﬀ" -> "FF"),
+    # which would smuggle them past the character check and shift every field after them.
+    out = []
+    for line in raw:
+        if line.strip():
+            compact = re.sub(r"\s+", "", line)
+            out.append(compact.upper() if compact.isascii() else compact)
+    return out
+
+
+def _split_long_number(number: str, number_cd: str, opt: str) -> tuple[str, str, str]:
+    """Doc 9303 long document number: a ``<`` check digit says the number continues in the optional field,
+    up to its check digit and a ``<``. Without such a continuation the fields are returned unchanged, and
+    the ``<`` then fails the document-number check like any other wrong check digit."""
+    if number_cd != "<":
+        return number, number_cd, opt
+    rest = opt.split("<", 1)[0]
+    if not rest:
+        return number, number_cd, opt
+    return number + rest[:-1], rest[-1], opt[len(rest) :]
 
 
 def _name(field: str) -> tuple[str, str]:
@@ -132,9 +153,11 @@ def _date(
         raise FormatError(f"MRZ line {line}: {field} is not YYMMDD", reason="bad_date")
     month = int(mm) if mm.isdigit() else None
     day = int(dd) if dd.isdigit() and month is not None else None
-    year = expand_two_digit_year(int(yy), month or 1, day or 1, reference=reference, past=past)
+    m1 = month if month is not None else 1  # unknown month/day ('<<'): checked as the 1st, kept as None
+    d1 = day if day is not None else 1
+    year = expand_two_digit_year(int(yy), m1, d1, reference=reference, past=past)
     try:
-        dt.date(year, month or 1, day or 1)
+        dt.date(year, m1, d1)  # month 00 / day 00 are not calendar dates
     except ValueError:
         raise FormatError(f"MRZ line {line}: {field} is not a calendar date", reason="bad_date") from None
     return year, month, day
@@ -161,9 +184,9 @@ def parse_mrz(
     shape = (len(lines), len(lines[0]) if lines else 0)
     fmt = _SHAPES.get(shape)
     if fmt is None or any(len(x) != shape[1] for x in lines):
+        lengths = f" of length {[len(x) for x in lines]}" if len(lines) <= 4 else ""  # keep messages short
         raise FormatError(
-            f"MRZ: {len(lines)} line(s) of length {[len(x) for x in lines]}; expected 3x30 (TD1), 2x36 (TD2) "
-            "or 2x44 (TD3)",
+            f"MRZ: {len(lines)} line(s){lengths}; expected 3x30 (TD1), 2x36 (TD2) or 2x44 (TD3)",
             reason="bad_mrz_shape",
         )
     for i, line in enumerate(lines, 1):
@@ -174,12 +197,8 @@ def parse_mrz(
     if fmt is MrzFormat.TD1:
         l1, l2, l3 = lines
         code, state = l1[0:2], l1[2:5]
-        number, number_cd, opt1 = l1[5:14], l1[14], l1[15:30]
-        if number_cd == "<" and opt1.strip("<"):
-            # long document number: it continues in the optional field, ending with its check digit
-            rest = opt1.split("<", 1)[0]
-            number, number_cd = number + rest[:-1], rest[-1]
-            opt1 = opt1[len(rest) :]
+        # a long document number continues in the optional field, ending with its check digit
+        number, number_cd, opt1 = _split_long_number(l1[5:14], l1[14], l1[15:30])
         _check(failed, "document_number", number, number_cd)
         dob, dob_cd, sex, exp, exp_cd, nat, opt2 = (
             l2[0:6],
@@ -207,14 +226,9 @@ def parse_mrz(
             composite = l2[0:10] + l2[13:20] + l2[21:43]
             composite_cd = l2[43]
         else:
-            opt1, opt2 = l2[28:35], ""
-            if number_cd == "<" and opt1.strip("<"):
-                rest = opt1.split("<", 1)[0]
-                number, number_cd = number + rest[:-1], rest[-1]
-                opt1 = opt1[len(rest) :]
-                _check(failed, "document_number", number, number_cd)
-            else:
-                _check(failed, "document_number", number, number_cd)
+            opt2 = ""
+            number, number_cd, opt1 = _split_long_number(number, number_cd, l2[28:35])
+            _check(failed, "document_number", number, number_cd)
             composite = l2[0:10] + l2[13:20] + l2[21:35]
             composite_cd = l2[35]
         _check(failed, "birth_date", dob, dob_cd)
@@ -279,7 +293,16 @@ def read_mrz_file(
     ``strict=True`` (default): a zone with a failed check digit is rejected, named by block and line.
     ``strict=False``: it is kept with the flag ``mrz_check_failed``. Malformed zones are always rejected.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise FormatError(f"{p.name}: line {line}: not valid UTF-8", reason="bad_encoding") from None
     records: list[PersonRecord] = []
     rejected: list[Rejection] = []
     for n, (lineno, lines) in enumerate(iter_mrz_blocks(text), 1):
@@ -292,7 +315,10 @@ def read_mrz_file(
         if result.failed_checks and strict:
             rejected.append(Rejection(where, f"check digit failed: {', '.join(result.failed_checks)}"))
             continue
-        records.append(result.to_record(f"mrz-{n}"))
+        try:
+            records.append(result.to_record(f"mrz-{n}"))
+        except InvalidInput as exc:
+            rejected.append(Rejection(where, exc.message))
     stats = {"read": len(records) + len(rejected), "imported": len(records), "rejected": len(rejected)}
     stats["check_failed_kept"] = sum(1 for r in records if "mrz_check_failed" in r.flags)
     return ReadResult(records=records, rejected=rejected, stats=stats)

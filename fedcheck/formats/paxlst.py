@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedcheck.errors import FormatError
+from fedcheck.errors import FormatError, InvalidInput
 from fedcheck.formats._common import country_from_icao, expand_two_digit_year
 from fedcheck.records.io import ReadResult, Rejection
 from fedcheck.records.model import BirthDate, Label, PersonName, PersonRecord, TravelDocument
@@ -229,13 +229,18 @@ def _make_segment(elements: list[tuple[str, ...]], index: int) -> Segment:
 _DATE_FORMATS = {"101": 6, "102": 8, "201": 10, "203": 12, "204": 14}
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²" (``int`` refuses it) and other scripts' digits."""
+    return text.isascii() and text.isdigit()
+
+
 def _parse_dtm(seg: Segment, *, reference: dt.date, past: bool) -> tuple[int, int, int, int, int]:
     """DTM composite -> (year, month, day, hour, minute) with the century inferred for 2-digit years."""
     value, fmt = seg.get(0, 1), seg.get(0, 2)
     if fmt and fmt not in _DATE_FORMATS:
         raise FormatError(f"{seg.where()}: unsupported date/time format code", reason="bad_date")
     if (
-        not value.isdigit()
+        not _is_digits(value)
         or (fmt and len(value) != _DATE_FORMATS[fmt])
         or len(value) not in (6, 8, 10, 12, 14)
     ):
@@ -343,9 +348,11 @@ def _envelope(segments: list[Segment]) -> Iterator[tuple[Segment | None, list[Se
 def _check_unt(message: list[Segment]) -> None:
     unh, unt = message[0], message[-1]
     count = unt.get(0)
-    if not count.isdigit() or int(count) != len(message):
+    valid = _is_digits(count) and len(count) <= 10
+    if not (valid and int(count) == len(message)):
+        shown = count if valid else "(not a count)" if count else "(none)"
         raise FormatError(
-            f"{unt.where()}: segment count {count or '(none)'} does not match the {len(message)} segments "
+            f"{unt.where()}: segment count {shown} does not match the {len(message)} segments "
             f"from UNH (segment {unh.index}) to UNT",
             reason="count_mismatch",
         )
@@ -366,8 +373,9 @@ class _TravellerBuilder:
     place_of_birth: str = ""
     documents: list[TravelDocument] = field(default_factory=list)
     expiry: list[dt.date | None] = field(default_factory=list)
-    # the document group (5) currently open: (code, number, issuer, expiry)
+    # the document group (5) currently open: (code, number, issuer, expiry), opened by segment ``doc_seg``
     doc: list[str | dt.date | None] | None = None
+    doc_seg: Segment | None = None
 
     def close_doc(self) -> None:
         if self.doc is None:
@@ -375,13 +383,17 @@ class _TravellerBuilder:
         code, number, issuer, expiry = self.doc
         assert isinstance(code, str) and isinstance(number, str)
         if number:
-            self.documents.append(
-                TravelDocument(
+            try:
+                document = TravelDocument(
                     DOC_TYPES.get(code, code or "other"), number, issuer if isinstance(issuer, str) else None
                 )
-            )
+            except InvalidInput as exc:
+                where = self.doc_seg.where() if self.doc_seg is not None else self.nad.where()
+                raise FormatError(f"{where}: {exc.message}", reason=exc.reason) from None
+            self.documents.append(document)
             self.expiry.append(expiry if isinstance(expiry, dt.date) else None)
         self.doc = None
+        self.doc_seg = None
 
 
 _SEX_CODES = {"M": "M", "F": "F", "X": "X"}
@@ -507,6 +519,7 @@ def _traveller_segment(cur: _TravellerBuilder, seg: Segment, reference: dt.date,
         if not number:
             raise FormatError(f"{seg.where()}: document number missing", reason="missing_document_number")
         cur.doc = [seg.get(0).upper(), number.strip().upper(), None, None]
+        cur.doc_seg = seg
     elif tag == "ATT" and qual == "2":
         code = seg.get(2).upper()
         if code not in ("M", "F", "U", "X"):
@@ -514,7 +527,10 @@ def _traveller_segment(cur: _TravellerBuilder, seg: Segment, reference: dt.date,
         cur.sex = _SEX_CODES.get(code)
     elif tag == "DTM" and qual == "329":
         y, mo, d, _h, _m = _parse_dtm(seg, reference=reference, past=True)
-        cur.birth = BirthDate(y, mo, d)
+        try:
+            cur.birth = BirthDate(y, mo, d)
+        except InvalidInput:
+            raise FormatError(f"{seg.where()}: date of birth out of range", reason="bad_date") from None
     elif tag == "DTM" and qual == "36" and cur.doc is not None:
         y, mo, d, _h, _m = _parse_dtm(seg, reference=reference, past=False)
         cur.doc[3] = dt.date(y, mo, d)
@@ -541,23 +557,32 @@ def _finish(t: _TravellerBuilder, header: PaxlstHeader, crew_list: bool) -> Trav
         flags.add("crew")
     if t.role in ("DDT", "DDU"):
         flags.add("transit")
-    record = PersonRecord(
-        record_id=f"{header.message_ref}/{t.position}",
-        names=(PersonName(full, given_names=t.given, surname=t.surname),),
-        birth_dates=(t.birth,) if t.birth else (),
-        sex=t.sex,
-        nationalities=tuple(t.nationalities),
-        place_of_birth=t.place_of_birth,
-        documents=tuple(t.documents),
-        label=Label(),
-        flags=frozenset(flags),
-    )
+    try:
+        record = PersonRecord(
+            record_id=f"{header.message_ref}/{t.position}",
+            names=(PersonName(full, given_names=t.given, surname=t.surname),),
+            birth_dates=(t.birth,) if t.birth else (),
+            sex=t.sex,
+            nationalities=tuple(t.nationalities),
+            place_of_birth=t.place_of_birth,
+            documents=tuple(t.documents),
+            label=Label(),
+            flags=frozenset(flags),
+        )
+    except InvalidInput as exc:  # e.g. a name over 512 characters or with control characters
+        raise FormatError(
+            f"{t.nad.where()}: traveller {t.position}: {exc.message}", reason=exc.reason
+        ) from None
     return Traveller(t.position, t.role, record, tuple(t.expiry))
 
 
 def read_paxlst(path: str | Path, *, reference_date: dt.date | None = None) -> ReadResult:
     """Read a PAXLST interchange file (all its messages) as canonical records; malformed -> FormatError."""
-    raw = Path(path).read_bytes()
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

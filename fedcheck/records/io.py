@@ -357,10 +357,14 @@ def read_jsonl(path: str | os.PathLike[str]) -> ReadResult:
         where = f"line {n}"
         try:
             obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            reason = (
-                f"not valid JSON (column {e.colno})" if isinstance(e, json.JSONDecodeError) else "too deep"
-            )
+        except (ValueError, RecursionError) as e:
+            # JSONDecodeError is a ValueError; so is an integer literal over Python's 4300-digit limit
+            if isinstance(e, json.JSONDecodeError):
+                reason = f"not valid JSON (column {e.colno})"
+            elif isinstance(e, RecursionError):
+                reason = "not valid JSON (nested too deep)"
+            else:
+                reason = "not valid JSON (number too long)"
             res.rejected.append(Rejection(where, reason))
             continue
         try:
@@ -368,7 +372,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> ReadResult:
         except InvalidRecord as e:
             res.rejected.append(Rejection(where, e.message))
             continue
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, ArithmeticError, RecursionError):
             res.rejected.append(Rejection(where, "record: wrong value types"))
             continue
         if rec.record_id in seen:

@@ -8,6 +8,7 @@ echo the value, because the value is an identity.
 from __future__ import annotations
 
 import calendar
+import itertools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -325,12 +326,38 @@ class PersonRecord:
 
 
 def _embedding(value: object) -> tuple[float, ...]:
-    try:
-        vec = tuple(float(x) for x in value)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type") from None
-    if not 1 <= len(vec) <= _MAX_EMBEDDING_DIM:
+    """Validated face embedding: 1.._MAX_EMBEDDING_DIM finite numbers whose L2 norm is usable.
+
+    The values are kept as given (not normalised); matchers L2-normalise later, so a zero vector, or one whose
+    norm under/overflows in double precision (e.g. ``[1e-200] * 128``), is refused here rather than breaking a
+    screening run long after the import.
+    """
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type")
+    items = list(itertools.islice(value, _MAX_EMBEDDING_DIM + 1))
+    if not 1 <= len(items) <= _MAX_EMBEDDING_DIM:
         raise InvalidRecord(f"face_embedding: length must be 1..{_MAX_EMBEDDING_DIM}", reason="bad_embedding")
+    if any(isinstance(x, (str, bytes, bytearray, bool)) for x in items):
+        raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type")
+    try:
+        vec = tuple(float(x) for x in items)
+    except OverflowError:
+        raise InvalidRecord("face_embedding: value too large for a float", reason="bad_embedding") from None
+    except (TypeError, ValueError, ArithmeticError):
+        raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type") from None
     if not all(math.isfinite(x) for x in vec):
-        raise InvalidRecord("face_embedding: values must be finite", reason="bad_embedding")
+        raise InvalidRecord(
+            "face_embedding: values must be finite (no NaN or infinity)", reason="bad_embedding"
+        )
+    # The plain sum of squares, as matchers compute it: it must neither underflow to 0 nor overflow to
+    # inf, and the normalised vector must have unit length (subnormal squares lose too much precision).
+    norm = math.sqrt(math.fsum(x * x for x in vec))
+    if not (norm > 0.0 and math.isfinite(norm)):
+        raise InvalidRecord(
+            "face_embedding: zero vector or norm out of floating-point range", reason="bad_embedding"
+        )
+    if abs(math.fsum((x / norm) ** 2 for x in vec) - 1.0) > 1e-6:
+        raise InvalidRecord(
+            "face_embedding: norm out of floating-point range after normalisation", reason="bad_embedding"
+        )
     return vec

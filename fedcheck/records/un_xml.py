@@ -5,6 +5,11 @@ documents to screen travellers against). Every alias is kept with its quality. V
 text (nationalities, issuing countries) are mapped to alpha-3 codes where unambiguous; the rest is counted and
 warned about, never fatal. Documents with a DOCTYPE or entity declarations are refused outright: the official
 file has none, and refusing them closes entity-expansion attacks without a third-party parser.
+
+Two independent guards do this: a byte scan before parsing (any encoding expat accepts writes ``<!DOCTYPE``
+as those ASCII bytes, except UTF-16/32, which are refused), and a parser target that aborts at the start of
+any DOCTYPE declaration, before an internal subset could declare an entity. ElementTree never fetches
+external DTDs or entities, and expat >= 2.4 caps entity amplification on its own as well.
 """
 
 from __future__ import annotations
@@ -35,6 +40,40 @@ _PAREN_RE = re.compile(r"\([^)]*\)")
 _DATE_PREFIX_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 _NAT_NOISE = ("possibly ", "passport", "by birth", "national", "citizen")
 _NAT_REFUSE = ("revoked", "withdrawn", "unknown", "until")
+#: the encoding named by an XML declaration (``<?xml version="1.0" encoding="..."?>``), if any
+_XML_DECL_ENCODING_RE = re.compile(
+    rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']([^"']*)["']"""
+)
+_UTF8_NAMES = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii"})
+
+
+class _DoctypeRefused(Exception):
+    """Raised from the parser target when expat reports the start of a DOCTYPE declaration."""
+
+
+class _NoDoctypeBuilder(ET.TreeBuilder):
+    """A TreeBuilder that refuses DOCTYPE declarations (and so any entity declaration) while parsing."""
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise _DoctypeRefused
+
+
+def _parse(data: bytes, name: str) -> ET.Element:
+    parser = ET.XMLParser(target=_NoDoctypeBuilder())
+    try:
+        parser.feed(data)
+        return parser.close()
+    except _DoctypeRefused:
+        raise FormatError(
+            f"{name}: DOCTYPE/ENTITY declarations are not accepted", reason="xml_doctype"
+        ) from None
+    except ET.ParseError as e:
+        line, col = e.position
+        raise FormatError(f"{name}: line {line} column {col}: malformed XML", reason="bad_xml") from None
+    except RecursionError:
+        raise FormatError(f"{name}: XML nested too deep", reason="bad_xml") from None
+    except (LookupError, ValueError):  # expat asks Python for a declared encoding it does not know
+        raise FormatError(f"{name}: XML declares an unknown encoding", reason="bad_encoding") from None
 
 
 def _text(el: ET.Element | None) -> str:
@@ -199,13 +238,15 @@ def read_un_xml(path: str | os.PathLike[str]) -> ReadResult:
     data = _read_bytes(p)
     if b"\x00" in data[:4096]:  # UTF-16/32 would hide a DOCTYPE from the byte scan below; the list is UTF-8
         raise FormatError(f"{p.name}: only UTF-8 XML is accepted", reason="bad_encoding")
+    declared = _XML_DECL_ENCODING_RE.match(data[:1024])
+    if declared and declared.group(1).strip().lower() not in _UTF8_NAMES:
+        # expat would otherwise decode through any single-byte Python codec the file names
+        raise FormatError(
+            f"{p.name}: only UTF-8 XML is accepted (declared another encoding)", reason="bad_encoding"
+        )
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise FormatError(f"{p.name}: DOCTYPE/ENTITY declarations are not accepted", reason="xml_doctype")
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as e:
-        line, col = e.position
-        raise FormatError(f"{p.name}: line {line} column {col}: malformed XML", reason="bad_xml") from None
+    root = _parse(data, p.name)
     if root.tag != "CONSOLIDATED_LIST":
         raise FormatError(f"{p.name}: root element is not CONSOLIDATED_LIST", reason="bad_xml")
     st: Counter[str] = Counter({k: 0 for k in UN_STAT_KEYS})

@@ -20,7 +20,11 @@ MANIFEST_FORMATS = ("csv", "jsonl", "paxlst", "mrz")
 
 def _read(path: str | Path, fmt: str | None, allowed: tuple[str, ...]) -> list[PersonRecord]:
     p = Path(path)
-    if not p.is_file():
+    try:
+        is_file = p.is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        is_file = False
+    if not is_file:
         raise FormatError(f"file not found: {p}", reason="file_not_found")
     if fmt is not None and fmt not in allowed:
         raise FormatError(f"unsupported format {fmt!r}; expected one of {', '.join(allowed)}",

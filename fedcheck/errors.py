@@ -24,6 +24,7 @@ Tree::
      +-- ConfigError                   (CLI only)         operator configuration invalid
      +-- Unavailable                   UNAVAILABLE        peer down, deadline passed
           +-- Aborted                  ABORTED            identical request still in progress (retry)
+          +-- StorageUnavailable       UNAVAILABLE        node's own database locked or failing (retry)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "NotFound",
     "PolicyDenied",
     "PreconditionFailed",
+    "StorageUnavailable",
     "Unauthenticated",
     "Unavailable",
     "UnsupportedVersion",
@@ -154,3 +156,16 @@ class Aborted(Unavailable):
     ) -> None:
         super().__init__(message, reason=reason or "aborted", reasons=reasons)
         self.retry_after_s = retry_after_s
+
+
+class StorageUnavailable(Unavailable):
+    """The node's own database failed (locked, I/O error, disk full) before anything was charged or recorded.
+
+    Why a type: raised at the storage boundary (replay guard, budget ledger) instead of a bare
+    ``sqlite3.Error``, so the services audit the refusal like any other and the caller gets ``UNAVAILABLE``
+    ``storage_unavailable`` (retry later), not an unaudited ``INTERNAL``."""
+
+    def __init__(
+        self, message: str = "the node's storage is unavailable; retry later", *, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason or "storage_unavailable")

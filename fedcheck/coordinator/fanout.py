@@ -229,7 +229,7 @@ def run_round(
             results.append(f.result())
     result = RoundResult(payload.round_id, tuple(results), int(started * 1000), int(time.time() * 1000))
     try:
-        store.finish(result, items)
+        store.finish(result, items, querier.state)
     except Exception:  # round metadata; the audit entry below is the record that must exist
         _log.exception("round metadata could not be stored", extra={"round_id": payload.round_id})
     if audit is not None:  # durable before the answer leaves

@@ -9,7 +9,8 @@ plaintext: it relays ciphertexts under the querier's Paillier key and blinded, s
 The follow-up (``FuzzyRelease``) is relayed to the **one** holder the querier names and to nobody else, so
 the other holders of the round never learn that something was followed up. Round metadata goes to the same
 :class:`~fedcheck.coordinator.rounds.RoundStore` and audit log as exact rounds (sizes, statuses, never
-payloads); answers are kept in memory for ``result_ttl`` for idempotent resubmission like exact rounds.
+payloads); answers are kept in memory for ``result_ttl`` for idempotent resubmission like exact rounds. Round
+ids are per querier here too (store and memory keyed by the verified querier State and the round id).
 
 Audit anchors: every ``FuzzyScore`` and ``FuzzyRelease`` answer carries the holder's signed audit head after
 recording that very round or follow-up. They are recorded exactly like an exact round's (``anchors`` in the
@@ -104,12 +105,16 @@ class FuzzyRelay:
         #: holders' audit public keys ([nodes.<STATE>] audit_public_key): returned heads are checked with them
         self._audit_keys = dict(audit_public_keys or {})
         self._lock = threading.Lock()
-        self._results: dict[str, tuple[str, float, RoundResult]] = {}
-        #: round id -> (payload digest, expiry, held answer) whose audit entry is still to be appended
-        self._pending: dict[str, tuple[str, float, AuditPending[RoundResult]]] = {}
-        #: (holder State, follow-up payload digest) -> (expiry, held reply) whose audit entry is still to be
+        #: (querier State, round id) -> (payload digest, expiry, answer), like the store: ids are per querier
+        self._results: dict[tuple[str, str], tuple[str, float, RoundResult]] = {}
+        #: (querier State, round id) -> (payload digest, expiry, held answer) whose audit entry is still to be
         #: appended
-        self._pending_releases: dict[tuple[str, str], tuple[float, AuditPending[FuzzyReleaseReply]]] = {}
+        self._pending: dict[tuple[str, str], tuple[str, float, AuditPending[RoundResult]]] = {}
+        #: (holder State, querier State, follow-up payload digest) -> (expiry, held reply) whose audit entry
+        #: is still to be appended
+        self._pending_releases: dict[
+            tuple[str, str, str], tuple[float, AuditPending[FuzzyReleaseReply]]
+        ] = {}
 
     def _signer(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
         return submitter(peer, env, ca_pem=self._ca_pem, crl=self._crl, verify=self._verify, what="request")
@@ -132,7 +137,7 @@ class FuzzyRelay:
                     "a request differs from the one the querier signed", reason="batch_mismatch"
                 )
         payload_sha = hashlib.sha256(env.payload).hexdigest()
-        rid = payload.round_id
+        rid = (querier.state, payload.round_id)
         held: AuditPending[RoundResult] | None = None
         with self._lock:
             now = time.monotonic()
@@ -154,7 +159,7 @@ class FuzzyRelay:
                 held = self._pending.pop(rid)[2]
             else:
                 travellers = sum(t.count for t in payload.targets)
-                stored = self._store.claim(rid, payload_sha, querier.state, payload, travellers)
+                stored = self._store.claim(payload.round_id, payload_sha, querier.state, payload, travellers)
                 if stored is not None:
                     raise PreconditionFailed(
                         "round_id already used" if stored != payload_sha else
@@ -212,7 +217,7 @@ class FuzzyRelay:
         transport = self._nodes.get(state)
         if transport is None:
             raise NotFound("State is not a member of this federation", reason="unknown_state")
-        key = (state, hashlib.sha256(env.payload).hexdigest())
+        key = (state, querier.state, hashlib.sha256(env.payload).hexdigest())
         with self._lock:
             now = time.monotonic()
             for old in [k for k, (exp, _) in self._pending_releases.items() if exp < now]:
@@ -251,7 +256,7 @@ class FuzzyRelay:
         return self._hold_release(key, lambda: finish_audit(reply, audit, full, reduced))
 
     def _hold_release(
-        self, key: tuple[str, str], deliver: Callable[[], FuzzyReleaseReply]
+        self, key: tuple[str, str, str], deliver: Callable[[], FuzzyReleaseReply]
     ) -> FuzzyReleaseReply:
         """``deliver()`` (audit, then the reply); a reply that could not be audited is held under ``key``."""
         try:

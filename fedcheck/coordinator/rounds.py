@@ -4,7 +4,11 @@ Why it is safe to run anywhere: it relays blinded elements and evaluations it ca
 besides
 its TLS identity, and persists only round metadata (ids, States, sizes, timings, statuses). Evaluations stay
 in memory for ``result_ttl`` so a resubmission of the same round id returns the same answer without asking the
-holders again (which would burn the querier's budget); after that window the id stays taken.
+holders again (which would burn the querier's budget); after that window the id stays taken (for its querier).
+
+Round ids are per querier: rounds are kept under (querier State from its verified certificate, round id),
+like the holders' replay guards do, so a member naming its rounds after case numbers cannot find an id taken
+(or get another member's answer replayed) because another member submitted that id first.
 
 Accountability: every round (and every refused submission) is appended to the coordinator's own signed,
 hash-chained audit log before the answer leaves (querier State from its verified certificate, unit,
@@ -84,36 +88,86 @@ AnchoredAnswer = Evaluation | FuzzyScore | FuzzyReleaseReply
 #: fan-out holds the answer (``AuditPending``) until a resubmission of the round can be audited.
 AuditSink = Callable[[Mapping[str, Any]], object]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rounds (
-    round_id TEXT PRIMARY KEY, payload_sha256 TEXT NOT NULL, querier TEXT NOT NULL, mode TEXT NOT NULL,
-    targets INTEGER NOT NULL, items INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER);
-CREATE TABLE IF NOT EXISTS round_holders (
+#: table -> its CREATE statement; every table is keyed by (querier, round id)
+_TABLES = {
+    "rounds": """CREATE TABLE IF NOT EXISTS rounds (
+    round_id TEXT NOT NULL, payload_sha256 TEXT NOT NULL, querier TEXT NOT NULL, mode TEXT NOT NULL,
+    targets INTEGER NOT NULL, items INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER,
+    PRIMARY KEY (querier, round_id))""",
+    "round_holders": """CREATE TABLE IF NOT EXISTS round_holders (
     round_id TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
-    items INTEGER NOT NULL, latency_ms INTEGER NOT NULL, PRIMARY KEY (round_id, state));
-CREATE TABLE IF NOT EXISTS audit_anchors (
+    items INTEGER NOT NULL, latency_ms INTEGER NOT NULL, querier TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (querier, round_id, state))""",
+    "audit_anchors": """CREATE TABLE IF NOT EXISTS audit_anchors (
     round_id TEXT NOT NULL, state TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
-    signature BLOB NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (round_id, state));
-"""
+    signature BLOB NOT NULL, received_ms INTEGER NOT NULL, querier TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (querier, round_id, state))""",
+}
+
+#: Stores of earlier versions keyed by round id alone: table -> (rename, copy from the renamed table, drop).
+#: Per-State rows take their round's querier; ``rounds`` goes last, as the others look the querier up in it.
+_MIGRATIONS = {
+    "round_holders": (
+        "ALTER TABLE round_holders RENAME TO round_holders_v1",
+        "INSERT INTO round_holders SELECT h.*, COALESCE((SELECT r.querier FROM rounds r"
+        " WHERE r.round_id = h.round_id LIMIT 1), '') FROM round_holders_v1 h",
+        "DROP TABLE round_holders_v1",
+    ),
+    "audit_anchors": (
+        "ALTER TABLE audit_anchors RENAME TO audit_anchors_v1",
+        "INSERT INTO audit_anchors SELECT a.*, COALESCE((SELECT r.querier FROM rounds r"
+        " WHERE r.round_id = a.round_id LIMIT 1), '') FROM audit_anchors_v1 a",
+        "DROP TABLE audit_anchors_v1",
+    ),
+    "rounds": (
+        "ALTER TABLE rounds RENAME TO rounds_v1",
+        "INSERT INTO rounds SELECT * FROM rounds_v1",
+        "DROP TABLE rounds_v1",
+    ),
+}
 
 
 class RoundStore:
-    """Round metadata in SQLite (WAL). Never evaluations, never payload bytes."""
+    """Round metadata in SQLite (WAL), keyed by (querier, round id). Never evaluations or payload bytes."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        for create in _TABLES.values():
+            self._db.execute(create)
+        self._migrate()
+
+    def _keyed_by_querier(self, table: str) -> bool:
+        return any(str(r[1]) == "querier" and int(r[5]) > 0 for r in self._db.execute(
+            "SELECT * FROM pragma_table_info(?)", (table,)
+        ))
+
+    def _migrate(self) -> None:
+        """Rebuild the tables of a store of an earlier version (one round id namespace for every member: one
+        member could take the id another was going to use) keyed by querier, in one transaction."""
+        if all(self._keyed_by_querier(t) for t in _MIGRATIONS):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, (rename, copy, drop) in _MIGRATIONS.items():
+                if not self._keyed_by_querier(table):  # checked again: another process may have migrated
+                    for sql in (rename, _TABLES[table], copy, drop):
+                        self._db.execute(sql)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def claim(
         self, round_id: str, payload_sha: str, querier: str, payload: RoundPayload, items: int
     ) -> str | None:
-        """Record a new round; returns ``None`` if claimed now, else the stored payload digest."""
+        """Record ``querier``'s new round; returns ``None`` if claimed now, else the payload digest stored for
+        that querier's round id (another querier's round of the same id is another round)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT payload_sha256 FROM rounds WHERE round_id=?", (round_id,)
+                "SELECT payload_sha256 FROM rounds WHERE querier=? AND round_id=?", (querier, round_id)
             ).fetchone()
             if row is not None:
                 return str(row[0])
@@ -131,24 +185,26 @@ class RoundStore:
             )
             return None
 
-    def finish(self, result: RoundResult, items: Mapping[str, int]) -> None:
-        answered, finished = _answers(result), result.finished_unix_ms
+    def finish(self, result: RoundResult, items: Mapping[str, int], querier: str) -> None:
+        answered, finished, rid = _answers(result), result.finished_unix_ms, result.round_id
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
-                "UPDATE rounds SET finished_ms=? WHERE round_id=?", (result.finished_unix_ms, result.round_id)
+                "UPDATE rounds SET finished_ms=? WHERE querier=? AND round_id=?", (finished, querier, rid)
             )
             self._db.executemany(
-                "INSERT OR REPLACE INTO round_holders VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO round_holders"
+                " (round_id, state, status, reason, items, latency_ms, querier) VALUES (?,?,?,?,?,?,?)",
                 [
-                    (result.round_id, h.state, str(h.status), h.reason, items.get(h.state, 0), h.latency_ms)
+                    (rid, h.state, str(h.status), h.reason, items.get(h.state, 0), h.latency_ms, querier)
                     for h in result.results
                 ],
             )
             self._db.executemany(
-                "INSERT OR REPLACE INTO audit_anchors VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO audit_anchors"
+                " (round_id, state, seq, hash, signature, received_ms, querier) VALUES (?,?,?,?,?,?,?)",
                 [
-                    (result.round_id, s, a.audit_seq, a.audit_hash, a.audit_signature, finished)
+                    (rid, s, a.audit_seq, a.audit_hash, a.audit_signature, finished, querier)
                     for s, a in answered.items()
                     if well_formed_head(a)
                 ],
@@ -166,13 +222,14 @@ class RoundStore:
             ).fetchall()
         return [(str(r), str(s), int(q), str(h), bytes(g)) for r, s, q, h, g in rows]
 
-    def holders(self, round_id: str) -> list[tuple[str, str, str]]:
+    def holders(self, querier: str, round_id: str) -> list[tuple[str, str, str]]:
         with self._lock:
             return [
                 (str(a), str(b), str(c))
                 for a, b, c in self._db.execute(
-                    "SELECT state, status, reason FROM round_holders WHERE round_id=? ORDER BY state",
-                    (round_id,),
+                    "SELECT state, status, reason FROM round_holders WHERE querier=? AND round_id=?"
+                    " ORDER BY state",
+                    (querier, round_id),
                 )
             ]
 
@@ -211,11 +268,12 @@ class RoundEngine:
         self._verify = verify_signatures
         self._pool = ThreadPoolExecutor(max_workers=max(8, 4 * len(self._nodes)), thread_name_prefix="fanout")
         self._lock = threading.Lock()
-        self._results: dict[str, tuple[str, float, RoundResult]] = {}
-        self._inflight: dict[str, tuple[str, Future[RoundResult]]] = {}
+        #: keyed by (querier State, round id), like the store: round ids are per querier
+        self._results: dict[tuple[str, str], tuple[str, float, RoundResult]] = {}
+        self._inflight: dict[tuple[str, str], tuple[str, Future[RoundResult]]] = {}
         #: rounds whose holders answered but whose audit entry could not be appended yet (payload digest,
         #: expiry, the held answer): a resubmission of the same round appends it and collects the answer
-        self._pending: dict[str, tuple[str, float, AuditPending[RoundResult]]] = {}
+        self._pending: dict[tuple[str, str], tuple[str, float, AuditPending[RoundResult]]] = {}
 
     @property
     def max_batch(self) -> int:
@@ -265,29 +323,29 @@ class RoundEngine:
             if len(batch) != t.count or hashlib.sha256(b"".join(batch)).digest() != t.batch_sha256:
                 raise InvalidInput("a batch differs from the one the querier signed", reason="batch_mismatch")
         payload_sha = hashlib.sha256(env.payload).hexdigest()
-        rid = payload.round_id
+        key = (querier.state, payload.round_id)
         with self._lock:
             self._expire()
-            done = self._results.get(rid)
+            done = self._results.get(key)
             if done is not None:
                 if done[0] != payload_sha:
                     raise PreconditionFailed(
                         "round_id already used with a different payload", reason="round_id_reused"
                     )
                 return _replayed(done[2])
-            running = self._inflight.get(rid)
+            running = self._inflight.get(key)
             held: AuditPending[RoundResult] | None = None
             if running is None:
-                pending = self._pending.get(rid)
+                pending = self._pending.get(key)
                 if pending is not None:
                     if pending[0] != payload_sha:
                         raise PreconditionFailed(
                             "round_id already used with a different payload", reason="round_id_reused"
                         )
-                    held = self._pending.pop(rid)[2]
+                    held = self._pending.pop(key)[2]
                 else:
                     items = sum(len(b) for b in request.batches.values())
-                    stored = self._store.claim(rid, payload_sha, querier.state, payload, items)
+                    stored = self._store.claim(payload.round_id, payload_sha, querier.state, payload, items)
                     if stored is not None:
                         if stored != payload_sha:
                             raise PreconditionFailed(
@@ -297,7 +355,7 @@ class RoundEngine:
                             "round results are no longer held; submit a new round id", reason="round_expired"
                         )
                 fut: Future[RoundResult] = Future()
-                self._inflight[rid] = (payload_sha, fut)
+                self._inflight[key] = (payload_sha, fut)
                 owner = True
             else:
                 if running[0] != payload_sha:
@@ -316,12 +374,12 @@ class RoundEngine:
             raise
         finally:
             with self._lock:
-                self._inflight.pop(rid, None)
+                self._inflight.pop(key, None)
                 error = fut.exception() if fut.done() else None
                 if fut.done() and error is None:
-                    self._results[rid] = (payload_sha, time.monotonic() + self._ttl, fut.result())
+                    self._results[key] = (payload_sha, time.monotonic() + self._ttl, fut.result())
                 elif isinstance(error, AuditPending):
-                    self._pending[rid] = (payload_sha, time.monotonic() + self._ttl, error)
+                    self._pending[key] = (payload_sha, time.monotonic() + self._ttl, error)
         return result
 
     def _expire(self) -> None:

@@ -60,7 +60,7 @@ from fedcheck.node import metrics
 from fedcheck.node.epochs import EpochManager
 from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, AnswerSigner, seal_labels
 from fedcheck.node.gate import FUZZY_REFUSALS, RequestGate
-from fedcheck.node.replay import ReplayGuard
+from fedcheck.node.replay import ReplayGuard, fuzzy_key, release_key
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.messages import (
@@ -425,7 +425,7 @@ class FuzzyService:
             holder.validate(req)  # everything checked before anything is charged
             payload_sha = hashlib.sha256(request.round.payload).hexdigest()
             if self._replay is not None and not self._replay.claim(
-                querier.state, f"fuzzy:{payload.round_id}", payload_sha
+                querier.state, fuzzy_key(payload.round_id), payload_sha
             ):  # a fuzzy answer is fresh randomness per round: a duplicate is refused, never re-scored
                 raise PreconditionFailed("this fuzzy round was already scored", reason="round_id_reused")
             try:
@@ -433,7 +433,7 @@ class FuzzyService:
                                                 epoch_ends_unix=self._epochs.epoch_ends_unix(epoch))
             except FedcheckError:
                 if self._replay is not None:
-                    self._replay.release(querier.state, f"fuzzy:{payload.round_id}", payload_sha)
+                    self._replay.release(querier.state, fuzzy_key(payload.round_id), payload_sha)
                 raise
         except FedcheckError as exc:
             self._gate.refuse(event, exc)
@@ -450,7 +450,7 @@ class FuzzyService:
         except Exception as exc:
             holder.close_round(req.round_id)
             if self._replay is not None:
-                self._replay.release(querier.state, f"fuzzy:{payload.round_id}", payload_sha)
+                self._replay.release(querier.state, fuzzy_key(payload.round_id), payload_sha)
             err = exc if isinstance(exc, FedcheckError) else Unavailable(
                 "scoring failed at the holder; run the round again", reason="scoring_failed")
             if not isinstance(exc, FedcheckError):
@@ -498,7 +498,7 @@ class FuzzyService:
         )
         event = self._gate.request_event("fuzzy_release", peer, querier, payload, FUZZY_MODE)
         payload_sha = hashlib.sha256(request.release.payload).hexdigest()
-        replay_key = "release:" + payload_sha
+        replay_key = release_key(payload_sha)
         try:
             if payload.holder_state != self._state:
                 raise InvalidInput("the follow-up is addressed to another State", reason="wrong_holder")

@@ -23,7 +23,15 @@ signed ``issued_at`` (``node.max_skew_seconds``), a holder accepts each (querier
   ``round_in_progress`` (no thread pile-up);
 * a claim whose :meth:`~ReplayGuard.complete` or :meth:`~ReplayGuard.release` failed in the database (disk
   full, I/O error) is remembered as abandoned in memory: the next identical request takes it over (and is
-  charged) instead of waiting for ``ABORTED`` until the row is pruned.
+  charged) instead of waiting for ``ABORTED`` until the row is pruned;
+* a database failure in :meth:`~ReplayGuard.begin` or :meth:`~ReplayGuard.claim` (locked, I/O error) raises
+  :class:`~fedcheck.errors.StorageUnavailable` (``UNAVAILABLE`` ``storage_unavailable``), which the services
+  audit like any refusal; nothing was recorded (each write is one statement).
+
+Keys: exact rounds are claimed under their round id; the fuzzy paths' :meth:`~ReplayGuard.claim` keys are
+:func:`fuzzy_key` / :func:`release_key`, whose ``/`` no round id can contain (``serde.validate_round_id``:
+``[A-Za-z0-9._:-]``), so an exact round ``fuzzy:r1`` never collides with the same querier's fuzzy round ``r1``
+(keys of earlier versions, ``fuzzy:``/``release:``, are renamed on open).
 
 Entries only need to outlive the freshness window: an older request is refused as stale anyway, so rows older
 than ``2 x max_skew`` are pruned. Digests of signed payloads and the answers (evaluated group elements and
@@ -33,6 +41,7 @@ proofs, which the relaying coordinator sees anyway), never request payload bytes
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import sqlite3
 import threading
@@ -41,9 +50,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcheck.errors import Aborted, LimitExceeded, PreconditionFailed
+from fedcheck.errors import Aborted, LimitExceeded, PreconditionFailed, StorageUnavailable
 
-__all__ = ["DEFAULT_MAX_REPLAYS", "DEFAULT_MAX_WAITERS", "Claim", "ReplayGuard", "ReplayLimitExceeded"]
+__all__ = [
+    "DEFAULT_MAX_REPLAYS",
+    "DEFAULT_MAX_WAITERS",
+    "Claim",
+    "ReplayGuard",
+    "ReplayLimitExceeded",
+    "fuzzy_key",
+    "release_key",
+]
+
+_log = logging.getLogger(__name__)
 
 #: free answers of one answered claim (coordinator retries); then ``replay_limit``
 DEFAULT_MAX_REPLAYS = 3
@@ -58,6 +77,22 @@ class ReplayLimitExceeded(LimitExceeded):
     def __init__(self, *, first: bool) -> None:
         super().__init__("this round was already answered too often", reason="replay_limit")
         self.first = first
+
+
+def fuzzy_key(round_id: str) -> str:
+    """The :meth:`ReplayGuard.claim` key of a fuzzy round (``/``: never part of an exact round id)."""
+    return "fuzzy/" + round_id
+
+
+def release_key(payload_sha: str) -> str:
+    """The :meth:`ReplayGuard.claim` key of a fuzzy follow-up (its signed payload's SHA-256, hex)."""
+    return "release/" + payload_sha
+
+
+def _storage_failed(exc: sqlite3.Error) -> StorageUnavailable:
+    _log.error("replay store failed", exc_info=exc)
+    return StorageUnavailable()
+
 
 _SCHEMA = """
 DROP TABLE IF EXISTS seen;
@@ -127,6 +162,14 @@ class ReplayGuard:
         # a pending claim of a previous process never answered anything (the answer leaves only after
         # complete()): forget it, so the round can be retried (and is charged again)
         self._db.execute("DELETE FROM claims WHERE state=?", (_PENDING,))
+        # claim() keys of earlier versions (``fuzzy:``/``release:``, which an exact round id could equal):
+        # only claim() leaves an answered row without an answer, so exact rounds named ``fuzzy:...`` stay
+        for old, new in (("fuzzy:", "fuzzy/"), ("release:", "release/")):
+            self._db.execute(
+                "UPDATE OR IGNORE claims SET round_id=? || substr(round_id, ?)"
+                " WHERE answer IS NULL AND substr(round_id, 1, ?)=?",
+                (new, len(old) + 1, len(old), old),
+            )
 
     def _row(self, querier: str, round_id: str) -> tuple[str, str, str, bytes | None, int] | None:
         row = self._db.execute(
@@ -154,15 +197,16 @@ class ReplayGuard:
         A duplicate of a *pending* claim waits up to ``wait_seconds`` (default: the guard's) for its outcome:
         answered -> that answer; released -> the caller takes the claim over (``fresh``); still pending ->
         :class:`~fedcheck.errors.Aborted` (``round_in_progress``). Another payload under the same id ->
-        :class:`PreconditionFailed` (``round_id_reused``).
+        :class:`PreconditionFailed` (``round_id_reused``). A database failure ->
+        :class:`~fedcheck.errors.StorageUnavailable` (nothing recorded).
         """
         deadline = time.monotonic() + (self._wait if wait_seconds is None else wait_seconds)
         key = (querier, round_id)
         waiting = False
         with self._changed:
             now = self._clock()
-            self._prune(now)
             try:
+                self._prune(now)
                 while True:
                     row = self._row(querier, round_id)
                     if row is None:
@@ -208,6 +252,8 @@ class ReplayGuard:
                         waiting = True
                         self._waiters[key] = self._waiters.get(key, 0) + 1
                     self._changed.wait(left)
+            except sqlite3.Error as exc:
+                raise _storage_failed(exc) from exc
             finally:
                 if waiting:
                     left_waiting = self._waiters.get(key, 1) - 1
@@ -237,20 +283,25 @@ class ReplayGuard:
         """Record (querier, round id) once, for callers that refuse *every* duplicate (fuzzy rounds).
 
         True if new (recorded as answered, without a stored answer), False if it exists with the same payload
-        (pending or answered). Raises :class:`PreconditionFailed` (``round_id_reused``) for another payload.
+        (pending or answered). Raises :class:`PreconditionFailed` (``round_id_reused``) for another payload,
+        :class:`~fedcheck.errors.StorageUnavailable` if the database fails (nothing recorded). ``round_id`` is
+        a :func:`fuzzy_key` or :func:`release_key`.
         """
         now = self._clock()
         with self._changed:
-            self._prune(now)
-            row = self._row(querier, round_id)
-            if row is not None:
-                self._check_digest(row[0], digest)
-                return False
-            self._db.execute(
-                "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
-                " VALUES (?,?,?,?,?,'',NULL)",
-                (querier, round_id, digest, now, _ANSWERED),
-            )
+            try:
+                self._prune(now)
+                row = self._row(querier, round_id)
+                if row is not None:
+                    self._check_digest(row[0], digest)
+                    return False
+                self._db.execute(
+                    "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
+                    " VALUES (?,?,?,?,?,'',NULL)",
+                    (querier, round_id, digest, now, _ANSWERED),
+                )
+            except sqlite3.Error as exc:
+                raise _storage_failed(exc) from exc
             return True
 
     def release(self, querier: str, round_id: str, digest_or_token: str) -> None:

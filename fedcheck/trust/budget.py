@@ -8,23 +8,28 @@ checks are the querier's job to avoid (it caches finalised outputs per holder an
 
 :meth:`BudgetLedger.charge` is atomic (``BEGIN IMMEDIATE``; ``synchronous=FULL`` so an acknowledged charge
 survives a crash) and all-or-nothing: a batch that does not fit is refused whole, recorded as a refusal, and
-raises :class:`fedcheck.errors.BudgetExhausted` with ``retry_after_s``. Partner codes and counts only --
-nothing here ever sees an identity.
+raises :class:`fedcheck.errors.BudgetExhausted` with ``retry_after_s``. A database failure (locked, I/O
+error) charges nothing and raises :class:`fedcheck.errors.StorageUnavailable`, which the services audit like
+any refusal. Partner codes and counts only -- nothing here ever sees an identity.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcheck.errors import BudgetExhausted, ConfigError, InvalidInput
+from fedcheck.errors import BudgetExhausted, ConfigError, InvalidInput, StorageUnavailable
 
 __all__ = ["BudgetLedger", "BudgetLimit", "BudgetRemaining", "Refusal"]
+
+_log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -46,6 +51,19 @@ CREATE TABLE IF NOT EXISTS refusals (
     retry_after_s INTEGER NOT NULL
 );
 """
+
+
+def _storage_failed(exc: sqlite3.Error) -> StorageUnavailable:
+    _log.error("budget ledger failed", exc_info=exc)
+    return StorageUnavailable()
+
+
+@contextlib.contextmanager
+def _storage() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _storage_failed(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,8 @@ class BudgetLedger:
         """Charge ``items`` evaluations to ``partner`` in ``epoch`` and today, or refuse the whole batch.
 
         Returns what remains after the charge. Raises :class:`BudgetExhausted` (``retry_after_s`` = time until
-        the exhausted period resets; for an epoch, ``epoch_ends_unix`` if given) after recording the refusal.
+        the exhausted period resets; for an epoch, ``epoch_ends_unix`` if given) after recording the refusal,
+        :class:`StorageUnavailable` (nothing charged) if the database fails.
         """
         if not isinstance(items, int) or isinstance(items, bool) or items < 0:
             raise InvalidInput("items must be a non-negative integer", reason="bad_items")
@@ -179,7 +198,8 @@ class BudgetLedger:
             epoch, window_end = self._epoch_period(epoch, now)
             if window_end is not None:
                 epoch_ends_unix = window_end
-            self._db.execute("BEGIN IMMEDIATE")
+            with _storage():  # e.g. "database is locked" after the busy timeout
+                self._db.execute("BEGIN IMMEDIATE")
             try:
                 used_epoch = self._used(partner, "epoch", epoch)
                 used_day = self._used(partner, "day", day)
@@ -218,6 +238,11 @@ class BudgetLedger:
                 self._db.execute("COMMIT")
             except BudgetExhausted:
                 raise
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                raise _storage_failed(exc) from exc
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -237,8 +262,9 @@ class BudgetLedger:
         )
 
     def remaining(self, partner: str, epoch: str | None = None) -> BudgetRemaining:
-        """Remaining budget in ``epoch`` (default: the partner's most recently charged epoch) and today."""
-        with self._lock:
+        """Remaining budget in ``epoch`` (default: the partner's most recently charged epoch) and today.
+        :class:`StorageUnavailable` if the database fails."""
+        with self._lock, _storage():
             limit = self._limits.get(partner, BudgetLimit())
             now = self._clock()
             day = self._day(now)

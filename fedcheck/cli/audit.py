@@ -77,6 +77,12 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAILED: {len(report.errors)} problem(s) in {args.log}", file=sys.stderr)
         for err in report.errors:
             print(f"  - {err}", file=sys.stderr)
+        if any("under the given public key" in err for err in report.errors):
+            print(
+                f"  hint: is --public-key {args.public_key} this log's key (the .pub.pem written next to its "
+                "signing key)? If it is, that file was forged.",
+                file=sys.stderr,
+            )
     return 0 if report.ok else 1
 
 

@@ -34,11 +34,12 @@ def register(sub: Any) -> None:
                      "`fedcheck pki issue --role evaluator --state EVA`, or a node certificate)")
     run.add_argument("--key", type=Path, help="private key of --cert (PEM, or sealed: see --kek)")
     run.add_argument("--kek", metavar="file:PATH|env:VAR",
-                     help="operator KEK that opens sealed private keys (fedcheck.trust.atrest)")
+                     help="operator KEK that opens sealed private keys (fedcheck.trust.atrest); see also "
+                     "--coordinator-kek")
     run.add_argument("--partner-cert", type=Path, help="certificate that signs requests (default: --cert)")
     run.add_argument("--partner-key", type=Path, help="private key of --partner-cert (default: --key)")
     run.add_argument("--stranger-cert", type=Path,
-                     help="node certificate of a State the node's policy does not "
+                     help="federation certificate (evaluator or node) of a State the node's policy does not "
                      "list (enables policy.stranger_refused)")
     run.add_argument("--stranger-key", type=Path, help="private key of --stranger-cert")
     run.add_argument("--server-name", help="TLS name to verify the node's certificate against")
@@ -51,7 +52,11 @@ def register(sub: Any) -> None:
     run.add_argument("--coordinator-cert", type=Path,
                      help="node certificate of a federation member that submits the coordinator cases' "
                      "rounds (default: --partner-cert when it is a node certificate)")
-    run.add_argument("--coordinator-key", type=Path, help="private key of --coordinator-cert")
+    run.add_argument("--coordinator-key", type=Path,
+                     help="private key of --coordinator-cert (PEM, or sealed: see --coordinator-kek)")
+    run.add_argument("--coordinator-kek", metavar="file:PATH|env:VAR",
+                     help="KEK that opens a sealed --coordinator-key, when it is not the --kek of the other "
+                     "keys (e.g. the member's node KEK; default: --kek)")
     run.add_argument("--coordinator-server-name", help="TLS name to verify the coordinator's certificate "
                      "against")
     run.add_argument("--profile", default="standard", help="conformance profile (default: %(default)s)")
@@ -100,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         legal_basis=args.legal_basis,
         budget_cap=args.budget_cap, kek=args.kek, coordinator=args.coordinator,
         coordinator_cert=args.coordinator_cert, coordinator_key=args.coordinator_key,
+        coordinator_kek=args.coordinator_kek,
         coordinator_server_name=args.coordinator_server_name,
     )
 

@@ -46,6 +46,7 @@ def _rotate_kek(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from fedcheck.cli.node import rotated_kek_hint
     from fedcheck.coordinator.config import load_coordinator_config
     from fedcheck.trust.atrest import load_kek
     from fedcheck.trust.rotation import rotate_kek
@@ -60,6 +61,5 @@ def _rotate_kek(args: argparse.Namespace) -> int:
     done = rotate_kek(load_kek(cfg.kek), load_kek(args.new_kek), sealed_files=files, lock_path=lock,
                       what="coordinator")
     print(json.dumps({"coordinator": True, "rotated": done}))
-    print(f"now point coordinator.kek in {args.config} at the new KEK, then destroy the old one",
-          file=sys.stderr)
+    print(rotated_kek_hint("coordinator", args.config, cfg.kek, args.new_kek), file=sys.stderr)
     return 0

@@ -4,6 +4,10 @@ Each sub-command lives in its own module under :mod:`fedcheck.cli` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` (``(args) -> int``).
 Typed :class:`fedcheck.errors.FedcheckError` exceptions become a one-line message and exit code 2;
 anything else is a bug and keeps its traceback.
+
+gRPC's C core writes its own lines (``I1128 ... Handshake failed ...``) straight to stderr, past Python
+logging and ``[logging] file``; :func:`main` sets ``GRPC_VERBOSITY=ERROR`` before any sub-command imports
+grpc (the C core reads it once, at import), unless the operator set it.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from fedcheck import __version__
 from fedcheck.errors import FedcheckError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "quiet_grpc_core"]
 
 #: Sub-command modules, in the order ``fedcheck --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -47,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_grpc_core() -> None:
+    """Only errors from gRPC's C core (an operator's own ``GRPC_VERBOSITY`` wins). Effective only before
+    ``grpc`` is first imported; nothing this module imports at load time imports it."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_grpc_core()  # before build_parser(): the sub-command modules import grpc
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -89,9 +89,27 @@ def _rotate_kek(args: argparse.Namespace) -> int:
         lock_path=log_path.with_name(log_path.name + ".lock"), what="node",
     )
     print(json.dumps({"state": cfg.state, "rotated": done}))
-    print(
-        f"now point node.kek in {args.config} at the new KEK ({args.new_kek.split(':', 1)[0]}:...), "
-        "then destroy the old one",
-        file=sys.stderr,
-    )
+    print(rotated_kek_hint("node", args.config, cfg.kek, args.new_kek), file=sys.stderr)
     return 0
+
+
+def kek_spec_for_config(spec: str) -> str:
+    """``spec`` as it must be written into a config file: ``file:`` paths in configs are relative to the
+    config file, on the command line to the working directory, so a ``file:`` path becomes absolute."""
+    from pathlib import Path
+
+    kind, _, where = spec.partition(":")
+    if kind == "file" and where:
+        return "file:" + str(Path(where).expanduser().resolve())
+    return spec
+
+
+def rotated_kek_hint(table: str, config: str, old_spec: str, new_spec: str) -> str:
+    """What the operator must do after ``rotate-kek``: the exact ``kek = ...`` line for ``[table]``."""
+    import json
+
+    line = f"kek = {json.dumps(kek_spec_for_config(new_spec))}"
+    return (
+        f"now set {line} in the [{table}] table of {config} (it still names the old KEK "
+        f"{old_spec or '(none)'}), then destroy the old KEK"
+    )

@@ -10,18 +10,20 @@ runs ``csr`` (its key stays with it) and the CA operator runs ``sign-csr`` on th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
-from fedcheck.errors import ConfigError, InvalidInput
+from fedcheck.errors import ConfigError, InvalidInput, VerificationError
 from fedcheck.trust.atrest import KeyEncryptionKey, atomic_write, generate_kek_text, load_kek
 from fedcheck.trust.pki import (
     ROLES,
+    CertFiles,
     create_ca,
     create_csr,
     csr_fingerprint,
@@ -71,6 +73,35 @@ def _kek(spec: str | None) -> KeyEncryptionKey | None:
     return load_kek(spec)
 
 
+def _ca_key_file(ca_dir: Path) -> Path:
+    """The CA's private key file (sealed, else the development plaintext PEM): for messages only."""
+    sealed = ca_dir / "ca.key.sealed"
+    return sealed if sealed.exists() else ca_dir / "ca.key.pem"
+
+
+@contextlib.contextmanager
+def _opening_ca_key(ca_dir: Path, kek_option: str, other: str | None = None) -> Iterator[None]:
+    """Errors opening the CA key name it and the option whose KEK was tried (``kek_option``); ``other`` is the
+    option that gives the CA key a KEK of its own, when it was not used (``issue --ca-kek``). Without this a
+    CA key sealed under another KEK is only "verification failed"."""
+    try:
+        yield
+    except VerificationError:
+        hint = f"; give the CA's KEK with {other or kek_option}"
+        raise ConfigError(
+            f"the CA key at {_ca_key_file(ca_dir)} cannot be opened with the KEK of {kek_option}: it is "
+            f"sealed under another KEK, or the file was altered{hint}",
+            reason="ca_key_unsealable",
+        ) from None
+    except ConfigError as exc:
+        if exc.reason != "kek_required":
+            raise
+        via = f"{other} (or {kek_option})" if other else kek_option
+        raise ConfigError(
+            f"the CA key at {_ca_key_file(ca_dir)} is sealed: give its KEK with {via}", reason="kek_required"
+        ) from None
+
+
 def _serial(text: str) -> int:
     try:
         return int(text, 16) if text.lower().startswith("0x") else int(text)
@@ -90,8 +121,29 @@ def _issue(args: argparse.Namespace) -> int:
     kek = _kek(args.kek)
     ca_kek = load_kek(args.ca_kek) if args.ca_kek else kek
     hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
+    opening = (
+        _opening_ca_key(Path(args.ca_dir), "--ca-kek")
+        if args.ca_kek
+        else _opening_ca_key(Path(args.ca_dir), "--kek", other="--ca-kek")
+    )
+    with opening:
+        files, previous = _issue_files(args, hosts, kek, ca_kek)
+    if previous is not None:
+        print(f"previous serial: {previous}{' (revoked, CRL rewritten)' if args.revoke_previous else ''}")
+    ident = identity_from_cert(files.cert.read_bytes())
+    print(f"issued {ident.name} serial {ident.serial}")
+    print(f"  certificate: {files.cert}\n  private key: {files.key}\n  CA:          {files.ca}")
+    return 0
+
+
+def _issue_files(
+    args: argparse.Namespace,
+    hosts: tuple[str, ...],
+    kek: KeyEncryptionKey | None,
+    ca_kek: KeyEncryptionKey | None,
+) -> tuple[CertFiles, int | None]:
     if args.rotate:
-        files, previous = rotate_certificate(
+        return rotate_certificate(
             Path(args.ca_dir),
             Path(args.out),
             role=args.role,
@@ -102,23 +154,17 @@ def _issue(args: argparse.Namespace) -> int:
             ca_kek=ca_kek,
             revoke_previous=args.revoke_previous,
         )
-        if previous is not None:
-            print(f"previous serial: {previous}{' (revoked, CRL rewritten)' if args.revoke_previous else ''}")
-    else:
-        files = issue_certificate(
-            Path(args.ca_dir),
-            Path(args.out),
-            role=args.role,
-            state=args.state,
-            hosts=hosts,
-            days=args.days,
-            kek=kek,
-            ca_kek=ca_kek,
-        )
-    ident = identity_from_cert(files.cert.read_bytes())
-    print(f"issued {ident.name} serial {ident.serial}")
-    print(f"  certificate: {files.cert}\n  private key: {files.key}\n  CA:          {files.ca}")
-    return 0
+    files = issue_certificate(
+        Path(args.ca_dir),
+        Path(args.out),
+        role=args.role,
+        state=args.state,
+        hosts=hosts,
+        days=args.days,
+        kek=kek,
+        ca_kek=ca_kek,
+    )
+    return files, None
 
 
 def _csr(args: argparse.Namespace) -> int:
@@ -136,7 +182,8 @@ def _sign_csr(args: argparse.Namespace) -> int:
     except OSError:
         raise ConfigError("CSR file missing or unreadable", reason="csr_unreadable") from None
     ca_kek = _kek(args.ca_kek)
-    path = sign_csr(Path(args.ca_dir), csr_pem, Path(args.out), days=args.days, ca_kek=ca_kek)
+    with _opening_ca_key(Path(args.ca_dir), "--ca-kek"):
+        path = sign_csr(Path(args.ca_dir), csr_pem, Path(args.out), days=args.days, ca_kek=ca_kek)
     ident = identity_from_cert(path.read_bytes())
     print(f"issued {ident.name} serial {ident.serial} from CSR")
     print(f"  key fingerprint (SHA-256): {csr_fingerprint(csr_pem)} (confirm with the State out of band)")
@@ -149,13 +196,17 @@ def _revoke(args: argparse.Namespace) -> int:
     revoke(Path(args.ca_dir), serial, reason=args.reason)
     print(f"revoked serial {serial}")
     if not args.no_crl:
-        path = write_crl(Path(args.ca_dir), days=args.crl_days, kek=_kek(args.kek))
+        kek = _kek(args.kek)
+        with _opening_ca_key(Path(args.ca_dir), "--kek"):
+            path = write_crl(Path(args.ca_dir), days=args.crl_days, kek=kek)
         print(f"CRL written: {path} (distribute it to every node)")
     return 0
 
 
 def _crl(args: argparse.Namespace) -> int:
-    path = write_crl(Path(args.ca_dir), days=args.days, kek=_kek(args.kek))
+    kek = _kek(args.kek)
+    with _opening_ca_key(Path(args.ca_dir), "--kek"):
+        path = write_crl(Path(args.ca_dir), days=args.days, kek=kek)
     crl = load_crl(path)
     print(f"CRL written: {path} ({len(crl.serials)} revoked, next update {crl.next_update})")
     return 0

@@ -66,7 +66,8 @@ class TargetConfig:
     requests still need ``cert``/``key`` (or the partner pair) then, because a node verifies request
     signatures against the federation CA even in insecure-dev mode. Keys may be sealed
     (``fedcheck.trust.atrest``): ``kek`` is the operator KEK spec (``file:PATH`` or ``env:VAR``) that opens
-    them.
+    them; ``coordinator_kek`` opens ``coordinator_key`` (a member's node key, often sealed under that member's
+    KEK rather than the evaluator's) and defaults to ``kek``.
     """
 
     target: str
@@ -97,6 +98,8 @@ class TargetConfig:
     #: takes rounds only from nodes); default: the partner pair when it is a node certificate
     coordinator_cert: Path | None = None
     coordinator_key: Path | None = None
+    #: KEK spec opening ``coordinator_key`` (default: ``kek``)
+    coordinator_kek: str | None = None
     #: TLS name of the coordinator's certificate (default: the host part of ``coordinator``)
     coordinator_server_name: str | None = None
     #: TLS name to check the server certificate against (default: the host part of ``target``)
@@ -180,13 +183,32 @@ def _load_crl(path: Path | None, ca_pem: bytes | None) -> RevocationList | None:
     return load_crl(Path(path), ca_pem=ca_pem)
 
 
-def _read_key(path: Path | None, kek: Any) -> bytes | None:
-    """PKCS#8 PEM of a private key file, plain or sealed under ``kek`` (fedcheck.trust.atrest)."""
+def _read_key(path: Path | None, kek: Any, *, option: str = "--key", kek_option: str = "--kek",
+              other: str | None = None) -> bytes | None:
+    """PKCS#8 PEM of a private key file, plain or sealed under ``kek`` (fedcheck.trust.atrest).
+
+    Errors name the key file, its option (``option``) and the option of the KEK that was meant to open it
+    (``kek_option``; ``other`` is the option that gives this key a KEK of its own, if not used): a key sealed
+    under another KEK would otherwise be only "verification failed"."""
     if path is None:
         return None
+    from fedcheck.errors import VerificationError
     from fedcheck.trust.pki import load_private_key_pem
 
-    return load_private_key_pem(Path(path), kek)
+    via = f"{other} (or {kek_option})" if other else kek_option
+    try:
+        return load_private_key_pem(Path(path), kek)
+    except VerificationError:
+        raise ConfigError(
+            f"{option} {path} cannot be opened with the KEK of {kek_option}: it is sealed under another KEK"
+            f"{f' (give that one with {other})' if other else ''}, or the file was altered",
+            reason="key_unsealable",
+        ) from None
+    except ConfigError as exc:
+        if exc.reason == "kek_required":
+            raise ConfigError(f"{option} {path} is sealed: give the KEK that opens it with {via}",
+                              reason="kek_required") from None
+        raise ConfigError(f"{option} {path}: {exc.message}", reason=exc.reason) from None
 
 
 class Session:
@@ -195,21 +217,23 @@ class Session:
     def __init__(self, config: TargetConfig, profile: Profile) -> None:
         self.config = config
         self.profile = profile
-        kek = None
-        if config.kek:
-            from fedcheck.trust.atrest import load_kek
+        from fedcheck.trust.atrest import load_kek
 
-            kek = load_kek(config.kek)
+        kek = load_kek(config.kek) if config.kek else None
+        coordinator_kek = load_kek(config.coordinator_kek) if config.coordinator_kek else kek
         self._ca = _read(config.ca)
         self.crl = _load_crl(config.crl, self._ca)
         self._cert = _read(config.cert)
         self._key = _read_key(config.key, kek)
         self.partner_cert_pem = _read(config.partner_cert) or self._cert
-        self.partner_key_pem = _read_key(config.partner_key, kek) or self._key
+        self.partner_key_pem = _read_key(config.partner_key, kek, option="--partner-key") or self._key
         self.stranger_cert_pem = _read(config.stranger_cert)
-        self.stranger_key_pem = _read_key(config.stranger_key, kek)
+        self.stranger_key_pem = _read_key(config.stranger_key, kek, option="--stranger-key")
         self.coordinator_cert_pem = _read(config.coordinator_cert)
-        self.coordinator_key_pem = _read_key(config.coordinator_key, kek)
+        self.coordinator_key_pem = _read_key(
+            config.coordinator_key, coordinator_kek, option="--coordinator-key",
+            kek_option="--coordinator-kek" if config.coordinator_kek else "--kek",
+            other=None if config.coordinator_kek else "--coordinator-kek")
         if self.coordinator_cert_pem is None and _role_of(self.partner_cert_pem) == "node":
             self.coordinator_cert_pem, self.coordinator_key_pem = self.partner_cert_pem, self.partner_key_pem
         self.dev_identity = config.dev_identity or _name_of(self._cert) or _name_of(self.partner_cert_pem) \

@@ -65,7 +65,7 @@ from fedcheck.screening.report import Hit, ScreenReport, StateCount, TravellerRe
 from fedcheck.trust.atrest import Sealer
 from fedcheck.trust.audit import audit_text_problem
 from fedcheck.trust.pki import RevocationList, sign_payload
-from fedcheck.trust.policy import QuerierPolicy
+from fedcheck.trust.policy import QuerierPolicy, exclusion_causes
 
 if TYPE_CHECKING:
     from fedcheck.node.config import NodeConfig
@@ -611,6 +611,7 @@ class QueryRunner:
             kept, excluded = self._policy.filter_manifest(manifest, [state])
             if excluded:
                 details.setdefault(state, {})["excluded"] = len(excluded)
+                details[state]["excluded_causes"] = exclusion_causes(excluded)
                 excluded_by_state[state] = len(excluded)
             kept_ids = {id(r) for r in kept}
             positions = [i for i, r in enumerate(manifest) if id(r) in kept_ids]

@@ -4,6 +4,11 @@ Why here: gRPC checks the chain against the federation CA during the handshake, 
 ``<role>.<STATE>`` naming; :class:`PeerVerifier` adds both (CRL re-read when the file changes) so a handler
 always gets a :class:`~fedcheck.trust.pki.PeerIdentity`, never a State from a request field. Plain text exists
 only behind ``insecure_dev`` (an explicit config key / flag the demo does not use).
+
+Every refusal of a peer here is logged (warning, rate-limited per certificate serial and reason code) with the
+certificate's subject CN, serial and the reason code, never key material. Refusals during the TLS handshake
+itself (a certificate not issued by the federation CA, or outside its validity) happen inside gRPC's C core
+before any Python code runs and cannot be logged here.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +25,7 @@ from typing import Any
 
 import grpc
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from fedcheck.errors import ConfigError, Unauthenticated
 from fedcheck.trust import pki as _pki
@@ -34,6 +41,7 @@ from fedcheck.trust.pki import (
 
 __all__ = [
     "DEV_IDENTITY_KEY",
+    "REFUSAL_LOG_INTERVAL_S",
     "PeerVerifier",
     "TlsIdentity",
     "channel_credentials",
@@ -45,6 +53,37 @@ _log = logging.getLogger(__name__)
 # : Metadata key an insecure-dev client uses to claim an identity (honoured ONLY when the server is
 # insecure_dev).
 DEV_IDENTITY_KEY = "fedcheck-dev-identity"
+
+#: A refused peer is logged at most once per (certificate serial, reason code) per this many seconds, so a
+#: misbehaving peer retrying in a loop cannot flood the log; the next line counts what was suppressed.
+REFUSAL_LOG_INTERVAL_S = 60.0
+#: bound on the rate limiter's memory (distinct serial/reason pairs remembered at once)
+_REFUSAL_LOG_KEYS = 4096
+
+
+def _monotonic() -> float:
+    """The rate limiter's clock (a function of its own so tests can move it)."""
+    return time.monotonic()
+
+
+def _peer_summary(pem: bytes | None) -> tuple[str, int | None]:
+    """(subject CN, serial) of a presented certificate, read WITHOUT verifying it, for the refusal log only.
+
+    The CN is reduced to printable ASCII and 64 characters: the certificate may be a stranger's.
+    """
+    if pem is None:
+        return "-", None
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return "?", None
+    try:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        cns = []
+    cn = str(cns[0].value) if cns else ""
+    cn = "".join(ch if " " <= ch <= "~" else "?" for ch in cn)[:64] or "-"
+    return cn, cert.serial_number
 
 
 @dataclass(frozen=True)
@@ -134,6 +173,8 @@ class PeerVerifier:
         #: bumped on every CRL (re)load; cached verdicts of an older generation are never used
         self._generation = 0
         self._cache: dict[bytes, _Verified] = {}
+        #: (serial, reason) -> (when last logged, refusals suppressed since): the refusal log's rate limiter
+        self._refusals: dict[tuple[int | None, str], tuple[float, int]] = {}
 
     @property
     def ca_pem(self) -> bytes:
@@ -167,6 +208,7 @@ class PeerVerifier:
         self, context: grpc.ServicerContext, *, roles: Sequence[str] = ("node", "coordinator")
     ) -> PeerIdentity:
         """Verified identity of the caller; Unauthenticated if missing, revoked or of a wrong role."""
+        pem: bytes | None = None
         if self._insecure:
             claimed = dict(context.invocation_metadata() or ()).get(DEV_IDENTITY_KEY, "node.DEV")
             role, _, state = str(claimed).partition(".")
@@ -176,11 +218,54 @@ class PeerVerifier:
             raw: Any = auth.get("x509_pem_cert") or []
             pems: list[bytes] = [raw] if isinstance(raw, bytes) else list(raw)
             if not pems:
+                self._log_refusal(None, "no_client_cert")
                 raise Unauthenticated("a client certificate is required", reason="no_client_cert")
-            ident = self._verify(bytes(pems[0]))
+            pem = bytes(pems[0])
+            try:
+                ident = self._verify(pem)
+            except Unauthenticated as exc:
+                self._log_refusal(pem, exc.reason)
+                raise
         if ident.role not in roles:
+            if not self._insecure:
+                self._log_refusal(pem, "wrong_role")
             raise Unauthenticated("caller's role may not use this service", reason="wrong_role")
         return ident
+
+    def _log_refusal(self, pem: bytes | None, reason: str) -> None:
+        """One warning per (serial, reason) per :data:`REFUSAL_LOG_INTERVAL_S`: CN, serial, reason code."""
+        cn, serial = _peer_summary(pem)
+        key = (serial, reason)
+        now = _monotonic()
+        with self._lock:
+            last = self._refusals.get(key)
+            if last is not None and now - last[0] < REFUSAL_LOG_INTERVAL_S:
+                self._refusals[key] = (last[0], last[1] + 1)
+                return
+            if last is None and len(self._refusals) >= _REFUSAL_LOG_KEYS:
+                for k, (when, _) in list(self._refusals.items()):
+                    if now - when >= REFUSAL_LOG_INTERVAL_S:
+                        del self._refusals[k]
+                if len(self._refusals) >= _REFUSAL_LOG_KEYS:
+                    return  # a flood of distinct serials: stay quiet rather than grow without bound
+            suppressed = last[1] if last is not None else 0
+            self._refusals[key] = (now, 0)
+        _log.warning(
+            "TLS peer refused: CN=%s serial=%s reason=%s%s",
+            cn,
+            "-" if serial is None else serial,
+            reason,
+            f" ({suppressed} similar refusal(s) not logged since the last line)" if suppressed else "",
+            extra={
+                "reason": reason,
+                "status": "UNAUTHENTICATED",
+                "partner": cn.partition(".")[2] or cn,  # the State of a CN=<role>.<STATE>
+                "count": suppressed + 1,  # refusals of this peer and reason this line stands for
+                # not in fedcheck.node.logs' allow-list (yet), hence also in the message
+                "peer_cn": cn,
+                "serial": serial,
+            },
+        )
 
     def _verify(self, pem: bytes) -> PeerIdentity:
         crl, generation = self._current_crl()

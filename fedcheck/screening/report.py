@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedcheck.trust.policy import EXCLUSION_CAUSES
+
 __all__ = ["Hit", "ScreenReport", "StateCount", "TravellerResult"]
 
 
@@ -58,7 +60,8 @@ class ScreenReport:
     timings: dict[str, float] = field(default_factory=dict)
     #: per-State governance details of a federated round: ``code`` (e.g. PERMISSION_DENIED), ``reasons``,
     #: ``retry_after_s``, ``narrowed`` (policy narrowing codes), effective ``key_types`` / ``label_fields``,
-    #: ``excluded`` (travellers the querier's own policy kept out of this State's round), ``audit_head``
+    #: ``excluded`` (travellers the querier's own policy kept out of this State's round) and
+    #: ``excluded_causes`` (count per cause code), ``audit_head``
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -123,10 +126,9 @@ def _detail_lines(state: str, d: dict[str, Any]) -> list[str]:
             parts.append("label fields " + ",".join(d["label_fields"]))
         out.append(f"{state}: narrowed by holder policy: " + "; ".join(parts))
     if d.get("excluded"):
-        out.append(
-            f"{state}: {d['excluded']} traveller(s) not sent (querier policy: protected person, "
-            "State of nationality)"
-        )
+        causes = ", ".join(EXCLUSION_CAUSES.get(c, c) for c in d.get("excluded_causes", {}))
+        out.append(f"{state}: {d['excluded']} traveller(s) not sent (querier policy: protected person, "
+                   f"{causes or 'State of nationality'})")
     return out
 
 

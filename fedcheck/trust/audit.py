@@ -351,14 +351,23 @@ def _read_anchor(path: Path, ctx: bytes, public_key: Ed25519PublicKey) -> tuple[
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    what = path.suffix.lstrip(".")
     try:
         doc = json.loads(raw)
         seq, h, sig = int(doc["seq"]), str(doc["hash"]), base64.b64decode(doc["signature"], validate=True)
-        public_key.verify(sig, ctx + seq.to_bytes(8, "big") + bytes.fromhex(h))
-    except (ValueError, KeyError, TypeError, InvalidSignature, binascii.Error, OverflowError):
+        signed = ctx + seq.to_bytes(8, "big") + bytes.fromhex(h)
+    except (ValueError, KeyError, TypeError, binascii.Error, OverflowError):
         raise IntegrityError(
-            f"audit {path.suffix.lstrip('.')} file is corrupt or not signed by the log key",
-            reason="audit_anchor",
+            f"audit {what} file is corrupt (not a well-formed signed {what})", reason="audit_anchor"
+        ) from None
+    try:
+        public_key.verify(sig, signed)
+    except InvalidSignature:
+        # well-formed, but not this key's signature: another key was given, or the file was forged
+        raise IntegrityError(
+            f"audit {what} file: signature does not verify under the given public key (wrong key, or a "
+            f"forged {what})",
+            reason="audit_anchor_signature",
         ) from None
     return seq, h
 

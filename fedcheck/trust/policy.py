@@ -38,6 +38,7 @@ from fedcheck.trust.budget import BudgetLedger, BudgetLimit
 __all__ = [
     "ALL_KEY_TYPES",
     "ALL_MODES",
+    "EXCLUSION_CAUSES",
     "BudgetLedger",
     "BudgetLimit",
     "Decision",
@@ -47,6 +48,7 @@ __all__ = [
     "PartnerPolicy",
     "QuerierPolicy",
     "RoundRequest",
+    "exclusion_causes",
     "load_policy",
 ]
 
@@ -436,12 +438,39 @@ class _ManifestRecord(Protocol):
 R = TypeVar("R", bound=_ManifestRecord)
 
 
+#: Exclusion causes (the last field of :attr:`Exclusion.reason`, ``protected_flag:<flag>:<cause>``) and the
+#: text an officer is shown for each.
+EXCLUSION_CAUSES: Mapping[str, str] = {
+    "state_of_nationality": "State of nationality",
+    "nationality_unknown": "nationality unknown",
+}
+
+
 @dataclass(frozen=True)
 class Exclusion:
     """A manifest record kept out of a round, and why (stays on the querying node; audit counts only)."""
 
     record_id: str
     reason: str
+
+    @property
+    def cause(self) -> str:
+        """``state_of_nationality`` (a target is one of its nationalities) or ``nationality_unknown``."""
+        return self.reason.rsplit(":", 1)[-1]
+
+    @property
+    def cause_text(self) -> str:
+        """The cause as an officer reads it (:data:`EXCLUSION_CAUSES`)."""
+        return EXCLUSION_CAUSES.get(self.cause, self.cause)
+
+
+def exclusion_causes(excluded: Iterable[Exclusion]) -> dict[str, int]:
+    """How many exclusions of each cause (``{"nationality_unknown": 2}``): what a report needs to say *why*
+    travellers were not sent, without naming them."""
+    counts: dict[str, int] = {}
+    for e in excluded:
+        counts[e.cause] = counts.get(e.cause, 0) + 1
+    return counts
 
 
 @dataclass(frozen=True)

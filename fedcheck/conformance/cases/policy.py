@@ -60,11 +60,12 @@ def refusal_reason(session: Session) -> str:
 @case("policy.stranger_refused", title="a federation member that is not a partner is refused",
       spec="issue #5 (which partners may query; default deny)", needs=("stranger",))
 def stranger_refused(session: Session) -> str:
-    """Signed and connected as a valid federation node the holder's policy does not list
+    """Signed and connected as a valid federation member (evaluator or node) the holder's policy does not list
     (``--stranger-cert/--stranger-key``), BlindEvaluate and GetIndex must get PERMISSION_DENIED."""
     cert, key = session.stranger_cert_pem, session.stranger_key_pem
     if cert is None or key is None:
-        raise CaseSkipped("needs --stranger-cert/--stranger-key (a node certificate of a non-partner State)")
+        raise CaseSkipped("needs --stranger-cert/--stranger-key (an evaluator or node certificate of a "
+                            "non-partner State)")
     channel = session.open_channel(client_pair=(key, cert))
     try:
         stub = node_grpc.NodeStub(channel)

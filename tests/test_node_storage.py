@@ -73,3 +73,29 @@ def test_epochs_persist_sealed_and_pruned(tmp_path: Path) -> None:
     assert [e.epoch_id for e in epochs] == ["E2", "E1"]
     assert epochs[0].key_bytes == b"secret-key-2" and epochs[0].indexes == {"a": b"index"}
     assert b"secret-key" not in (tmp_path / "w.sqlite").read_bytes()
+
+
+def test_stored_face_refused_by_this_version_is_dropped_not_fatal(tmp_path: Path) -> None:
+    """A row written by an earlier version with a zero face embedding (now refused by the model) must not make
+    the whole list unreadable: the face is ignored, every other field and record survives (upgrade path)."""
+    import json
+
+    kek = KeyEncryptionKey.generate()
+    store = _store(tmp_path, kek)
+    store.replace_list(_records(3))
+    row = store._db.execute("SELECT source, record_id, blob FROM records WHERE record_id='R1'").fetchone()
+    source, rid, blob = row[0], row[1], bytes(row[2])
+    doc = json.loads(store._sealer.open(blob, store._aad(source, rid)))
+    doc["face"] = [0.0] * 128  # what an earlier version stored
+    tampered = store._sealer.seal(json.dumps(doc).encode(), store._aad(source, rid))
+    store._db.execute("UPDATE records SET blob=? WHERE record_id='R1'", (tampered,))
+    recs = {r.record_id: r for r in store.iter_records()}
+    assert sorted(recs) == ["R0", "R1", "R2"]
+    assert recs["R1"].face_embedding is None and recs["R1"].label.reference == "ref-1"
+    doc["face"] = ["not a number"]  # anything else invalid is still corruption
+    store._db.execute("UPDATE records SET blob=? WHERE record_id='R1'",
+                      (store._sealer.seal(json.dumps(doc).encode(), store._aad(source, rid)),))
+    from fedcheck.errors import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        list(store.iter_records())

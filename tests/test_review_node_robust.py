@@ -308,8 +308,9 @@ def _faces(n: int = 6) -> list[list[float]]:
 
 
 def _with_face(rec: PersonRecord, face: list[float]) -> PersonRecord:
-    """``rec`` carrying ``face`` as stored, without the import-time validation (a list imported before it,
-    or read back from a store): the holder must cope with whatever its store holds."""
+    """``rec`` carrying ``face`` without the import-time validation. Defence in depth: the store already
+    drops such faces on read (tests/test_node_storage.py), and faces of another dimension range still reach
+    the holder; the holder must cope with whatever records it is given."""
     object.__setattr__(rec, "face_embedding", tuple(face))
     return rec
 
@@ -348,6 +349,19 @@ def test_one_unusable_listed_face_does_not_stop_face_screening(
     hits = _hits(q, req, ans)
     assert len(hits) == 1
     assert _released(svc, pki, "fz-face", LabelRequest(req.round_id, tuple(hits))) == {"REF-2"}
+
+
+def test_a_list_with_no_usable_face_is_refused_not_silently_empty(
+    tmp_path: Path, pki: Pki, qkey: QuerierKey
+) -> None:
+    """Every listed face unusable (e.g. 2048 dimensions, which the model allows but face checks do not score):
+    FAILED_PRECONDITION ``holder_list_unusable``, not an empty "no hits" answer."""
+    records = [_with_face(r, [0.5] * 2048) for r in _records()]
+    svc, events = _svc(tmp_path, pki, records=records)
+    with pytest.raises(FedcheckError) as exc:
+        _score(svc, pki, qkey, "fz-none", traveller=Traveller(face=_faces(1)[0]), kind="face")
+    assert exc.value.status == "FAILED_PRECONDITION" and exc.value.reason == "holder_list_unusable"
+    assert events[-1]["outcome"] == "refused" and events[-1]["reason"] == "holder_list_unusable"
 
 
 def test_holder_list_faults_are_never_invalid_argument(

@@ -134,8 +134,9 @@ def entries_from_records(records: Iterable[PersonRecord], *, kind: str = "name")
             out.extend(HolderEntry(rec.record_id, label, dims, (), y) for y in years)
     if out.skipped_faces:
         _log.warning(
-            "%d listed face embedding(s) cannot be scored (zero vector, norm out of range or non-finite "
-            "values) and are left out of face screening; correct them in the watchlist", out.skipped_faces,
+            "%d listed face embedding(s) cannot be scored (not 16..1024 dimensions, zero vector, norm out of "
+            "range or non-finite values) and are left out of face screening; correct them in the watchlist",
+            out.skipped_faces,
         )
     return out
 

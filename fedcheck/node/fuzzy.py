@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from fedcheck.errors import (
     FedcheckError,
+    IntegrityError,
     InvalidInput,
     LimitExceeded,
     NotFound,
@@ -297,12 +298,16 @@ class FuzzyService:
         records = self._load_records()
         kept = [r for r in records if r.label.reference not in partner.withheld]
         dims = 128
+        listed_faces = 0
         if kind == "face":  # one embedding dimension per list (the most common one); others are not scored
+            listed_faces = sum(1 for r in kept if r.face_embedding is not None)
             dims = _face_dims(records) or 128
             kept = [r for r in kept if r.face_embedding is not None and len(r.face_embedding) == dims]
         fields = frozenset(partner.label_fields)
         try:  # the holder's own list: whatever goes wrong here is not the querier's fault
             listed = entries_from_records(kept, kind=kind)  # unusable faces left out, counted and logged
+            if kind == "face" and listed_faces and not listed:  # faces are listed, but none can be scored
+                raise IntegrityError("no listed face embedding can be scored", reason="no_usable_faces")
             entries: list[HolderEntry] = [
                 replace(e, label={k: v for k, v in e.label.items() if k in fields}) for e in listed
             ]

@@ -1,10 +1,15 @@
-"""``fedcheck pki init-ca|issue|csr|sign-csr|revoke|crl|show|gen-kek``: the federation PKI for operators.
+"""``fedcheck pki init-ca|issue|csr|sign-csr|revoke|crl|show|gen-kek|fetch-crl``: the federation PKI for
+operators.
 
 Private keys are sealed under the operator's KEK (``--kek file:PATH`` or ``--kek env:VAR``); without
 ``--kek`` they are written as plaintext PEM (development only, a warning is printed). In production a State
 runs ``csr`` (its key stays with it) and the CA operator runs ``sign-csr`` on the CSR alone. Thin layer over
 :mod:`fedcheck.trust.pki`; no key material is ever printed except by ``gen-kek`` (to a 0600 file with
 ``--out``).
+
+``fetch-crl --config NODE.toml`` is the node side of CRL distribution, once: fetch the coordinator's CRL,
+verify it against the federation CA (:mod:`fedcheck.trust.crlsync`) and install it when newer. Exit 0 updated
+or unchanged, 1 refused (the reason code says why), 2 error (configuration, coordinator unreachable, file).
 """
 
 from __future__ import annotations
@@ -199,7 +204,7 @@ def _revoke(args: argparse.Namespace) -> int:
         kek = _kek(args.kek)
         with _opening_ca_key(Path(args.ca_dir), "--kek"):
             path = write_crl(Path(args.ca_dir), days=args.crl_days, kek=kek)
-        print(f"CRL written: {path} (distribute it to every node)")
+        print(f"CRL written: {path} (publish it to the coordinator's [tls] crl; nodes fetch it from there)")
     return 0
 
 
@@ -247,9 +252,33 @@ def _gen_kek(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_crl(args: argparse.Namespace) -> int:
+    from fedcheck.node.app import fetch_crl_once
+    from fedcheck.node.config import load_node_config
+    from fedcheck.trust.crlsync import CrlRefused
+
+    cfg = load_node_config(args.config)
+    try:
+        decision = fetch_crl_once(cfg, timeout=args.timeout)
+    except CrlRefused as exc:
+        print(f"fedcheck: CRL from the coordinator refused: {exc.message} [{exc.reason}]", file=sys.stderr)
+        return 1
+    assert cfg.tls is not None
+    if decision.updated:
+        was = "none" if decision.previous_number is None else decision.previous_number
+        nxt = f"{decision.next_update:%Y-%m-%d %H:%M:%S} UTC" if decision.next_update else "-"
+        print(
+            f"CRL updated: number {decision.number} (was {was}), {decision.revoked} revoked,"
+            f" next update {nxt} -> {cfg.tls.crl}"
+        )
+    else:
+        print(f"CRL unchanged: number {decision.number} ({cfg.tls.crl})")
+    return 0
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser(
-        "pki", help="federation CA: init-ca, issue, csr, sign-csr, revoke, crl, show, gen-kek"
+        "pki", help="federation CA: init-ca, issue, csr, sign-csr, revoke, crl, show, gen-kek, fetch-crl"
     )
     pki = parser.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
     kek_help = "operator KEK sealing private keys: file:PATH or env:VAR"
@@ -330,6 +359,14 @@ def register(sub: Any) -> None:
     p.add_argument("--ca")
     p.add_argument("--crl")
     p.set_defaults(func=_show)
+
+    p = pki.add_parser(
+        "fetch-crl",
+        help="node side: fetch the coordinator's CRL, verify it against the CA, install it when newer",
+    )
+    p.add_argument("--config", required=True, help="the node's node.toml ([coordinator] address, [tls] crl)")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the coordinator")
+    p.set_defaults(func=_fetch_crl)
 
     p = pki.add_parser("gen-kek", help="generate an operator key-encryption key (32 random bytes, hex)")
     p.add_argument("--out", help="write to this file with mode 0600 instead of stdout")

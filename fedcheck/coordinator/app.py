@@ -1,4 +1,5 @@
-"""Wiring the coordinator: TLS identity, channels to every node, round engine, gRPC server, metrics."""
+"""Wiring the coordinator: TLS identity, channels to every node, round engine, gRPC server, metrics, and the
+CRL it serves to nodes (``GetCrl``: its ``[tls] crl`` file, re-read on change; nodes verify it themselves)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from fedcheck.rpc.servicers import CoordinatorServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.trust.atrest import load_kek
 from fedcheck.trust.audit import AuditLog, generate_signing_key, load_signing_key, save_signing_key
+from fedcheck.trust.crlsync import CrlFile
 from fedcheck.trust.pki import federation_of
 
 __all__ = ["CoordinatorApp"]
@@ -52,6 +54,9 @@ class CoordinatorApp:
                 " (fedcheck-dev-identity); request signatures are still verified. Development only."
             )
         self.verifier = PeerVerifier(self.tls, insecure_dev=cfg.insecure_dev)
+        # served to members by GetCrl as the CA signed it (CRL distribution; the coordinator is not trusted
+        # for it: nodes check the CA signature, CRL number and validity before installing it)
+        self.crl_file = CrlFile(cfg.tls.crl) if cfg.tls is not None and cfg.tls.crl is not None else None
         key_path = cfg.audit_key or cfg.data_dir / "audit-signing.key"
         if not key_path.exists():  # normally created by `fedcheck node dev-secrets` or `audit keygen`
             key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +117,7 @@ class CoordinatorApp:
                 ' (e.g. "127.0.0.1:50050")',
                 reason="config_listen",
             )
-        servicer = CoordinatorServicer(self.engine, self.verifier)
+        servicer = CoordinatorServicer(self.engine, self.verifier, self.crl_file)
         self.server = start_server(
             self.cfg.listen,
             [lambda s: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, s)],

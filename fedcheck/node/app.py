@@ -1,4 +1,5 @@
-"""Wiring a node from its configuration: store, epochs, policy, budget, audit, TLS, gRPC server, metrics.
+"""Wiring a node from its configuration: store, epochs, policy, budget, audit, TLS, gRPC server, metrics, and
+the CRL sync with the coordinator (``[tls] crl_sync_seconds``; :mod:`fedcheck.trust.crlsync`).
 
 Why separate from :mod:`fedcheck.cli.node`: tests and the demo start nodes in-process or as processes from the
 same code path; the CLI only parses arguments.
@@ -47,11 +48,25 @@ from fedcheck.trust.audit import (
     save_signing_key,
 )
 from fedcheck.trust.budget import BudgetLedger
+from fedcheck.trust.crlsync import CrlDecision, CrlSyncer, sync_crl_file
 from fedcheck.trust.policy import NodePolicy
 
-__all__ = ["NodeApp", "audit_paths", "load_tls", "open_audit", "open_querier", "open_store"]
+__all__ = [
+    "CRL_FETCH_TIMEOUT_S",
+    "NodeApp",
+    "audit_paths",
+    "crl_syncer",
+    "fetch_crl_once",
+    "load_tls",
+    "open_audit",
+    "open_querier",
+    "open_store",
+]
 
 _log = logging.getLogger("fedcheck.node")
+
+#: deadline of one GetCrl call to the coordinator
+CRL_FETCH_TIMEOUT_S = 20.0
 
 
 def open_store(cfg: NodeConfig, kek: KeyEncryptionKey | None = None) -> SqliteWatchlistStore:
@@ -158,6 +173,8 @@ class NodeApp:
         self.server: RunningServer | None = None
         self._stop_metrics: Callable[[], None] | None = None
         self._stopped = threading.Event()
+        #: background CRL sync with the coordinator, while serving ([tls] crl_sync_seconds)
+        self.crl_sync: CrlSyncer | None = None
 
     def _init_services(self, cfg: NodeConfig) -> None:
         self.epochs = EpochManager(
@@ -256,6 +273,9 @@ class NodeApp:
                 self._stop_metrics = None
             raise
         threading.Thread(target=self._mark_ready, name="ready", daemon=True).start()
+        self.crl_sync = crl_syncer(self.cfg, self.tls)
+        if self.crl_sync is not None:
+            self.crl_sync.start()
         return self.server.port
 
     def _mark_ready(self) -> None:
@@ -272,6 +292,9 @@ class NodeApp:
     def stop(self) -> None:
         """Graceful: health NOT_SERVING, drain in-flight calls for ``grace_seconds``, then close stores."""
         self._stopped.set()
+        if self.crl_sync is not None:
+            self.crl_sync.stop()
+            self.crl_sync = None
         if self.server is not None:
             self.server.stop(self.cfg.grace_seconds)
         if self._stop_metrics is not None:
@@ -341,3 +364,48 @@ def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
         cache.close()
 
     return runner, close
+
+
+def _coordinator_client(cfg: NodeConfig, tls: TlsIdentity) -> GrpcCoordinatorClient:
+    """A client of ``[coordinator] address`` with this node's TLS identity (or the insecure_dev hop)."""
+    channel = make_channel(cfg.coordinator, None if cfg.insecure_dev else tls, insecure_dev=cfg.insecure_dev)
+    return GrpcCoordinatorClient(channel, dev_identity=f"node.{cfg.state}" if cfg.insecure_dev else None)
+
+
+def crl_syncer(cfg: NodeConfig, tls: TlsIdentity | None) -> CrlSyncer | None:
+    """The node's background CRL sync (not started), or None when off: ``[tls] crl_sync_seconds = 0``, no
+    ``[coordinator] address``, or no ``[tls] crl`` file to keep current.
+
+    Every ``crl_sync_seconds`` it fetches the coordinator's CRL, judges it against the federation CA
+    (:func:`fedcheck.trust.crlsync.accept_crl`: signature, issuer, CRL number, validity) and, when newer,
+    atomically replaces ``[tls] crl``, which the node's :class:`PeerVerifier` then re-reads."""
+    if cfg.crl_sync_seconds <= 0 or not cfg.coordinator or tls is None or tls.crl_path is None:
+        return None
+    client = _coordinator_client(cfg, tls)
+
+    def fetch() -> bytes:
+        return client.get_crl(timeout=CRL_FETCH_TIMEOUT_S)
+
+    # closing the channel on stop cancels a fetch in flight, so shutdown never waits for the coordinator
+    return CrlSyncer(fetch, tls.crl_path, tls.ca_pem, interval=cfg.crl_sync_seconds, on_stop=client.close)
+
+
+def fetch_crl_once(cfg: NodeConfig, *, timeout: float = CRL_FETCH_TIMEOUT_S) -> CrlDecision:
+    """``fedcheck pki fetch-crl``: fetch the coordinator's CRL once and install it if newer (as the background
+    sync does). Raises :class:`~fedcheck.trust.crlsync.CrlRefused` for a CRL that must not be installed,
+    :class:`ConfigError` without ``[coordinator] address`` or ``[tls] crl``, transport errors as typed
+    :mod:`fedcheck.errors`."""
+    if not cfg.coordinator:
+        raise ConfigError(
+            "[coordinator] address is required to fetch the coordinator's CRL", reason="config_coordinator"
+        )
+    if cfg.tls is None or cfg.tls.crl is None:
+        raise ConfigError("tls.crl is not set: there is no CRL file to update", reason="config_tls")
+    tls = load_tls(cfg, load_kek(cfg.kek))
+    assert tls is not None and tls.crl_path is not None
+    client = _coordinator_client(cfg, tls)
+    try:
+        candidate = client.get_crl(timeout=timeout)
+    finally:
+        client.close()
+    return sync_crl_file(tls.crl_path, candidate, tls.ca_pem)

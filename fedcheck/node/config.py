@@ -27,7 +27,9 @@ from fedcheck.trust.pki import check_own_certificate, load_crl
 from fedcheck.trust.policy import _HOLDER_KEYS, _QUERIER_KEYS, NodePolicy
 
 __all__ = [
+    "DEFAULT_CRL_SYNC_SECONDS",
     "MAX_BATCH_LIMIT",
+    "MAX_CRL_SYNC_SECONDS",
     "MAX_FREE_REPLAYS_LIMIT",
     "MAX_REPLAY_WAITERS_LIMIT",
     "STATE_CODE_RE",
@@ -57,7 +59,11 @@ MAX_REPLAY_WAITERS_LIMIT = 15
 #: State (and federation) codes: the rule of fedcheck.trust.pki and fedcheck.trust.policy (e.g. FRA, KEN, UNX)
 STATE_CODE_RE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
 
-_TLS_KEYS = ("cert", "key", "ca", "crl")
+_TLS_KEYS = ("cert", "key", "ca", "crl", "crl_sync_seconds")
+#: default [tls] crl_sync_seconds: how often a node fetches the coordinator's CRL (0 = never)
+DEFAULT_CRL_SYNC_SECONDS = 300.0
+#: largest [tls] crl_sync_seconds (a week; CRLs are valid 30 days by default)
+MAX_CRL_SYNC_SECONDS = 7 * 86400
 _NODE_KEYS = (
     "state", "listen", "data_dir", "kek", "insecure_dev", "epoch_seconds", "max_batch", "index_chunk_bytes",
     "workers", "grace_seconds", "list_poll_seconds", "max_skew_seconds", "max_free_replays",
@@ -194,6 +200,9 @@ class NodeConfig:
     coordinator: str = ""
     partners: tuple[str, ...] = ()
     querier: QuerierSettings = field(default_factory=QuerierSettings)
+    #: [tls] crl_sync_seconds: fetch the coordinator's CRL this often and install it when newer (0 = off;
+    #: only with [coordinator] address and [tls] crl; fedcheck.trust.crlsync)
+    crl_sync_seconds: float = DEFAULT_CRL_SYNC_SECONDS
     #: the raw TOML document (policy tables are read by fedcheck.trust.policy)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     path: Path | None = None
@@ -371,6 +380,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if listen:
         check_listen(listen, "node.listen")
     log_file = _get(logging_t, "file", str, where="logging")
+    crl_sync = _get(_table(doc, "tls"), "crl_sync_seconds", float, DEFAULT_CRL_SYNC_SECONDS, where="tls")
+    if crl_sync != 0 and not 1 <= crl_sync <= MAX_CRL_SYNC_SECONDS:
+        raise ConfigError(
+            f"tls.crl_sync_seconds must be 0 (off) or in 1..{MAX_CRL_SYNC_SECONDS}, not {crl_sync:g}",
+            reason="config_limits",
+        )
     cfg = NodeConfig(
         state=state,
         listen=listen,
@@ -400,6 +415,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
             deadline_seconds=_get(q, "deadline_seconds", float, 30.0, where="querier"),
             max_index_bytes=_get(q, "max_index_mb", int, 512, where="querier") * 1024 * 1024,
         ),
+        crl_sync_seconds=crl_sync,
         raw=doc,
         path=p,
     )

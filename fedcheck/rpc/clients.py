@@ -40,6 +40,7 @@ from fedcheck.trust.pki import PeerIdentity
 __all__ = [
     "CHANNEL_OPTIONS",
     "CoordinatorTransport",
+    "CrlTransport",
     "GrpcCoordinatorClient",
     "GrpcNodeClient",
     "InMemoryCoordinatorClient",
@@ -95,6 +96,12 @@ class CoordinatorTransport(Protocol):
     def fuzzy_release(
         self, state: str, request: FuzzyReleaseRequest, *, timeout: float
     ) -> FuzzyReleaseReply: ...
+
+
+class CrlTransport(Protocol):
+    """How a node fetches the coordinator's CRL (``Coordinator.GetCrl``; judged by fedcheck.trust.crlsync)."""
+
+    def get_crl(self, *, timeout: float) -> bytes: ...
 
 
 def _metadata(dev_identity: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -214,6 +221,14 @@ class GrpcCoordinatorClient:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
         return serde.fuzzy_release_reply_from_pb(reply)
+
+    def get_crl(self, *, timeout: float) -> bytes:
+        """The coordinator's current CRL bytes, unverified (:class:`CrlTransport`)."""
+        try:
+            reply = self._stub.GetCrl(serde.crl_request_to_pb(), timeout=timeout, metadata=self._md)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return serde.crl_response_from_pb(reply)
 
     def close(self) -> None:
         self.channel.close()

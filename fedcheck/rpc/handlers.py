@@ -26,7 +26,7 @@ from fedcheck.rpc.messages import (
 )
 from fedcheck.trust.pki import PeerIdentity
 
-__all__ = ["CoordinatorHandler", "NodeHandler"]
+__all__ = ["CoordinatorHandler", "CrlProvider", "NodeHandler"]
 
 
 class NodeHandler(Protocol):
@@ -65,3 +65,11 @@ class CoordinatorHandler(Protocol):
     def fuzzy_release(
         self, peer: PeerIdentity, state: str, request: FuzzyReleaseRequest
     ) -> FuzzyReleaseReply: ...
+
+
+class CrlProvider(Protocol):
+    """Where the coordinator's ``GetCrl`` bytes come from (:class:`fedcheck.trust.crlsync.CrlFile`)."""
+
+    def current_crl(self) -> bytes:
+        """The current CRL as the CA signed it (PEM or DER); raises a typed error when unavailable."""
+        ...

@@ -32,6 +32,10 @@ __all__ = [
     "check_header",
     "chunk_from_pb",
     "chunk_to_pb",
+    "crl_request_from_pb",
+    "crl_request_to_pb",
+    "crl_response_from_pb",
+    "crl_response_to_pb",
     "envelope_from_pb",
     "envelope_to_pb",
     "epoch_announcement_from_bytes",
@@ -599,6 +603,29 @@ def node_entries_from_pb(r: cpb.ListNodesResponse) -> list[m.NodeEntry]:
         m.NodeEntry(n.state, bool(n.reachable), node_info_from_pb(n.info) if n.HasField("info") else None)
         for n in r.nodes
     ]
+
+
+# -- revocation list distribution (Coordinator.GetCrl) -------------------------------------------------------
+# The CRL travels as opaque bytes: its CA signature, number and validity are judged by the receiving node
+# (fedcheck.trust.crlsync), never by this layer or the coordinator.
+
+
+def crl_request_to_pb() -> cpb.GetCrlRequest:
+    return cpb.GetCrlRequest(header=header())
+
+
+def crl_request_from_pb(r: cpb.GetCrlRequest) -> None:
+    check_header(r.header, r.HasField("header"))
+
+
+def crl_response_to_pb(crl: bytes) -> cpb.CrlResponse:
+    return cpb.CrlResponse(crl=crl)
+
+
+def crl_response_from_pb(r: cpb.CrlResponse) -> bytes:
+    if not r.crl:
+        raise InvalidInput("the coordinator sent an empty revocation list", reason="crl_empty")
+    return bytes(r.crl)
 
 
 # -- fuzzy (Paillier) rounds --------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2 as cpb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2_grpc as cgrpc
 from fedcheck._proto.fedcheck.v1 import node_pb2_grpc as ngrpc
+from fedcheck.errors import NotFound
 from fedcheck.rpc import serde
 from fedcheck.rpc.errors import abort
-from fedcheck.rpc.handlers import CoordinatorHandler, NodeHandler
+from fedcheck.rpc.handlers import CoordinatorHandler, CrlProvider, NodeHandler
 from fedcheck.rpc.tls import PeerVerifier
 
 __all__ = ["CoordinatorServicer", "NodeServicer"]
@@ -25,6 +26,8 @@ __all__ = ["CoordinatorServicer", "NodeServicer"]
 #: TLS peers a node answers: the coordinator (relaying), partner nodes (direct index downloads) and
 #: evaluators (conformance suite). Signed requests are then judged by their signer (NodeService._querier).
 NODE_PEER_ROLES: tuple[str, ...] = ("node", "coordinator", "evaluator")
+#: TLS peers that may fetch the coordinator's CRL (Coordinator.GetCrl): every authenticated federation member.
+CRL_PEER_ROLES: tuple[str, ...] = ("node", "coordinator", "evaluator")
 
 
 class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
@@ -81,9 +84,12 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
 
 
 class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
-    def __init__(self, handler: CoordinatorHandler, verifier: PeerVerifier) -> None:
+    def __init__(
+        self, handler: CoordinatorHandler, verifier: PeerVerifier, crl: CrlProvider | None = None
+    ) -> None:
         self._h = handler
         self._v = verifier
+        self._crl = crl
 
     def SubmitRound(self, request: cpb.SubmitRoundRequest, context: grpc.ServicerContext) -> cpb.RoundResult:
         try:
@@ -135,5 +141,15 @@ class CoordinatorServicer(cgrpc.CoordinatorServicer):  # type: ignore[misc]
             state = serde.validate_state(request.state)
             inner = serde.fuzzy_release_request_from_pb(request.request)
             return serde.fuzzy_release_reply_to_pb(self._h.fuzzy_release(peer, state, inner))
+        except Exception as exc:
+            abort(context, exc)
+
+    def GetCrl(self, request: cpb.GetCrlRequest, context: grpc.ServicerContext) -> cpb.CrlResponse:
+        try:
+            self._v.identify(context, roles=CRL_PEER_ROLES)
+            serde.crl_request_from_pb(request)
+            if self._crl is None:
+                raise NotFound("this coordinator serves no revocation list", reason="crl_not_served")
+            return serde.crl_response_to_pb(self._crl.current_crl())
         except Exception as exc:
             abort(context, exc)

@@ -136,3 +136,15 @@ class RelayFuzzyReleaseRequest(_message.Message):
     state: str
     request: _common_pb2.FuzzyReleaseRequest
     def __init__(self, header: _Optional[_Union[_common_pb2.RequestHeader, _Mapping]] = ..., state: _Optional[str] = ..., request: _Optional[_Union[_common_pb2.FuzzyReleaseRequest, _Mapping]] = ...) -> None: ...
+
+class GetCrlRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: _common_pb2.RequestHeader
+    def __init__(self, header: _Optional[_Union[_common_pb2.RequestHeader, _Mapping]] = ...) -> None: ...
+
+class CrlResponse(_message.Message):
+    __slots__ = ("crl",)
+    CRL_FIELD_NUMBER: _ClassVar[int]
+    crl: bytes
+    def __init__(self, crl: _Optional[bytes] = ...) -> None: ...

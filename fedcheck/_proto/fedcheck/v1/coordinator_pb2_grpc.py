@@ -61,6 +61,11 @@ class CoordinatorStub:
                 request_serializer=fedcheck_dot_v1_dot_coordinator__pb2.RelayFuzzyReleaseRequest.SerializeToString,
                 response_deserializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.FromString,
                 _registered_method=True)
+        self.GetCrl = channel.unary_unary(
+                '/fedcheck.v1.Coordinator/GetCrl',
+                request_serializer=fedcheck_dot_v1_dot_coordinator__pb2.GetCrlRequest.SerializeToString,
+                response_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.CrlResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -102,6 +107,16 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCrl(self, request, context):
+        """Returns the federation CA's revocation list as the coordinator holds it (its [tls] crl file), for nodes to
+        pick up revocations without an operator copying files. Any authenticated member may call it. The
+        coordinator is not trusted for it: callers verify the CA signature, issuer, CRL number (never lower than
+        their own) and validity window themselves, so a coordinator can delay a CRL but not forge or roll one back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +144,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.FuzzyRelease,
                     request_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.RelayFuzzyReleaseRequest.FromString,
                     response_serializer=fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.SerializeToString,
+            ),
+            'GetCrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCrl,
+                    request_deserializer=fedcheck_dot_v1_dot_coordinator__pb2.GetCrlRequest.FromString,
+                    response_serializer=fedcheck_dot_v1_dot_coordinator__pb2.CrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +287,33 @@ class Coordinator:
             '/fedcheck.v1.Coordinator/FuzzyRelease',
             fedcheck_dot_v1_dot_coordinator__pb2.RelayFuzzyReleaseRequest.SerializeToString,
             fedcheck_dot_v1_dot_common__pb2.FuzzyReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcheck.v1.Coordinator/GetCrl',
+            fedcheck_dot_v1_dot_coordinator__pb2.GetCrlRequest.SerializeToString,
+            fedcheck_dot_v1_dot_coordinator__pb2.CrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

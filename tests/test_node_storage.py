@@ -99,3 +99,34 @@ def test_stored_face_refused_by_this_version_is_dropped_not_fatal(tmp_path: Path
 
     with pytest.raises(IntegrityError):
         list(store.iter_records())
+
+
+def test_policy_change_starts_a_new_epoch_on_restart(tmp_path: Path) -> None:
+    """Partners cache finalised outputs per holder epoch: a restart under a changed holder policy (partner
+    removed, entry withheld) must not restore the epoch built under the old one; the same policy restores it."""
+    from fedcheck.node.app import policy_digest
+    from fedcheck.node.epochs import Audience, EpochManager
+
+    kek = KeyEncryptionKey.generate()
+    old = {"policy": {"holder": {"partners": {"DEU": {"modes": ["exact"]}, "KEN": {"modes": ["exact"]}}}}}
+    new = {"policy": {"holder": {"partners": {"DEU": {"modes": ["exact"]}}}}}
+    assert policy_digest(old) != policy_digest(new)
+    assert policy_digest(old) == policy_digest({"policy": {"holder": {"partners": {
+        "KEN": {"modes": ["exact"]}, "DEU": {"modes": ["exact"]}}}}})  # canonical: key order is irrelevant
+
+    def manager(raw: dict[str, object]) -> EpochManager:
+        store = _store(tmp_path, kek)
+        store.replace_list(_records(5))
+        return EpochManager(store, "FRA", epoch_seconds=3600, audiences=lambda: [Audience("all", lambda e: e)],
+                            workers=1, policy_digest=policy_digest(raw))
+
+    first = manager(old)
+    built = first.rebuild_now().epoch_id
+    same = manager(old)
+    same._restore()
+    assert same.current().epoch_id == built
+    changed = manager(new)
+    changed._restore()
+    with pytest.raises(Exception, match="not ready"):
+        changed.current()  # nothing served from the old policy's epoch
+    assert changed.rebuild_now().epoch_id != built

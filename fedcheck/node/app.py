@@ -8,6 +8,7 @@ same code path; the CLI only parses arguments.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -186,6 +187,7 @@ class NodeApp:
             poll_seconds=cfg.list_poll_seconds,
             on_progress=metrics.EPOCH_BUILD_PROGRESS.set,
             on_epoch=self._on_epoch,
+            policy_digest=policy_digest(cfg.raw),
         )
         self.service = NodeService(
             state=cfg.state,
@@ -325,6 +327,17 @@ class NodeApp:
         self.stop()
         print(json.dumps({"event": "stopped", "state": self.cfg.state}), flush=True)
         return 0
+
+
+def policy_digest(raw: Mapping[str, Any]) -> str:
+    """SHA-256 of the node's ``[policy]`` tables in canonical JSON: what an epoch's indexes were built under.
+
+    Why: partners cache finalised outputs per holder epoch (and budgets must not refill), so a policy change
+    (a partner removed, an entry withheld, label fields narrowed) must start a new epoch rather than leave the
+    old indexes and the partners' caches serving what the new policy no longer allows.
+    """
+    text = json.dumps(raw.get("policy", {}), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:

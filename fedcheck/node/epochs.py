@@ -97,8 +97,12 @@ class EpochManager:
         poll_seconds: float = 2.0,
         on_progress: Callable[[float], None] | None = None,
         on_epoch: Callable[[Epoch], None] | None = None,
+        policy_digest: str = "",
     ) -> None:
         self._store = store
+        #: digest of the holder policy the indexes are built under; a restored epoch built under another
+        #: policy is not served (its indexes and the partners' caches reflect the old policy)
+        self._policy_digest = policy_digest
         self._state = state
         self._epoch_seconds = epoch_seconds
         self._audiences = audiences
@@ -168,6 +172,14 @@ class EpochManager:
         except FedcheckError as exc:
             _log.warning("cannot restore persisted epochs", extra={"reason": exc.reason})
             return
+        if saved and self._policy_digest:
+            built_under = (self._store.get_meta(f"epoch_policy:{saved[0].epoch_id}") or b"").decode()
+            if built_under != self._policy_digest:
+                _log.warning(
+                    "holder policy changed since the last epoch was built: building a new epoch",
+                    extra={"epoch_id": saved[0].epoch_id, "reason": "policy_changed"},
+                )
+                return
         restored: list[Epoch] = []
         for rec in saved[:2]:
             key = EpochKey.from_bytes(rec.key_bytes)
@@ -243,6 +255,7 @@ class EpochManager:
                 )
             )
             self._store.put_meta(f"epoch_size:{epoch_id}", str(epoch.size).encode())
+            self._store.put_meta(f"epoch_policy:{epoch_id}", self._policy_digest.encode())
             with self._lock:
                 self._previous, self._current = self._current, epoch
             self._ready.set()

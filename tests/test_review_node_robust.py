@@ -408,3 +408,18 @@ def test_a_partner_cannot_evict_another_partners_open_rounds(
                                     ReplyKey().public))
     assert exc.value.reason == "unknown_round"
     assert sum(1 for k in svc._open if k[0] == "FRA") <= 2
+
+
+def test_an_unusable_own_crl_is_logged_as_the_nodes_fault(ca: _Ca, caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage in this node's own CRL file refuses every peer: the node's log must say that its ``[tls] crl``
+    is at fault (once per interval), not stay silent or blame the peer."""
+    v = PeerVerifier(ca.tls)
+    assert ca.tls.crl_path is not None
+    Path(ca.tls.crl_path).write_bytes(b"not a crl")
+    with caplog.at_level(logging.WARNING, logger="fedcheck.rpc.tls"):
+        for _ in range(3):
+            with pytest.raises(FedcheckError):
+                v.identify(_Ctx(ca.certs["KEN"]))
+    own = [r for r in caplog.records if "[tls] crl" in r.getMessage()]
+    assert len(own) == 1 and str(ca.tls.crl_path) in own[0].getMessage()
+    assert not [r for r in caplog.records if "TLS peer refused" in r.getMessage()]

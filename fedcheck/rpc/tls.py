@@ -27,7 +27,7 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from fedcheck.errors import ConfigError, Unauthenticated
+from fedcheck.errors import ConfigError, FedcheckError, Unauthenticated
 from fedcheck.trust import pki as _pki
 from fedcheck.trust.atrest import KeyEncryptionKey
 from fedcheck.trust.pki import (
@@ -194,15 +194,41 @@ class PeerVerifier:
         try:
             st = os.stat(path)
         except OSError:
+            self._log_own_crl(str(path), "crl_unreadable")
             raise Unauthenticated("revocation list unavailable", reason="crl_unreadable") from None
         sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        failure: FedcheckError | None = None
         with self._lock:
             if sig != self._crl_sig:
-                self._crl = load_crl(path, ca_pem=self._tls.ca_pem)
-                self._crl_sig = sig
-                self._generation += 1
-                self._cache.clear()
-            return self._crl, self._generation
+                try:
+                    crl = load_crl(path, ca_pem=self._tls.ca_pem)
+                except FedcheckError as exc:
+                    failure = exc
+                else:
+                    self._crl = crl
+                    self._crl_sig = sig
+                    self._generation += 1
+                    self._cache.clear()
+            if failure is None:
+                return self._crl, self._generation
+        # the node's own CRL, not the peer, is at fault: say so in this node's log (rate-limited), then refuse
+        self._log_own_crl(str(path), failure.reason)
+        raise failure
+
+    def _log_own_crl(self, path: str, reason: str) -> None:
+        now = _monotonic()
+        key = (None, f"own_crl:{reason}")
+        with self._lock:
+            last = self._refusals.get(key)
+            if last is not None and now - last[0] < REFUSAL_LOG_INTERVAL_S:
+                self._refusals[key] = (last[0], last[1] + 1)
+                return
+            self._refusals[key] = (now, 0)
+        _log.error(
+            "this node's revocation list ([tls] crl = %s) cannot be used (%s): every TLS peer is refused "
+            "until the operator installs a valid, current CRL signed by the federation CA (fedcheck pki crl "
+            "/ fedcheck pki fetch-crl)", path, reason, extra={"reason": reason},
+        )
 
     def identify(
         self, context: grpc.ServicerContext, *, roles: Sequence[str] = ("node", "coordinator")
@@ -234,6 +260,8 @@ class PeerVerifier:
 
     def _log_refusal(self, pem: bytes | None, reason: str) -> None:
         """One warning per (serial, reason) per :data:`REFUSAL_LOG_INTERVAL_S`: CN, serial, reason code."""
+        if reason == "crl_stale" and self._tls is not None:  # our CRL is out of date, not the peer's fault
+            self._log_own_crl(str(self._tls.crl_path), reason)
         cn, serial = _peer_summary(pem)
         key = (serial, reason)
         now = _monotonic()

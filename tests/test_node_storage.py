@@ -103,7 +103,8 @@ def test_stored_face_refused_by_this_version_is_dropped_not_fatal(tmp_path: Path
 
 def test_policy_change_starts_a_new_epoch_on_restart(tmp_path: Path) -> None:
     """Partners cache finalised outputs per holder epoch: a restart under a changed holder policy (partner
-    removed, entry withheld) must not restore the epoch built under the old one; the same policy restores it."""
+    removed, entry withheld) must not restore the epoch built under the old one; the same policy restores
+    it."""
     from fedcheck.node.app import policy_digest
     from fedcheck.node.epochs import Audience, EpochManager
 
@@ -117,8 +118,8 @@ def test_policy_change_starts_a_new_epoch_on_restart(tmp_path: Path) -> None:
     def manager(raw: dict[str, object]) -> EpochManager:
         store = _store(tmp_path, kek)
         store.replace_list(_records(5))
-        return EpochManager(store, "FRA", epoch_seconds=3600, audiences=lambda: [Audience("all", lambda e: e)],
-                            workers=1, policy_digest=policy_digest(raw))
+        return EpochManager(store, "FRA", epoch_seconds=3600, workers=1, policy_digest=policy_digest(raw),
+                            audiences=lambda: [Audience("all", lambda e: e)])
 
     first = manager(old)
     built = first.rebuild_now().epoch_id

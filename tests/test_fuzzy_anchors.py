@@ -217,8 +217,8 @@ def test_coordinator_records_and_checks_fuzzy_anchors(
         assert rnd["anchors"] == {"DEU": score_anchor}
         assert rel["anchors"] == {"DEU": release_anchor}
         assert report.details["DEU"]["audit_head"] == score_anchor  # the querier sees the head too
-        ((round_id, state, seq, h, sig),) = stored  # the fuzzy round's row of audit_anchors
-        assert (round_id, state, f"{seq}:{h}") == ("fz-coord", "DEU", score_anchor)
+        ((querier, round_id, state, seq, h, sig),) = stored  # the fuzzy round's row of audit_anchors
+        assert (querier, round_id, state, f"{seq}:{h}") == ("FRA", "fz-coord", "DEU", score_anchor)
         assert verify_head_signature(holder.key.public_key(), SignedHead(seq, h, sig))
 
     if case == "verified":

@@ -267,7 +267,7 @@ def test_coordinator_audits_rounds_with_anchors_before_answering(tmp_path: Path)
     assert rnd["holders"]["AAA"] == "ok" and rnd["holders"]["DDD"] == "refused/partner_not_allowed"
     assert rnd["items_by_state"] == {"AAA": 2, "DDD": 2, "EEE": 2} and rnd["outcome"] == "partial"
     assert events[1]["type"] == "refusal" and events[1]["reason"] == "round_id_reused"
-    assert store.anchors("AAA") == [("round-a", "AAA", 42, "ab" * 32, b"s" * 64)]
+    assert store.anchors("AAA") == [("QQQ", "round-a", "AAA", 42, "ab" * 32, b"s" * 64)]
     assert verify_log(tmp_path / "audit.jsonl", log.public_key).ok
     log.close()
     store.close()

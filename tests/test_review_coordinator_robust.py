@@ -305,9 +305,10 @@ def test_round_entry_the_log_refuses_is_replaced_by_the_reduced_entry(tmp_path: 
     assert len(sink.refused) == 1
     (ev,) = [e for e in _entries(tmp_path) if e.get("round_id") == "r1"]
     assert ev["type"] == "round" and ev["reasons"] == ["audit_reduced", "audit_value"]
-    assert ev["holders"] == {"AAA": "ok", "DDD": "refused"}  # statuses, nothing the holders wrote
+    # statuses with their relayed (validated) reason codes, nothing else the holders wrote
+    assert ev["holders"] == {"AAA": "ok", "DDD": "refused/partner_not_allowed"}
     assert ev["outcome"] == "partial" and ev["querier"] == "QQQ" and ev["targets"] == ["AAA", "DDD"]
-    assert "anchors" not in ev
+    assert ev["anchors"] == {}  # validated heads are kept (FakeNode answers without one)
 
 
 def test_round_whose_entry_cannot_be_written_is_held_for_resubmission(tmp_path: Path) -> None:
@@ -421,7 +422,7 @@ def test_release_with_malformed_head_is_a_clean_refusal(tmp_path: Path, wire: bo
 
 def test_release_entry_the_log_refuses_still_delivers_the_labels(tmp_path: Path) -> None:
     log = _log(tmp_path)
-    sink = FlakySink(log, lambda e: InvalidInput("no", reason="audit_value") if "anchors" in e else None,
+    sink = FlakySink(log, lambda e: InvalidInput("no", reason="audit_value") if "reasons" not in e else None,
                      times=99)
     reply = GOOD_REPLY
     relay = _relay(tmp_path, ReleaseHolder(reply), sink)
@@ -432,7 +433,8 @@ def test_release_entry_the_log_refuses_still_delivers_the_labels(tmp_path: Path)
     assert got.sealed_label_response == b"sealed-labels"
     (ev,) = _entries(tmp_path)
     assert ev["type"] == "fuzzy_release" and ev["outcome"] == "ok"
-    assert ev["reasons"] == ["audit_reduced", "audit_value"] and "anchors" not in ev
+    assert ev["reasons"] == ["audit_reduced", "audit_value"]
+    assert ev["anchors"] == {"DEU": f"7:{GOOD_HASH}"}  # the validated head is kept in the reduced entry
 
 
 def test_release_whose_entry_cannot_be_written_is_held_for_resubmission(tmp_path: Path) -> None:

@@ -339,7 +339,7 @@ def test_round_store_of_an_earlier_version_is_migrated(tmp_path: Path) -> None:
     payload = serde.round_payload_from_bytes(exact_request("CASE-1", ["DEU"]).round.payload)
     for _ in range(2):  # the migration runs once; reopening is a no-op
         store = RoundStore(path)
-        assert store.anchors() == [("CASE-1", "DEU", 5, "ab", b"\x01\x02")]
+        assert store.anchors() == [("FRA", "CASE-1", "DEU", 5, "ab", b"\x01\x02")]
         assert store.holders("FRA", "CASE-1") == [("DEU", "ok", "")]
         assert store.claim("CASE-1", "bb", "FRA", payload, 1) == "aa"  # still FRA's round
         store.close()

@@ -20,9 +20,10 @@ round's audit entry and the ``audit_anchors`` table; ``anchors`` in the relayed 
 
 A follow-up's labels are released (and charged) once: the holder refuses the same follow-up again. So the
 relay never lets its own audit append replace the holder's reply: an entry the audit log refuses is replaced
-by the reduced one, and a reply whose entry cannot be appended at all is held
-(:class:`~fedcheck.coordinator.fanout.AuditPending`) for a resubmission of the same signed follow-up, like a
-round's answer.
+by the reduced one (which keeps the validated head, ``anchors``, and a refusal's relayed reason code), and a
+reply whose entry cannot be appended at all is held (:class:`~fedcheck.coordinator.fanout.AuditPending`, in
+the :class:`~fedcheck.coordinator.fanout.AuditBacklog` shared with the round engine) for a resubmission of
+the same signed follow-up, like a round's answer; its entry is appended at the next successful append.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fedcheck.coordinator.fanout import (
+    AUDIT_RETRY_SECONDS,
+    AuditBacklog,
     AuditPending,
+    anchor_fields,
     append_audit,
     finish_audit,
     round_event,
@@ -92,7 +96,11 @@ class FuzzyRelay:
         result_ttl_seconds: float,
         audit: Callable[[Mapping[str, Any]], object] | None = None,
         audit_public_keys: Mapping[str, Ed25519PublicKey] | None = None,
+        backlog: AuditBacklog | None = None,
+        audit_retry_seconds: float = AUDIT_RETRY_SECONDS,
     ) -> None:
+        """``backlog``: the round engine's (its sink is then the audit sink; ``audit`` is ignored); without
+        one the relay keeps its own over ``audit`` (:meth:`close` closes it)."""
         self._nodes = dict(nodes)
         self._store = store
         self._pool = pool
@@ -101,20 +109,23 @@ class FuzzyRelay:
         self._verify = verify_signatures
         self._max_deadline = max_deadline_seconds
         self._ttl = result_ttl_seconds
-        self._audit = audit
+        self._own_backlog = backlog is None
+        if backlog is None:
+            backlog = AuditBacklog(audit, retry_seconds=audit_retry_seconds)
+        self._backlog = backlog
+        self._audit = backlog.sink if backlog.enabled else None
         #: holders' audit public keys ([nodes.<STATE>] audit_public_key): returned heads are checked with them
         self._audit_keys = dict(audit_public_keys or {})
         self._lock = threading.Lock()
         #: (querier State, round id) -> (payload digest, expiry, answer), like the store: ids are per querier
         self._results: dict[tuple[str, str], tuple[str, float, RoundResult]] = {}
-        #: (querier State, round id) -> (payload digest, expiry, held answer) whose audit entry is still to be
-        #: appended
-        self._pending: dict[tuple[str, str], tuple[str, float, AuditPending[RoundResult]]] = {}
-        #: (holder State, querier State, follow-up payload digest) -> (expiry, held reply) whose audit entry
-        #: is still to be appended
-        self._pending_releases: dict[
-            tuple[str, str, str], tuple[float, AuditPending[FuzzyReleaseReply]]
-        ] = {}
+        # answers whose audit entry is still to be appended are in the backlog: ("fuzzy", querier State, round
+        # id) and ("release", holder State, querier State, follow-up payload digest)
+
+    def close(self) -> None:
+        """Close the relay's own backlog (a shared one is the round engine's to close)."""
+        if self._own_backlog:
+            self._backlog.close()
 
     def _signer(self, peer: PeerIdentity, env: SignedEnvelope) -> PeerIdentity:
         return submitter(peer, env, ca_pem=self._ca_pem, crl=self._crl, verify=self._verify, what="request")
@@ -138,13 +149,13 @@ class FuzzyRelay:
                 )
         payload_sha = hashlib.sha256(env.payload).hexdigest()
         rid = (querier.state, payload.round_id)
-        held: AuditPending[RoundResult] | None = None
+        held_key = ("fuzzy", querier.state, payload.round_id)
+        held = False
+        self._backlog.expire()  # may append (reduced entries of expired answers): not under the lock
         with self._lock:
             now = time.monotonic()
             for old in [r for r, (_, exp, _) in self._results.items() if exp < now]:
                 del self._results[old]
-            for old in [r for r, (_, exp, _) in self._pending.items() if exp < now]:
-                del self._pending[old]
             done = self._results.get(rid)
             if done is not None:
                 if done[0] != payload_sha:
@@ -154,9 +165,8 @@ class FuzzyRelay:
                 return RoundResult(
                     r.round_id, r.results, r.started_unix_ms, r.finished_unix_ms, replayed=True
                 )
-            pending = self._pending.get(rid)
-            if pending is not None and pending[0] == payload_sha:
-                held = self._pending.pop(rid)[2]
+            if self._backlog.digest(held_key) == payload_sha:
+                held = True
             else:
                 travellers = sum(t.count for t in payload.targets)
                 stored = self._store.claim(payload.round_id, payload_sha, querier.state, payload, travellers)
@@ -166,12 +176,21 @@ class FuzzyRelay:
                         "round results are no longer held, or the round is still running; use a new round id",
                         reason="round_id_reused" if stored != payload_sha else "round_expired",
                     )
-        try:
-            # a held round's holders are not asked again: only its audit entry is appended now
-            result = held.retry() if held is not None else self._run(querier, payload, request)
-        except AuditPending as exc:
+        if held:
+            # a held round's holders are not asked again: its answer is collected once its entry is appended
+            value = self._backlog.collect(held_key)  # AuditPending if it still cannot be
+            if not isinstance(value, RoundResult):  # expired meanwhile (entry appended or logged)
+                raise PreconditionFailed(
+                    "round results are no longer held; use a new round id", reason="round_expired"
+                )
             with self._lock:
-                self._pending[rid] = (payload_sha, time.monotonic() + self._ttl, exc)
+                self._results[rid] = (payload_sha, time.monotonic() + self._ttl, value)
+            self._backlog.discard(held_key)
+            return value
+        try:
+            result = self._run(querier, payload, request)
+        except AuditPending as exc:
+            self._backlog.hold(held_key, payload_sha, exc, self._ttl)
             raise
         with self._lock:
             self._results[rid] = (payload_sha, time.monotonic() + self._ttl, result)
@@ -217,14 +236,13 @@ class FuzzyRelay:
         transport = self._nodes.get(state)
         if transport is None:
             raise NotFound("State is not a member of this federation", reason="unknown_state")
-        key = (state, querier.state, hashlib.sha256(env.payload).hexdigest())
-        with self._lock:
-            now = time.monotonic()
-            for old in [k for k, (exp, _) in self._pending_releases.items() if exp < now]:
-                del self._pending_releases[old]
-            held = self._pending_releases.pop(key, None)
-        if held is not None:  # released before, its audit entry still to be appended: not asked again
-            return self._hold_release(key, held[1].retry)
+        digest = hashlib.sha256(env.payload).hexdigest()
+        key = ("release", state, querier.state, digest)
+        self._backlog.expire()
+        held = self._backlog.collect(key)  # AuditPending if its entry still cannot be appended
+        if isinstance(held, FuzzyReleaseReply):  # released before: the holder is not asked again
+            self._backlog.discard(key)
+            return held
         t0 = time.time()
 
         def event(outcome: str, reason: str) -> dict[str, Any]:
@@ -239,35 +257,29 @@ class FuzzyRelay:
             reply = transport.fuzzy_release(request, timeout=self._max_deadline)
             serde.check_audit_head(reply.audit_seq, reply.audit_hash, reply.audit_signature)  # as rounds
         except FedcheckError as exc:
-            # the refusal is audited before it leaves (an audit failure replaces it)
+            # the refusal is audited before it leaves (an audit failure replaces it); the relayed reason is
+            # a validated short code, so the reduced entry keeps it
             if self._audit is not None:
                 refused = event("refused", relayed_reason(exc.reason))
-                append_audit(self._audit, refused, {k: v for k, v in refused.items() if k != "reason"})
+                append_audit(self._audit, refused, dict(refused))
             raise
         if self._audit is None:
             return reply
-        reduced = event("ok", "")  # nothing the holder returned
+        reduced = event("ok", "")
         full = dict(reduced)
-        try:  # the holder's head after auditing this follow-up
+        try:  # the holder's head after auditing this follow-up (validated above: the reduced entry keeps it)
+            reduced.update(anchor_fields({state: reply}))
             full.update(self._release_anchor(state, payload.round_id, reply))
         except Exception:
             _log.exception("follow-up audit anchor could not be read", extra={"round_id": payload.round_id})
-        audit = self._audit
-        return self._hold_release(key, lambda: finish_audit(reply, audit, full, reduced))
-
-    def _hold_release(
-        self, key: tuple[str, str, str], deliver: Callable[[], FuzzyReleaseReply]
-    ) -> FuzzyReleaseReply:
-        """``deliver()`` (audit, then the reply); a reply that could not be audited is held under ``key``."""
         try:
-            return deliver()
-        except AuditPending as exc:
-            with self._lock:
-                self._pending_releases[key] = (time.monotonic() + self._ttl, exc)
+            return finish_audit(reply, self._audit, full, reduced)
+        except AuditPending as exc:  # held for a resubmission of the same signed follow-up
+            self._backlog.hold(key, digest, exc, self._ttl)
             raise
 
     def _release_anchor(self, state: str, round_id: str, reply: FuzzyReleaseReply) -> dict[str, Any]:
-        from fedcheck.coordinator.rounds import anchor_fields, check_anchor  # rounds imports this module
+        from fedcheck.coordinator.rounds import check_anchor  # rounds imports this module
 
         key = self._audit_keys.get(state)
         checks = None if not self._audit_keys else (
@@ -285,8 +297,6 @@ def _fuzzy_round_event(
 ) -> dict[str, Any]:
     """The coordinator's audit entry for a fuzzy round, with the holders' audit heads like an exact round's
     (``checks``: State -> head signature verified; ``None`` when no holder audit key is configured)."""
-    from fedcheck.coordinator.rounds import anchor_fields  # rounds imports this module
-
     results = result.results
     event = round_event(querier, payload, result, items)
     event["holders"] = {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results}

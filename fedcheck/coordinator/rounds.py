@@ -24,8 +24,10 @@ evidence. A head that is not well-formed (``serde.check_audit_head``) is neither
 ``anchors``; it counts as missing.
 
 Once the holders were asked (and charged the querier), a failure to record the round never spends the round id
-without an answer: see :mod:`fedcheck.coordinator.fanout` (reduced audit entry, :class:`AuditPending` held
-for a resubmission of the same round).
+without an answer, nor loses its audit entry: see :mod:`fedcheck.coordinator.fanout` (reduced audit entry;
+:class:`AuditPending` answers kept in the engine's :class:`~fedcheck.coordinator.fanout.AuditBacklog`, whose
+entries are appended at the next successful append or by a background retry, and collected by a
+resubmission of the same round).
 
 Index downloads are relayed only for the State that signed the index request: the TLS peer's State must be
 the signer's (``PERMISSION_DENIED`` ``identity_mismatch`` otherwise), like rounds and follow-ups.
@@ -43,7 +45,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedcheck.coordinator.fanout import AuditPending, round_event, run_round, submitter
+from fedcheck.coordinator.fanout import (
+    AUDIT_RETRY_SECONDS,
+    AnchoredAnswer,
+    AuditBacklog,
+    AuditPending,
+    anchor_fields,
+    answers,
+    round_event,
+    run_round,
+    submitter,
+    well_formed_head,
+)
 from fedcheck.coordinator.fuzzy import FuzzyRelay
 from fedcheck.errors import (
     FedcheckError,
@@ -56,10 +69,8 @@ from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
-    Evaluation,
     FuzzyReleaseReply,
     FuzzyReleaseRequest,
-    FuzzyScore,
     GetIndexRequest,
     HolderResult,
     HolderStatus,
@@ -76,16 +87,13 @@ from fedcheck.trust.pki import PeerIdentity, RevocationList, verify_payload
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["AuditSink", "RoundEngine", "RoundStore"]
+__all__ = ["AuditSink", "RoundEngine", "RoundStore", "anchor_fields", "check_anchor", "well_formed_head"]
 
 _log = logging.getLogger("fedcheck.coordinator")
 
-#: A holder answer carrying its signed audit head (``audit_seq`` / ``audit_hash`` / ``audit_signature``)
-AnchoredAnswer = Evaluation | FuzzyScore | FuzzyReleaseReply
-
 #: Appends one audit event durably before returning (``AuditLog.append``). Raising ``InvalidInput`` (an
 #: event the log refuses) makes the engine append the reduced event instead; any other failure after the
-#: fan-out holds the answer (``AuditPending``) until a resubmission of the round can be audited.
+#: fan-out holds the answer (``AuditPending``) in the engine's ``AuditBacklog`` until its entry is appended.
 AuditSink = Callable[[Mapping[str, Any]], object]
 
 #: table -> its CREATE statement; every table is keyed by (querier, round id)
@@ -186,7 +194,7 @@ class RoundStore:
             return None
 
     def finish(self, result: RoundResult, items: Mapping[str, int], querier: str) -> None:
-        answered, finished, rid = _answers(result), result.finished_unix_ms, result.round_id
+        answered, finished, rid = answers(result), result.finished_unix_ms, result.round_id
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -211,16 +219,18 @@ class RoundStore:
             )
             self._db.execute("COMMIT")
 
-    def anchors(self, state: str | None = None) -> list[tuple[str, str, int, str, bytes]]:
-        """Audit heads received from holders: (round_id, state, seq, hash, signature), oldest first."""
+    def anchors(self, state: str | None = None) -> list[tuple[str, str, str, int, str, bytes]]:
+        """Audit heads received from holders: (querier, round_id, state, seq, hash, signature), oldest first.
+        Round ids are per querier, so a round is named by both (querier ``''``: migrated from a store of an
+        earlier version without that round's row)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT round_id, state, seq, hash, signature FROM audit_anchors"
+                "SELECT querier, round_id, state, seq, hash, signature FROM audit_anchors"
                 + (" WHERE state=?" if state else "")
-                + " ORDER BY received_ms, state",
+                + " ORDER BY received_ms, state, querier, round_id",
                 (state,) if state else (),
             ).fetchall()
-        return [(str(r), str(s), int(q), str(h), bytes(g)) for r, s, q, h, g in rows]
+        return [(str(u), str(r), str(s), int(q), str(h), bytes(g)) for u, r, s, q, h, g in rows]
 
     def holders(self, querier: str, round_id: str) -> list[tuple[str, str, str]]:
         with self._lock:
@@ -254,10 +264,14 @@ class RoundEngine:
         verify_signatures: bool = True,
         audit: AuditSink | None = None,
         audit_public_keys: Mapping[str, Ed25519PublicKey] | None = None,
+        audit_retry_seconds: float = AUDIT_RETRY_SECONDS,
     ) -> None:
         self._nodes = dict(nodes)
         self._audit_keys = dict(audit_public_keys or {})
-        self._audit = audit
+        #: answers whose audit entry could not be appended yet (exact and fuzzy rounds, follow-ups); every
+        #: append goes through its sink, which then appends the held entries too
+        self._backlog = AuditBacklog(audit, retry_seconds=audit_retry_seconds)
+        self._audit: AuditSink | None = self._backlog.sink if self._backlog.enabled else None
         self._fuzzy: FuzzyRelay | None = None
         self._store = store
         self._ca_pem = ca_pem
@@ -271,16 +285,15 @@ class RoundEngine:
         #: keyed by (querier State, round id), like the store: round ids are per querier
         self._results: dict[tuple[str, str], tuple[str, float, RoundResult]] = {}
         self._inflight: dict[tuple[str, str], tuple[str, Future[RoundResult]]] = {}
-        #: rounds whose holders answered but whose audit entry could not be appended yet (payload digest,
-        #: expiry, the held answer): a resubmission of the same round appends it and collects the answer
-        self._pending: dict[tuple[str, str], tuple[str, float, AuditPending[RoundResult]]] = {}
 
     @property
     def max_batch(self) -> int:
         return self._max_batch
 
     def close(self) -> None:
+        """Stop the fan-out pool, then append what the audit backlog still holds (or log it as lost)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._backlog.close()
 
     # -- rounds ----------------------------------------------------------------------------------------------
 
@@ -324,6 +337,8 @@ class RoundEngine:
                 raise InvalidInput("a batch differs from the one the querier signed", reason="batch_mismatch")
         payload_sha = hashlib.sha256(env.payload).hexdigest()
         key = (querier.state, payload.round_id)
+        held_key = ("exact", querier.state, payload.round_id)
+        self._backlog.expire()  # may append (reduced entries of expired answers): not under the lock
         with self._lock:
             self._expire()
             done = self._results.get(key)
@@ -334,15 +349,15 @@ class RoundEngine:
                     )
                 return _replayed(done[2])
             running = self._inflight.get(key)
-            held: AuditPending[RoundResult] | None = None
+            held = False
             if running is None:
-                pending = self._pending.get(key)
+                pending = self._backlog.digest(held_key)
                 if pending is not None:
-                    if pending[0] != payload_sha:
+                    if pending != payload_sha:
                         raise PreconditionFailed(
                             "round_id already used with a different payload", reason="round_id_reused"
                         )
-                    held = self._pending.pop(key)[2]
+                    held = True
                 else:
                     items = sum(len(b) for b in request.batches.values())
                     stored = self._store.claim(payload.round_id, payload_sha, querier.state, payload, items)
@@ -366,28 +381,36 @@ class RoundEngine:
         if not owner:
             return _replayed(fut.result())
         try:
-            # a held round's holders are not asked again: only its audit entry is appended now
-            result = held.retry() if held is not None else self._run(querier, payload, request)
+            # a held round's holders are not asked again: its answer is collected once its entry is appended
+            result = self._collect(held_key) if held else self._run(querier, payload, request)
             fut.set_result(result)
         except BaseException as exc:
             fut.set_exception(exc)
+            if isinstance(exc, AuditPending) and not held:
+                self._backlog.hold(held_key, payload_sha, exc, self._ttl)
             raise
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
-                error = fut.exception() if fut.done() else None
-                if fut.done() and error is None:
+                if fut.done() and fut.exception() is None:
                     self._results[key] = (payload_sha, time.monotonic() + self._ttl, fut.result())
-                elif isinstance(error, AuditPending):
-                    self._pending[key] = (payload_sha, time.monotonic() + self._ttl, error)
+        if held:
+            self._backlog.discard(held_key)
         return result
+
+    def _collect(self, held_key: tuple[str, str, str]) -> RoundResult:
+        """The held answer, its entry appended now if no flush did it yet (``AuditPending`` otherwise)."""
+        value = self._backlog.collect(held_key)
+        if not isinstance(value, RoundResult):  # expired meanwhile (its entry was appended or logged)
+            raise PreconditionFailed(
+                "round results are no longer held; submit a new round id", reason="round_expired"
+            )
+        return value
 
     def _expire(self) -> None:
         now = time.monotonic()
         for rid in [r for r, (_, exp, _) in self._results.items() if exp < now]:
             del self._results[rid]
-        for rid in [r for r, (_, exp, _) in self._pending.items() if exp < now]:
-            del self._pending[rid]
 
     def _run(self, querier: PeerIdentity, payload: RoundPayload, request: SubmitRoundRequest) -> RoundResult:
         def evaluate(state: str, transport: NodeTransport, timeout: float) -> HolderResult:
@@ -422,7 +445,7 @@ class RoundEngine:
                 self._fuzzy = FuzzyRelay(
                     self._nodes, self._store, self._pool, ca_pem=self._ca_pem, crl=self._crl,
                     verify_signatures=self._verify, max_deadline_seconds=self._max_deadline,
-                    result_ttl_seconds=self._ttl, audit=self._audit, audit_public_keys=self._audit_keys,
+                    result_ttl_seconds=self._ttl, audit_public_keys=self._audit_keys, backlog=self._backlog,
                 )
             return self._fuzzy
 
@@ -511,46 +534,9 @@ def _round_event(
     ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
     event = round_event(querier, payload, result, items)
     event["holders"] = {s: v[:200] for s, v in statuses.items()}
-    event.update(anchor_fields(_answers(result), checks))
+    event.update(anchor_fields(answers(result), checks))
     event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
     return event
-
-
-def _answers(result: RoundResult) -> dict[str, Evaluation | FuzzyScore]:
-    """State -> the answer of every holder that answered (an exact evaluation or fuzzy scores)."""
-    out: dict[str, Evaluation | FuzzyScore] = {}
-    for h in result.results:
-        answer = h.evaluation if h.evaluation is not None else h.fuzzy
-        if answer is not None:
-            out[h.state] = answer
-    return out
-
-
-def anchor_fields(
-    answers: Mapping[str, AnchoredAnswer], checks: Mapping[str, bool] | None = None
-) -> dict[str, Any]:
-    """The audit-entry fields of the holders' heads: ``anchors`` (State -> ``SEQ:HASH``, as received) and,
-    when ``checks`` is given (State -> :func:`check_anchor` result; ``None`` when no holder audit key is
-    configured), ``anchors_verified`` / ``anchors_unverified`` among the States that answered."""
-    fields: dict[str, Any] = {
-        "anchors": {s: f"{a.audit_seq}:{a.audit_hash}" for s, a in answers.items() if well_formed_head(a)}
-    }
-    if checks is not None:
-        fields["anchors_verified"] = sorted(s for s, ok in checks.items() if ok and s in answers)
-        fields["anchors_unverified"] = sorted(s for s, ok in checks.items() if not ok and s in answers)
-    return fields
-
-
-def well_formed_head(answer: AnchoredAnswer) -> bool:
-    """Whether ``answer`` carries an audit head that may be stored and audited (``serde.check_audit_head``;
-    answers over gRPC are checked on arrival, in-process transports are not)."""
-    if not answer.audit_hash:
-        return False
-    try:
-        serde.check_audit_head(answer.audit_seq, answer.audit_hash, answer.audit_signature)
-    except (FedcheckError, TypeError):
-        return False
-    return True
 
 
 def _replayed(r: RoundResult) -> RoundResult:

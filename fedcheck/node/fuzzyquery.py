@@ -17,7 +17,12 @@ years only over the listed window), which keeps every decision identical (docs/f
 
 Audit: every fuzzy round (one event for all its sub-rounds) and every follow-up (one event per holder) is
 recorded in the querying node's own audit log when the runner has an audit sink
-(:func:`fedcheck.node.querier.open_querier_audit`): counts, States and outcomes only.
+(:func:`fedcheck.node.querier.open_querier_audit`): counts, States and outcomes only; a run or follow-up that
+fails for any reason is recorded as ``outcome: error`` (``reason: internal`` for an unexpected error).
+
+A sub-round or follow-up the coordinator holds (``UNAVAILABLE audit_pending``: answered, not yet recorded in
+its audit log) is resubmitted unchanged, as the exact runner does
+(:func:`fedcheck.node.querier.collect_held`).
 
 Follow-up later: each round's hits (traveller position, State, sub-round, reference, proof) and the traveller
 ids/names are kept in :class:`FuzzyRoundStore`, sealed with the node's envelope sealer (never plaintext on
@@ -26,7 +31,6 @@ disk). The Paillier private key is *not* kept: the proofs are already decrypted,
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +50,16 @@ from fedcheck.fuzzy import FuzzyQuerier, HitClaim, LabelResponse, QuerierKey, Sc
 from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER
 from fedcheck.node import metrics
 from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, ReplyKey, verify_answer
-from fedcheck.node.querier import AuditSink, QueryOptions, QueryRunner, round_event, write_audit
+from fedcheck.node.querier import (
+    AuditSink,
+    QueryOptions,
+    QueryRunner,
+    audit_failure,
+    collect_held,
+    failure_fields,
+    round_event,
+    write_audit,
+)
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import CoordinatorTransport
@@ -372,16 +386,17 @@ class FuzzyQueryRunner:
         self._round_audited = False
         try:
             return self._run(manifest, options, fuzzy, report, follow_up, progress, round_id, t_start)
-        except FedcheckError as exc:
+        except Exception as exc:
             if self.audit is not None and not self._round_audited:
                 event = round_event(
                     options, round_id=round_id, mode=FUZZY_MODE, targets=list(options.states), statuses={},
                     travellers=len(manifest), items_by_state={}, hits_by_state={}, excluded_by_state={},
                     epochs={}, started=t_start, key_types=[_key_type(fuzzy.kind)],
                 )
-                event.update(outcome="error", reason=_reason(exc), status=exc.status)
-                with contextlib.suppress(FedcheckError):  # the sink may be what failed
-                    write_audit(self.audit, event)
+                event.update(failure_fields(exc))
+                if isinstance(exc, FedcheckError):
+                    event["reason"] = _reason(exc)
+                audit_failure(self.audit, event)
             raise
 
     def _run(
@@ -508,8 +523,10 @@ class FuzzyQueryRunner:
                 official=options.official,
             )
             env = self._sign(serde.round_payload_to_bytes(payload))
-            result = self._coord.submit_fuzzy_round(
-                SubmitFuzzyRoundRequest(env, requests, sub_id), timeout=options.deadline_seconds + 10
+            submitted = SubmitFuzzyRoundRequest(env, requests, sub_id)
+            result = collect_held(  # a held answer: the unchanged request, never a re-signed one
+                partial(self._coord.submit_fuzzy_round, submitted, timeout=options.deadline_seconds + 10),
+                round_id=sub_id,
             )
             self.last_round = result
             t_round += time.perf_counter() - t1
@@ -636,14 +653,16 @@ class FuzzyQueryRunner:
         counts = {"claims": 0, "requests": 0}
         try:
             out = self._follow_up(rnd, state, options, hits, counts)
-        except FedcheckError as exc:
+        except Exception as exc:
             if self.audit is not None:
                 event = self._follow_up_event(rnd, state, options, counts, 0, t_start)
-                refused = exc.status in ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED")
-                event.update(outcome="refused" if refused else "error", status=exc.status,
-                             reason=_reason(exc), statuses={state: f"follow-up refused ({_reason(exc)})"})
-                with contextlib.suppress(FedcheckError):  # the sink may be what failed
-                    write_audit(self.audit, event)
+                if isinstance(exc, FedcheckError):
+                    refused = exc.status in ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED")
+                    event.update(outcome="refused" if refused else "error", status=exc.status,
+                                 reason=_reason(exc), statuses={state: f"follow-up refused ({_reason(exc)})"})
+                else:
+                    event.update(failure_fields(exc), statuses={state: "follow-up failed (internal)"})
+                audit_failure(self.audit, event)
             raise
         write_audit(self.audit, self._follow_up_event(rnd, state, options, counts, len(out), t_start))
         return out
@@ -694,8 +713,10 @@ class FuzzyQueryRunner:
                 reply_public_key=reply_key.public,
             )
             env = self._sign(serde.fuzzy_release_payload_to_bytes(payload))
-            reply = self._coord.fuzzy_release(
-                state, FuzzyReleaseRequest(env, data), timeout=options.deadline_seconds
+            release = FuzzyReleaseRequest(env, data)
+            reply = collect_held(  # a held reply: the unchanged follow-up (the holder releases once)
+                partial(self._coord.fuzzy_release, state, release, timeout=options.deadline_seconds),
+                round_id=sub_id,
             )
             # signed by that holder over this answer to this follow-up, then opened with the reply key: the
             # relay neither reads nor alters the labels (a failure raises answer_unverified, nothing accepted)

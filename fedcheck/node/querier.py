@@ -9,15 +9,20 @@ purpose, legal basis, mode, key types, label fields -- so a result obtained unde
 for another); sign and submit one round through the coordinator; verify proofs, finalise, open labels, cache,
 and map hits back to travellers.
 
-Every round -- including a re-check answered entirely from the cache, which no holder sees -- is recorded in
-the querying node's own audit log (:func:`open_querier_audit`: ``audit-querier.jsonl`` next to the node's
-``audit.jsonl``, signed with the node's audit key): counts, States, outcomes and the request terms, never
-names, documents or match keys (:func:`round_event`).
+Every round -- including a re-check answered entirely from the cache, which no holder sees, and a run that
+fails for any reason -- is recorded in the querying node's own audit log (:func:`open_querier_audit`:
+``<log stem>-querier.jsonl`` next to the node's audit log, by default ``data_dir/audit-querier.jsonl``, signed
+with the node's audit key): counts, States, outcomes and the request terms, never names, documents or match
+keys (:func:`round_event`).
+
+When the coordinator answers ``UNAVAILABLE audit_pending`` (the holders answered but it could not record the
+round in its own audit log yet; it holds the answer for the byte-identical request) the runner resubmits the
+unchanged signed request a few times with backoff (:func:`collect_held`), never a re-signed one: that would
+be another round, charged again at the holders, or refused ``round_id_reused`` under the same round id.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -30,7 +35,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fedcheck.core.index import ExactIndex
 from fedcheck.errors import (
@@ -72,15 +77,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUERIER_AUDIT_LOG", "AuditSink", "QuerierCache", "QueryOptions", "QueryRunner", "cache_context",
-    "open_querier_audit", "querier_audit_path", "round_event",
+    "collect_held", "open_querier_audit", "querier_audit_path", "round_event",
 ]
 
-#: file name of the querying node's own audit log, next to the node's ``audit.jsonl`` (default ``data_dir``)
+#: file name of the querying node's own audit log with the default node log (``data_dir/audit.jsonl``); in
+#: general ``<stem of the node's log>-querier.jsonl`` next to it (:func:`querier_audit_path`)
 QUERIER_AUDIT_LOG = "audit-querier.jsonl"
+#: resubmitting a held answer's request (``audit_pending``): first wait (doubling), and the total wait bound
+AUDIT_PENDING_FIRST_WAIT_S = 0.5
+AUDIT_PENDING_MAX_WAIT_S = 10.0
 #: appends one event to the querier's audit log durably (raises when it cannot: results are then withheld)
 AuditSink = Callable[[Mapping[str, Any]], object]
 
 _log = logging.getLogger("fedcheck.querier")
+
+_T = TypeVar("_T")
 
 #: default cap on one downloaded holder index ([querier] max_index_mb)
 DEFAULT_MAX_INDEX_BYTES = 512 * 1024 * 1024
@@ -329,6 +340,27 @@ def round_event(
     return event
 
 
+def failure_fields(exc: BaseException) -> dict[str, str]:
+    """The audit fields of a failed run: ``outcome: error`` with the error's reason code and status, or
+    ``reason: internal`` / ``status: INTERNAL`` for an unexpected error (its text may carry anything, e.g. a
+    traveller's name, and is never audited)."""
+    if isinstance(exc, FedcheckError):
+        return {"outcome": "error", "reason": _audit_text(exc.reason, "error"), "status": exc.status}
+    return {"outcome": "error", "reason": "internal", "status": "INTERNAL"}
+
+
+def audit_failure(sink: AuditSink | None, event: Mapping[str, Any]) -> None:
+    """Best-effort :func:`write_audit` of a failed run's event: the error being reported is the caller's, so
+    a sink that fails too (it may be what failed) is only logged."""
+    try:
+        write_audit(sink, event)
+    except Exception:
+        _log.error(
+            "the failed run could not be recorded in the querier audit log",
+            extra={"round_id": str(event.get("round_id", "")), "reason": "querier_audit"},
+        )
+
+
 def write_audit(sink: AuditSink | None, event: Mapping[str, Any]) -> None:
     """Append ``event`` through ``sink`` (no-op without one); any failure -> :class:`IntegrityError`
     ``querier_audit``: a round the querier could not record is not reported (fail closed)."""
@@ -345,12 +377,41 @@ def write_audit(sink: AuditSink | None, event: Mapping[str, Any]) -> None:
 
 
 def querier_audit_path(cfg: NodeConfig) -> Path:
-    """``audit-querier.jsonl`` in the directory of the node's audit log (``[audit] log``, default
-    ``data_dir/audit.jsonl``). A file of its own: the running node holds the single-writer lock of its
-    ``audit.jsonl`` for as long as it serves, while ``fedcheck query`` runs beside it."""
+    """``<stem>-querier.jsonl`` next to the node's audit log (``[audit] log``, default
+    ``data_dir/audit.jsonl`` -> ``data_dir/audit-querier.jsonl``), so nodes sharing one log directory
+    (``FRA.jsonl``, ``DEU.jsonl``) keep one querier log each. A file of its own: the running node holds the
+    single-writer lock of its log for as long as it serves, while ``fedcheck query`` runs beside it."""
     from fedcheck.node.app import audit_paths
 
-    return audit_paths(cfg)[1].with_name(QUERIER_AUDIT_LOG)
+    log = audit_paths(cfg)[1]
+    return log.with_name(f"{log.stem}-querier.jsonl")
+
+
+def collect_held(submit: Callable[[], _T], *, round_id: str = "") -> _T:
+    """``submit()`` -- one call sending an already signed request -- repeated unchanged while the coordinator
+    answers ``UNAVAILABLE audit_pending``: the holders answered, the coordinator holds the answer until its
+    own audit entry is written and hands it out only for the byte-identical request. Waits 0.5, 1, 2, 4 s (a
+    ``retry_after_s`` hint instead, when the error carries one), at most :data:`AUDIT_PENDING_MAX_WAIT_S` in
+    all, then re-raises the last error."""
+    waited, delay = 0.0, AUDIT_PENDING_FIRST_WAIT_S
+    while True:
+        try:
+            return submit()
+        except FedcheckError as exc:
+            if exc.status != "UNAVAILABLE" or exc.reason != "audit_pending":
+                raise
+            hint = float(getattr(exc, "retry_after_s", 0) or 0)
+            wait = hint if hint > 0 else delay
+            if waited + wait > AUDIT_PENDING_MAX_WAIT_S:
+                raise
+            _log.warning(
+                "the coordinator holds the answer until it can record the round; resubmitting the same signed"
+                " request",
+                extra={"round_id": round_id, "reason": exc.reason, "ms": round(wait * 1000)},
+            )
+            time.sleep(wait)
+            waited += wait
+            delay *= 2
 
 
 def open_querier_audit(cfg: NodeConfig, *, lock_timeout: float = 10.0) -> AuditSink:
@@ -545,22 +606,22 @@ class QueryRunner:
 
     def run(self, manifest: Sequence[PersonRecord], options: QueryOptions) -> ScreenReport:
         """One round; with an audit sink, recorded in the querier's audit log before the report is returned
-        (a round that fails midway is recorded as ``outcome: error`` with its reason, then re-raised)."""
+        (a round that fails midway is recorded as ``outcome: error`` with its reason -- ``internal`` for an
+        unexpected error, whose text is never audited -- then re-raised)."""
         t_start = time.perf_counter()
         round_id = options.round_id or str(uuid.uuid4())
         self.last_round_id = round_id
         try:
             report, event = self._run(manifest, options, round_id, t_start)
-        except FedcheckError as exc:
+        except Exception as exc:
             if self.audit is not None:
                 event = round_event(
                     options, round_id=round_id, mode=options.mode, targets=list(options.states),
                     statuses={}, travellers=len(manifest), items_by_state={}, hits_by_state={},
                     excluded_by_state={}, epochs={}, started=t_start,
                 )
-                event.update(outcome="error", reason=_audit_text(exc.reason, "error"), status=exc.status)
-                with contextlib.suppress(FedcheckError):  # the sink may be what failed
-                    write_audit(self.audit, event)
+                event.update(failure_fields(exc))
+                audit_failure(self.audit, event)
             raise
         write_audit(self.audit, event)
         return report
@@ -659,7 +720,10 @@ class QueryRunner:
             env = self._sign(serde.round_payload_to_bytes(payload))
             request = SubmitRoundRequest(env, {s: tuple(b) for s, b in to_send.items()}, round_id)
             self.last_request = request
-            result = self._coord.submit_round(request, timeout=options.deadline_seconds + 10)
+            result = collect_held(  # a held answer: the unchanged request, never a re-signed one
+                lambda: self._coord.submit_round(request, timeout=options.deadline_seconds + 10),
+                round_id=round_id,
+            )
             self.last_round = result
         timings["round"] = time.perf_counter() - t1
 

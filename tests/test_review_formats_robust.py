@@ -358,3 +358,14 @@ def test_unreadable_paths_are_format_errors(tmp_path: Path) -> None:
     with pytest.raises(FormatError) as e:
         load_manifest(tmp_path / ("x" * 5000), "mrz")
     assert e.value.reason == "file_not_found"
+
+
+def test_embedding_norm_overflowing_only_in_the_sum_is_bad_embedding() -> None:
+    """Each value is a finite float but the sum of squares overflows: the same ``bad_embedding`` the face
+    matcher gives (one shared rule, records.model.usable_norm), never a bare OverflowError."""
+    from fedcheck.errors import InvalidRecord
+    from fedcheck.records.model import PersonName, PersonRecord
+
+    with pytest.raises(InvalidRecord) as exc:
+        PersonRecord("x", (PersonName("A B"),), face_embedding=[1e154, 1e154])
+    assert exc.value.reason == "bad_embedding"

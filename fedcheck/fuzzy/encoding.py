@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedcheck.errors import InvalidInput, LimitExceeded
+from fedcheck.records.model import usable_norm
 from fedcheck.records.normalise import name_tokens
 
 __all__ = [
@@ -99,14 +100,10 @@ def quantise_face(vector: Sequence[float] | npt.NDArray[np.float64]) -> npt.NDAr
     v = np.asarray(vector, dtype=np.float64)
     if v.ndim != 1 or not 16 <= v.size <= 1024 or not np.all(np.isfinite(v)):
         raise InvalidInput("face_embedding: expected 16..1024 finite floats", reason="bad_embedding")
-    with np.errstate(over="ignore", under="ignore"):  # checked just below
-        norm = float(np.linalg.norm(v))
-    if norm == 0.0 or not math.isfinite(norm):  # zero, or a norm that under/overflows (no direction left)
+    norm = usable_norm(v)  # the model's rule: zero, under/overflowing or subnormal norms have no direction
+    if norm is None:
         raise InvalidInput("face_embedding: zero vector or norm out of range", reason="bad_embedding")
-    unit = v / norm
-    if abs(float(np.dot(unit, unit)) - 1.0) > 1e-6:  # subnormal squares: the direction is lost
-        raise InvalidInput("face_embedding: norm out of range", reason="bad_embedding")
-    q = np.rint(unit * FACE_SCALE)
+    q = np.rint(v / norm * FACE_SCALE)
     return np.clip(q, -FACE_Q, FACE_Q).astype(np.int64)
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 import calendar
 import itertools
 import math
+import numbers
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from fedcheck.errors import InvalidRecord
 
@@ -325,6 +329,23 @@ class PersonRecord:
                     yield y
 
 
+def usable_norm(vec: npt.NDArray[np.float64]) -> float | None:
+    """The L2 norm of a finite vector if it can be normalised to unit length in double precision, else None.
+
+    One rule for the model (at import) and the face matcher (at quantisation): a zero vector, a norm that
+    under/overflows (e.g. ``[1e-200] * 128`` or ``[1e200] * 128``) or subnormal squares that lose the
+    direction are unusable. Computed as numpy does (``a @ a``), so both places give the same verdict.
+    """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norm = float(np.sqrt(vec @ vec))
+        if not (norm > 0.0 and math.isfinite(norm)):
+            return None
+        unit = vec / norm
+        if abs(float(unit @ unit) - 1.0) > 1e-6:
+            return None
+    return norm
+
+
 def _embedding(value: object) -> tuple[float, ...]:
     """Validated face embedding: 1.._MAX_EMBEDDING_DIM finite numbers whose L2 norm is usable.
 
@@ -337,27 +358,25 @@ def _embedding(value: object) -> tuple[float, ...]:
     items = list(itertools.islice(value, _MAX_EMBEDDING_DIM + 1))
     if not 1 <= len(items) <= _MAX_EMBEDDING_DIM:
         raise InvalidRecord(f"face_embedding: length must be 1..{_MAX_EMBEDDING_DIM}", reason="bad_embedding")
-    if any(isinstance(x, (str, bytes, bytearray, bool)) for x in items):
+    # the distinct element types (a handful), not every element: numbers only, never text or booleans
+    if any(issubclass(k, (str, bytes, bytearray, bool)) or not issubclass(k, numbers.Real)
+           for k in set(map(type, items))):
         raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type")
     try:
-        vec = tuple(float(x) for x in items)
+        arr = np.array(items, dtype=np.float64)
     except OverflowError:
         raise InvalidRecord("face_embedding: value too large for a float", reason="bad_embedding") from None
     except (TypeError, ValueError, ArithmeticError):
         raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type") from None
-    if not all(math.isfinite(x) for x in vec):
+    if arr.ndim != 1:
+        raise InvalidRecord("face_embedding: must be a sequence of numbers", reason="wrong_type")
+    vec = tuple(arr.tolist())
+    if not np.all(np.isfinite(arr)):
         raise InvalidRecord(
             "face_embedding: values must be finite (no NaN or infinity)", reason="bad_embedding"
         )
-    # The plain sum of squares, as matchers compute it: it must neither underflow to 0 nor overflow to
-    # inf, and the normalised vector must have unit length (subnormal squares lose too much precision).
-    norm = math.sqrt(math.fsum(x * x for x in vec))
-    if not (norm > 0.0 and math.isfinite(norm)):
+    if usable_norm(arr) is None:
         raise InvalidRecord(
             "face_embedding: zero vector or norm out of floating-point range", reason="bad_embedding"
-        )
-    if abs(math.fsum((x / norm) ** 2 for x in vec) - 1.0) > 1e-6:
-        raise InvalidRecord(
-            "face_embedding: norm out of floating-point range after normalisation", reason="bad_embedding"
         )
     return vec

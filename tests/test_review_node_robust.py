@@ -423,3 +423,18 @@ def test_an_unusable_own_crl_is_logged_as_the_nodes_fault(ca: _Ca, caplog: pytes
     own = [r for r in caplog.records if "[tls] crl" in r.getMessage()]
     assert len(own) == 1 and str(ca.tls.crl_path) in own[0].getMessage()
     assert not [r for r in caplog.records if "TLS peer refused" in r.getMessage()]
+
+
+def test_a_stale_own_crl_is_logged_once_as_the_nodes_fault(ca: _Ca, caplog: pytest.LogCaptureFixture) -> None:
+    """A stale CRL refuses every peer (fail closed); the log names this node's ``[tls] crl`` and has no
+    "TLS peer refused" line blaming the peer."""
+    late = dt.datetime.now(dt.UTC) + dt.timedelta(days=40)  # CRLs are valid 30 days, certificates a year
+    v = PeerVerifier(ca.tls, clock=lambda: late)
+    with caplog.at_level(logging.WARNING, logger="fedcheck.rpc.tls"):
+        for state in ("KEN", "FRA", "KEN"):
+            with pytest.raises(Unauthenticated) as exc:
+                v.identify(_Ctx(ca.certs[state]))
+            assert exc.value.reason == "crl_stale"
+    own = [r for r in caplog.records if "[tls] crl" in r.getMessage()]
+    assert len(own) == 1 and "crl_stale" in own[0].getMessage()
+    assert not [r for r in caplog.records if "TLS peer refused" in r.getMessage()]

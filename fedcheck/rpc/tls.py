@@ -59,6 +59,8 @@ DEV_IDENTITY_KEY = "fedcheck-dev-identity"
 REFUSAL_LOG_INTERVAL_S = 60.0
 #: bound on the rate limiter's memory (distinct serial/reason pairs remembered at once)
 _REFUSAL_LOG_KEYS = 4096
+#: refusal reasons that are this node's own CRL's fault, not the peer's
+_OWN_CRL_REASONS = frozenset({"crl_stale", "crl_unreadable", "crl_untrusted"})
 
 
 def _monotonic() -> float:
@@ -215,15 +217,27 @@ class PeerVerifier:
         self._log_own_crl(str(path), failure.reason)
         raise failure
 
-    def _log_own_crl(self, path: str, reason: str) -> None:
+    def _should_log(self, key: tuple[int | None, str]) -> int | None:
+        """The rate limiter of both refusal logs: ``None`` while ``key`` was logged less than
+        :data:`REFUSAL_LOG_INTERVAL_S` ago (counted as suppressed), else how many were suppressed since."""
         now = _monotonic()
-        key = (None, f"own_crl:{reason}")
         with self._lock:
             last = self._refusals.get(key)
             if last is not None and now - last[0] < REFUSAL_LOG_INTERVAL_S:
                 self._refusals[key] = (last[0], last[1] + 1)
-                return
+                return None
+            if last is None and len(self._refusals) >= _REFUSAL_LOG_KEYS:
+                for k, (when, _) in list(self._refusals.items()):
+                    if now - when >= REFUSAL_LOG_INTERVAL_S:
+                        del self._refusals[k]
+                if len(self._refusals) >= _REFUSAL_LOG_KEYS:
+                    return None  # a flood of distinct serials: stay quiet rather than grow without bound
             self._refusals[key] = (now, 0)
+            return last[1] if last is not None else 0
+
+    def _log_own_crl(self, path: str, reason: str) -> None:
+        if self._should_log((None, f"own_crl:{reason}")) is None:
+            return
         _log.error(
             "this node's revocation list ([tls] crl = %s) cannot be used (%s): every TLS peer is refused "
             "until the operator installs a valid, current CRL signed by the federation CA (fedcheck pki crl "
@@ -259,25 +273,16 @@ class PeerVerifier:
         return ident
 
     def _log_refusal(self, pem: bytes | None, reason: str) -> None:
-        """One warning per (serial, reason) per :data:`REFUSAL_LOG_INTERVAL_S`: CN, serial, reason code."""
-        if reason == "crl_stale" and self._tls is not None:  # our CRL is out of date, not the peer's fault
+        """One warning per (serial, reason) per :data:`REFUSAL_LOG_INTERVAL_S`: CN, serial, reason code. A
+        refusal caused by this node's own CRL (stale, unreadable, untrusted) is logged as the node's fault
+        only."""
+        if reason in _OWN_CRL_REASONS and self._tls is not None:
             self._log_own_crl(str(self._tls.crl_path), reason)
+            return
         cn, serial = _peer_summary(pem)
-        key = (serial, reason)
-        now = _monotonic()
-        with self._lock:
-            last = self._refusals.get(key)
-            if last is not None and now - last[0] < REFUSAL_LOG_INTERVAL_S:
-                self._refusals[key] = (last[0], last[1] + 1)
-                return
-            if last is None and len(self._refusals) >= _REFUSAL_LOG_KEYS:
-                for k, (when, _) in list(self._refusals.items()):
-                    if now - when >= REFUSAL_LOG_INTERVAL_S:
-                        del self._refusals[k]
-                if len(self._refusals) >= _REFUSAL_LOG_KEYS:
-                    return  # a flood of distinct serials: stay quiet rather than grow without bound
-            suppressed = last[1] if last is not None else 0
-            self._refusals[key] = (now, 0)
+        suppressed = self._should_log((serial, reason))
+        if suppressed is None:
+            return
         _log.warning(
             "TLS peer refused: CN=%s serial=%s reason=%s%s",
             cn,

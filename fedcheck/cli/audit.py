@@ -19,7 +19,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from fedcheck.errors import InvalidInput
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedcheck.errors import ConfigError, InvalidInput
 from fedcheck.trust.atrest import load_kek
 from fedcheck.trust.audit import (
     export_report,
@@ -56,9 +58,17 @@ def _date(text: str | None) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _public_key(path: str) -> Ed25519PublicKey:
+    """``--public-key``: errors name the option, the path and the problem (missing, private key, not PEM)."""
+    try:
+        return load_public_key(Path(path))
+    except ConfigError as exc:
+        raise ConfigError(f"--public-key: {exc.message}", reason=exc.reason) from None
+
+
 def _verify(args: argparse.Namespace) -> int:
     report = verify_log(
-        Path(args.log), load_public_key(Path(args.public_key)), expected_head=_anchor(args.expected_head)
+        Path(args.log), _public_key(args.public_key), expected_head=_anchor(args.expected_head)
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -89,7 +99,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     text = export_report(
         Path(args.log),
-        load_public_key(Path(args.public_key)),
+        _public_key(args.public_key),
         fmt=args.format,
         since=_date(args.since),
         until=_date(args.until),
@@ -143,7 +153,7 @@ def _refusals(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    kek = load_kek(args.kek) if args.kek else None
+    kek = load_kek(args.kek, setting="--kek") if args.kek else None
     if kek is None:
         print(
             "fedcheck: warning: no --kek given, signing key written unencrypted (development only)",

@@ -8,6 +8,11 @@ anything else is a bug and keeps its traceback.
 gRPC's C core writes its own lines (``I1128 ... Handshake failed ...``) straight to stderr, past Python
 logging and ``[logging] file``; :func:`main` sets ``GRPC_VERBOSITY=ERROR`` before any sub-command imports
 grpc (the C core reads it once, at import), unless the operator set it.
+
+A closed stdout (``fedcheck pki sign-csr ... | head``, ``... | grep -q``) ends the command quietly with exit
+code 141 (128 + SIGPIPE, what a shell reports for other tools killed by SIGPIPE) instead of a
+``BrokenPipeError`` traceback. SIGPIPE itself stays ignored (Python's default): a node or coordinator must not
+die because a peer closed a socket.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from collections.abc import Sequence
 from fedcheck import __version__
 from fedcheck.errors import FedcheckError
 
-__all__ = ["build_parser", "main", "quiet_grpc_core"]
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main", "quiet_grpc_core"]
+
+#: exit code when stdout is closed by the reader (128 + SIGPIPE, as the shell reports for ``yes | head``)
+EXIT_BROKEN_PIPE = 141
 
 #: Sub-command modules, in the order ``fedcheck --help`` lists them.
 COMMANDS: tuple[str, ...] = (
@@ -59,6 +67,39 @@ def quiet_grpc_core() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # a reader that went away fails here (also after --help / --version, which exit via SystemExit),
+            # not in the interpreter's exit-time flush, which could only print "Exception ignored"
+            if sys.stdout is not None:  # None when started with stdout closed (`fedcheck ... >&-`)
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    """Point the stdout file descriptor at /dev/null, so the interpreter's final flush of what is still
+    buffered cannot raise again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced stdout (tests, embedding): nothing to redirect
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     quiet_grpc_core()  # before build_parser(): the sub-command modules import grpc
     parser = build_parser()
     args = parser.parse_args(argv)

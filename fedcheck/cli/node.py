@@ -4,6 +4,10 @@ Scriptable: prints a JSON line ``{"event": "listening", "port": ...}`` on stdout
 standard gRPC health check turning SERVING once the first epoch index is ready. Logs are JSON lines on stderr
 (or the configured file). Exit 0 after a graceful drain, 2 on configuration errors.
 
+``fedcheck node dev-secrets --out var [--states FRA,KEN,UNX,DEU]`` writes a development CA, certificates, KEKs
+and audit keys where ``nodes/`` expects them (default: all four States of the shipped configs); it refuses a
+directory that already holds a development CA.
+
 ``fedcheck node rotate-kek --config NODE.toml --new-kek file:PATH`` re-wraps every data key of a stopped
 node under a new operator KEK: the store keyring (watchlist rows, sealed OPRF epoch keys, querier cache),
 the sealed TLS key and the audit signing key. Ciphertexts are untouched; re-running after an interruption
@@ -33,7 +37,11 @@ def register(sub: Any) -> None:
     serve.set_defaults(func=_serve)
     sec = node_sub.add_parser("dev-secrets", help="create a development CA, certificates, KEKs (demo only)")
     sec.add_argument("--out", required=True, help="directory the nodes/ configs point at (e.g. var)")
-    sec.add_argument("--states", default="FRA,KEN,UNX", help="comma-separated State codes")
+    sec.add_argument(
+        "--states",
+        default=None,
+        help="comma-separated State codes (default: FRA,KEN,UNX,DEU, the States of the nodes/ configs)",
+    )
     sec.set_defaults(func=_dev_secrets)
     rot = node_sub.add_parser(
         "rotate-kek", help="re-wrap the node's data keys under a new KEK (node stopped)"
@@ -61,9 +69,9 @@ def _dev_secrets(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from fedcheck.node.devfed import prepare_secrets
+    from fedcheck.node.devfed import DEMO_STATES, prepare_secrets
 
-    states = [s.strip() for s in args.states.split(",") if s.strip()]
+    states = [s.strip() for s in args.states.split(",") if s.strip()] if args.states else list(DEMO_STATES)
     files = prepare_secrets(Path(args.out), states)
     print(json.dumps({name: str(f.cert) for name, f in files.items()}))
     return 0
@@ -83,7 +91,8 @@ def _rotate_kek(args: argparse.Namespace) -> int:
     if cfg.tls is not None:
         files["tls_key"] = cfg.tls.key
     done = rotate_kek(
-        load_kek(cfg.kek), load_kek(args.new_kek), sealed_files=files,
+        load_kek(cfg.kek, setting="node.kek", source=cfg.path), load_kek(args.new_kek, setting="--new-kek"),
+        sealed_files=files,
         keyring=cfg.data_dir / "keyring.json",
         # a running node holds the audit log lock (and a keyring copy in memory)
         lock_path=log_path.with_name(log_path.name + ".lock"), what="node",

@@ -11,6 +11,17 @@ column --, unmapped nationalities, unparseable dates) go to stderr (``--output j
 Rejected rows: by default the list is **not** replaced when more than 10 % of the rows read are rejected
 (``--max-rejected N`` rows or ``P%`` of the rows read; ``--allow-rejected`` imports the rest whatever the
 count). A mistaken export (wrong delimiter, renamed columns) then cannot silently empty a watchlist.
+
+Empty files: an import that reads no record at all (a header-only CSV from a broken export job, an empty
+file, every row rejected) does **not** replace a source that holds records (exit 2, ``empty_import``);
+``--allow-empty`` empties it deliberately. Importing nothing into an empty source is allowed.
+
+KEK problems name ``node.kek``, the config file and the KEK file or variable; a KEK that cannot open the
+store's keyring (``keyring_unsealable``: typically the config still names the old KEK after ``node
+rotate-kek``) names the keyring.
+
+``fedcheck watchlist status --config node.toml [--output json|text]``: record count and list version (one
+JSON line by default).
 """
 
 from __future__ import annotations
@@ -19,13 +30,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedcheck.node.config import NodeConfig
+    from fedcheck.storage.sqlite import SqliteWatchlistStore
 
 __all__ = ["DEFAULT_MAX_REJECTED", "register"]
 
 #: default ``--max-rejected``: more rejected rows than this refuses to replace the list
 DEFAULT_MAX_REJECTED = "10%"
 _SHOWN = 20
+#: files of the node's store under ``data_dir`` (as :func:`fedcheck.node.app.open_store` names them)
+_STORE_FILE = "watchlist.sqlite"
+_KEYRING_FILE = "keyring.json"
 
 
 def register(sub: Any) -> None:
@@ -54,9 +72,17 @@ def register(sub: Any) -> None:
         action="store_true",
         help="replace the list with the valid rows however many rows are rejected",
     )
+    imp.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="replace the list even when the file holds no record (empties the source deliberately)",
+    )
     imp.set_defaults(func=_import)
     show = wsub.add_parser("status", help="record count and list version")
-    show.add_argument("--config", required=True)
+    show.add_argument("--config", required=True, help="node TOML file")
+    show.add_argument(
+        "--output", choices=("json", "text"), default="json", help="report format (default: %(default)s)"
+    )
     show.set_defaults(func=_status)
 
 
@@ -87,7 +113,6 @@ def _too_many(rejected: int, read: int, limit: tuple[float, bool]) -> bool:
 
 def _import(args: argparse.Namespace) -> int:
     from fedcheck.errors import InvalidInput
-    from fedcheck.node.app import open_store
     from fedcheck.node.config import load_node_config
     from fedcheck.progress import Progress
 
@@ -112,7 +137,26 @@ def _import(args: argparse.Namespace) -> int:
             _print_warnings(warnings)
             _print_rejections(rejected, sys.stderr)
         raise InvalidInput(message, reason="too_many_rejected")
-    store = open_store(cfg)
+    if not records and not args.allow_empty:
+        held = _source_size(cfg.data_dir / _STORE_FILE, args.source)
+        if held:
+            if args.output == "json":
+                print(json.dumps({
+                    "replaced": False, "read": read, "rejected": len(rejected), "held": held,
+                    "rejections": [{"where": w, "reason": r} for w, r in rejected],
+                    "warnings": [{"where": w, "reason": r} for w, r in warnings],
+                }))
+            else:
+                _print_warnings(warnings)
+                _print_rejections(rejected, sys.stderr)
+            what = f"{read} rows, all rejected" if read else "no record"
+            raise InvalidInput(
+                f"{args.file} holds {what}: importing it would remove all {held} records of the "
+                f"{args.source!r} list, which was NOT replaced (a header-only or truncated export?). "
+                "To empty the list deliberately, import an empty file with --allow-empty",
+                reason="empty_import",
+            )
+    store = _open_store(cfg)
     # a bar on an interactive stderr only (silent when not a TTY, in CI, or with NO_PROGRESS)
     with Progress(len(records), desc=f"import {cfg.state}", unit="records") as bar:
 
@@ -249,13 +293,49 @@ def _read(path: str, fmt: str | None) -> tuple[list[Any], list[tuple[str, str]],
 
 
 def _status(args: argparse.Namespace) -> int:
-    from fedcheck.node.app import open_store
     from fedcheck.node.config import load_node_config
 
     cfg = load_node_config(args.config)
-    store = open_store(cfg)
+    store = _open_store(cfg)
     try:
-        print(json.dumps({"state": cfg.state, "records": store.count(), "version": store.list_version()}))
+        doc = {"state": cfg.state, "records": store.count(), "version": store.list_version()}
     finally:
         store.close()
+    if args.output == "text":
+        sys.stdout.write(f"{doc['state']}: {doc['records']} records, list version {doc['version']}\n")
+    else:
+        sys.stdout.write(json.dumps(doc) + "\n")  # one line, newline-terminated (for scripts and `jq`)
     return 0
+
+
+def _open_store(cfg: NodeConfig) -> SqliteWatchlistStore:
+    """:func:`fedcheck.node.app.open_store`, with KEK errors naming ``node.kek``, the config file, the KEK
+    file or variable and, for a KEK that does not open it, the store's keyring."""
+    from fedcheck.node.app import open_store
+    from fedcheck.trust.atrest import explain_kek_mismatch, load_kek
+
+    kek = load_kek(cfg.kek, setting="node.kek", source=cfg.path)
+    keyring = cfg.data_dir / _KEYRING_FILE
+    with explain_kek_mismatch(
+        f"the store keyring {keyring}", cfg.kek, setting="node.kek", source=cfg.path,
+        reason="keyring_unsealable",
+    ):
+        return open_store(cfg, kek)
+
+
+def _source_size(db: Path, source: str) -> int:
+    """Records ``source`` holds in the store at ``db`` (0 when there is no store yet). Read-only and without
+    the KEK: source names and record ids are the store's only plaintext columns."""
+    import sqlite3
+
+    if not db.is_file():
+        return 0
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT COUNT(*) FROM records WHERE source=?", (source,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0  # no records table yet; a locked or broken store fails the import itself
+    return int(row[0])

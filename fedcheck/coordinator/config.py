@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedcheck.errors import ConfigError
 from fedcheck.node.config import (
     MAX_BATCH_LIMIT,
+    STATE_CODE_RE,
     TlsPaths,
     check_keys,
     check_listen,
@@ -88,8 +89,14 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     base = p.parent
     c = doc.get("coordinator")
     if not isinstance(c, dict):
+        # a misspelt [coordinater] is the usual cause: say so (its unknown-table error, with "did you mean")
+        try:
+            check_keys(doc, _TABLES, "", p)
+            unknown = ""
+        except ConfigError as exc:
+            unknown = "; " + exc.message.removeprefix(f"{p}: ")
         raise ConfigError(
-            f"coordinator config {p} needs a [coordinator] table", reason="config_missing_table"
+            f"coordinator config {p} needs a [coordinator] table{unknown}", reason="config_missing_table"
         )
     check_keys(doc, _TABLES, "", p)
     for name, keys in _TABLES.items():
@@ -109,7 +116,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     nodes: dict[str, str] = {}
     audit_keys: dict[str, Ed25519PublicKey] = {}
     for state, table in nodes_t.items():
-        check_state_code(state, f"[nodes.{state}]")
+        _member_code(state, p)
         if not isinstance(table, dict) or not isinstance(table.get("address"), str):
             raise ConfigError(f"nodes.{state}.address is required", reason="config_nodes")
         check_keys(table, _MEMBER_KEYS, f"nodes.{state}", p)
@@ -160,6 +167,17 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
     if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
         raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
     return cfg
+
+
+def _member_code(state: str, source: Path) -> None:
+    """``[nodes.<STATE>]``: a State code (upper-case); a lower-case ``[nodes.bel]`` gets "did you mean
+    [nodes.BEL]?" and the file."""
+    try:
+        check_state_code(state, f"[nodes.{state}]")
+    except ConfigError as exc:
+        upper = state.upper()
+        hint = f" (did you mean [nodes.{upper}]?)" if STATE_CODE_RE.match(upper) else ""
+        raise ConfigError(f"{source}: {exc.message}{hint}", reason=exc.reason) from None
 
 
 def _holder_audit_key(base: Path, state: str, value: Any) -> Ed25519PublicKey:

@@ -12,11 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedcheck.errors import ConfigError
 from fedcheck.trust.atrest import KeyEncryptionKey, atomic_write, generate_kek_text
 from fedcheck.trust.audit import generate_signing_key, save_signing_key
 from fedcheck.trust.pki import CertFiles, create_ca, issue_certificate, write_crl
 
-__all__ = ["DevFederation", "free_port", "prepare_secrets", "write_federation"]
+__all__ = ["DEMO_STATES", "DevFederation", "free_port", "prepare_secrets", "write_federation"]
+
+#: the States of the shipped ``nodes/`` configs: holders FRA, KEN, UNX and the querying State DEU
+#: (``nodes/coordinator/coordinator.toml`` names every one's audit key, so all four need secrets)
+DEMO_STATES: tuple[str, ...] = ("FRA", "KEN", "UNX", "DEU")
 
 _ALL_KEY_TYPES = '["document", "name_dob", "name_yob_nat", "phonetic_yob"]'
 
@@ -55,9 +60,20 @@ def prepare_secrets(root: Path, states: Sequence[str], *, coordinator: str = "FE
     ``root/coordinator/kek``, and an Ed25519 audit signing key sealed under each KEK at
     ``root/<STATE>/data/audit-signing.key`` and ``root/coordinator/data/audit-signing.key`` (public halves
     beside them as ``*.pub.pem`` for the oversight body). Returns the certificate files by State (coordinator
-    under ``coordinator``)."""
+    under ``coordinator``).
+
+    Refuses (``ca_exists``, naming the directory) when ``root`` already holds a development CA, before writing
+    anything: a second run would otherwise replace the KEKs that seal the existing CA, TLS and audit keys and
+    every node's store."""
     root = Path(root).resolve()
     ca_dir = root / "pki" / "ca"
+    if (ca_dir / "ca.crt.pem").exists() or (root / "pki" / "ca.kek").exists():
+        raise ConfigError(
+            f"a development CA already exists in {ca_dir}: dev-secrets would replace the KEKs of its keys "
+            f"and of every node's store under {root}. Use another --out directory, or delete {root} to start "
+            "over",
+            reason="ca_exists",
+        )
     ca_kek = _kek(root / "pki" / "ca.kek")
     create_ca(ca_dir, federation=coordinator, kek=ca_kek)
     out: dict[str, CertFiles] = {}

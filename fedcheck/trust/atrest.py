@@ -21,13 +21,16 @@ bound of random nonces is far beyond any node's store)::
 
 This module must never log, ``repr`` or put into an exception any key byte. Every failure to open (wrong
 KEK, wrong AAD, tampered blob, unknown key id) is the same opaque
-:class:`fedcheck.errors.VerificationError`.
+:class:`fedcheck.errors.VerificationError`; a caller that knows which file and which setting were involved
+wraps the opening in :func:`explain_kek_mismatch`, which keeps the type and names them. :func:`load_kek`
+errors name the KEK file or variable (and, given, the setting and config file), never the spec value.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -36,6 +39,7 @@ import os
 import secrets
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -50,8 +54,10 @@ __all__ = [
     "KeyEncryptionKey",
     "Sealer",
     "atomic_write",
+    "explain_kek_mismatch",
     "generate_kek_text",
     "is_sealed_file",
+    "kek_location",
     "load_kek",
     "open_bytes",
     "open_sealed_file",
@@ -155,34 +161,112 @@ def generate_kek_text() -> str:
     return KeyEncryptionKey.generate().to_text()
 
 
-def load_kek(spec: str) -> KeyEncryptionKey:
+def load_kek(spec: str, *, setting: str = "", source: Path | str | None = None) -> KeyEncryptionKey:
     """Load the operator KEK from ``file:PATH`` or ``env:VAR`` (see module docstring for the text format).
 
     A KEK file readable by group or others is refused: the KEK protects every other secret of the node.
+
+    ``setting`` (e.g. ``"node.kek"``, ``"--new-kek"``) and ``source`` (the config file it was read from) only
+    make the errors say where the spec came from; every error names the KEK file or variable, never the spec
+    value itself (an operator may have pasted the key in place of its path).
     """
+    origin = _kek_origin(setting, source)
     kind, sep, where = spec.partition(":")
-    if not sep or not where:
-        raise ConfigError("KEK spec must be 'file:PATH' or 'env:VAR'", reason="bad_kek_spec")
+    if kind not in ("file", "env") or not sep or not where:
+        message = _bad_spec_message(spec, kind if sep else "", setting, source)
+        raise ConfigError(message, reason="bad_kek_spec")
     if kind == "file":
         path = Path(where)
         try:
             st = path.stat()
             text = path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError):
-            raise ConfigError(f"KEK file {path} missing or unreadable", reason="bad_kek_spec") from None
+            raise ConfigError(
+                f"KEK file {path}{origin} missing or unreadable", reason="bad_kek_spec"
+            ) from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(
-                f"KEK file {path} must not be accessible by group or others (chmod 600)", reason="kek_perms"
+                f"KEK file {path}{origin} must not be accessible by group or others (chmod 600)",
+                reason="kek_perms",
             )
+        return _kek_from_text(text, f"KEK file {path}{origin}")
+    value = os.environ.get(where)
+    if not value:
+        raise ConfigError(
+            f"KEK environment variable {where}{origin} is not set (or empty)", reason="bad_kek_spec"
+        )
+    return _kek_from_text(value, f"KEK environment variable {where}{origin}")
+
+
+def _kek_origin(setting: str, source: Path | str | None) -> str:
+    """`` (node.kek in /etc/fedcheck/node.toml)``, `` (--new-kek)`` or ``""``."""
+    if setting and source:
+        return f" ({setting} in {source})"
+    if setting or source:
+        return f" ({setting or 'kek'}{' in ' + str(source) if source else ''})"
+    return ""
+
+
+def _kek_from_text(text: str, what: str) -> KeyEncryptionKey:
+    try:
         return KeyEncryptionKey.from_text(text)
+    except ConfigError:
+        raise ConfigError(
+            f"{what} does not hold a key-encryption key: it must be {KEY_SIZE} random bytes written as 64 "
+            "hex digits or base64 (`fedcheck pki gen-kek --out PATH` writes one)",
+            reason="bad_kek",
+        ) from None
+
+
+def _bad_spec_message(spec: str, scheme: str, setting: str, source: Path | str | None) -> str:
+    """Why ``spec`` is no KEK spec, without echoing it (it may be the key itself)."""
+    text = f"{setting or 'the KEK spec'}{f' in {source}' if source else ''} must be 'file:PATH' or 'env:VAR'"
+    if scheme and scheme not in ("file", "env"):
+        return text + f", not {scheme[:16]!r}:..."
+    if scheme:
+        return text + f": '{scheme}:' names no {'file' if scheme == 'file' else 'environment variable'}"
+    try:
+        KeyEncryptionKey.from_text(spec)
+    except ConfigError:
+        return text + (
+            ": the value has no 'file:' or 'env:' prefix (for a KEK file write file:PATH; in a config file a "
+            "relative PATH is relative to that file)"
+        )
+    return text + (
+        ": the value looks like the key itself, which must not sit in a config file or on a command line: "
+        "write it to a file only the node can read (chmod 600) and give file:PATH"
+    )
+
+
+def kek_location(spec: str) -> str:
+    """``KEK file PATH`` / ``KEK environment variable VAR`` for a valid spec (never the key)."""
+    kind, _, where = spec.partition(":")
+    if kind == "file":
+        return f"KEK file {where}"
     if kind == "env":
-        value = os.environ.get(where)
-        if not value:
-            raise ConfigError(
-                f"KEK environment variable {where} is not set (or empty)", reason="bad_kek_spec"
-            )
-        return KeyEncryptionKey.from_text(value)
-    raise ConfigError("KEK spec must be 'file:PATH' or 'env:VAR'", reason="bad_kek_spec")
+        return f"KEK environment variable {where}"
+    return "the KEK"
+
+
+@contextlib.contextmanager
+def explain_kek_mismatch(
+    what: str, spec: str, *, setting: str = "", source: Path | str | None = None, reason: str = "kek_mismatch"
+) -> Iterator[None]:
+    """Around opening something sealed under the KEK of ``spec``: a :class:`VerificationError` (wrong KEK, or
+    the file altered) stays one, but names ``what`` (e.g. ``store keyring /var/fedcheck/keyring.json``), the
+    KEK file or variable, the setting and the config file, and the usual cause (a KEK rotated with
+    ``rotate-kek`` while the config still names the old one)."""
+    try:
+        yield
+    except VerificationError:
+        named = f"{setting}{f' in {source}' if source else ''}" if setting else ""
+        kek = f"the KEK of {named} ({kek_location(spec)})" if named else kek_location(spec)
+        fix = f"{setting} must name the new KEK" if setting else "give the new KEK"
+        raise VerificationError(
+            f"{what} cannot be opened with {kek}: it is sealed under another KEK (after a `rotate-kek`, "
+            f"{fix}), or the file was altered",
+            reason=reason,
+        ) from None
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:

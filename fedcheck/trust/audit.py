@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -983,10 +983,45 @@ def load_signing_key(path: Path | str, kek: KeyEncryptionKey | None) -> Ed25519P
 
 
 def load_public_key(path: Path | str) -> Ed25519PublicKey:
+    """The log's Ed25519 public key (the ``.pub.pem`` beside its signing key). Errors name ``path`` and say
+    what is wrong: missing or unreadable, a private key instead, another PEM object, not PEM at all."""
+    p = Path(path)
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError):
-        raise ConfigError("audit public key missing or not PEM", reason="key_format") from None
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"audit public key {p} does not exist", reason="key_unreadable") from None
+    except OSError as exc:
+        what = "is a directory" if p.is_dir() else f"cannot be read ({exc.strerror or exc})"
+        raise ConfigError(f"audit public key {p} {what}", reason="key_unreadable") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        problem = _not_a_public_key(p, data)
+        raise ConfigError(f"audit public key {p}: {problem}", reason="key_format") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError("audit public key is not Ed25519", reason="key_format")
+        raise ConfigError(
+            f"audit public key {p} is a public key but not Ed25519 ({type(key).__name__})",
+            reason="key_format",
+        )
     return key
+
+
+def _not_a_public_key(path: Path, data: bytes) -> str:
+    """Why ``data`` is no PEM public key, judged from its PEM label or magic (nothing of it is echoed)."""
+    if is_sealed_file(path):
+        return (
+            "is a sealed private key (the signing key itself), not a public key: give the .pub.pem written "
+            "next to it"
+        )
+    text = data.decode("ascii", errors="replace")
+    label = re.search(r"-----BEGIN ([A-Z0-9 ]+)-----", text)
+    if label is None:
+        return (
+            "is not PEM (expected a '-----BEGIN PUBLIC KEY-----' file: the .pub.pem next to the signing key)"
+        )
+    if "PRIVATE KEY" in label.group(1):
+        return (
+            "is a private key (the signing key itself), not a public key: give the .pub.pem written next to "
+            "it, and keep the private key away from the oversight body"
+        )
+    return f"is PEM but a {label.group(1)}, not a public key (expected '-----BEGIN PUBLIC KEY-----')"

@@ -23,6 +23,7 @@ widen access). Reason codes never contain identities.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
@@ -98,9 +99,21 @@ _QUERIER_KEYS = frozenset(
 
 
 def _check_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    """Refuse keys of ``table`` not in ``allowed``, with a "did you mean" for each near miss (``purpose`` ->
+    ``purposes``, ``partner`` -> ``partners``) and the known keys otherwise."""
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}", reason="policy_unknown_key")
+        hints = "; ".join(_key_hint(str(key), allowed, where) for key in unknown)
+        raise ConfigError(f"{where}: unknown key(s) {unknown}: {hints}", reason="policy_unknown_key")
+
+
+def _key_hint(key: str, allowed: frozenset[str], where: str) -> str:
+    if key in _PER_PARTNER_ONLY_KEYS and where.endswith(".defaults"):
+        return f"{key} is set per partner only, in [policy.holder.partners.<STATE>]"
+    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {where}.{close[0]}?"
+    return f"{key!r}: known keys are {', '.join(sorted(allowed))}"
 
 
 def _str_list(
@@ -587,4 +600,7 @@ def load_policy(path: Path | str) -> NodePolicy:
         raise ConfigError("policy file missing or unreadable", reason="policy_unreadable") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"policy file is not valid TOML: {exc}", reason="policy_syntax") from None
-    return NodePolicy.from_toml(doc)
+    try:
+        return NodePolicy.from_toml(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", reason=exc.reason) from None

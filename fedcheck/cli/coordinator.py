@@ -58,7 +58,8 @@ def _rotate_kek(args: argparse.Namespace) -> int:
     if cfg.tls is not None:
         files["tls_key"] = cfg.tls.key
     lock = cfg.audit_log.with_name(cfg.audit_log.name + ".lock") if cfg.audit_log is not None else None
-    done = rotate_kek(load_kek(cfg.kek), load_kek(args.new_kek), sealed_files=files, lock_path=lock,
+    done = rotate_kek(load_kek(cfg.kek, setting="coordinator.kek", source=cfg.path),
+                      load_kek(args.new_kek, setting="--new-kek"), sealed_files=files, lock_path=lock,
                       what="coordinator")
     print(json.dumps({"coordinator": True, "rotated": done}))
     print(rotated_kek_hint("coordinator", args.config, cfg.kek, args.new_kek), file=sys.stderr)

@@ -43,7 +43,6 @@ DEFAULT_MAX_REJECTED = "10%"
 _SHOWN = 20
 #: files of the node's store under ``data_dir`` (as :func:`fedcheck.node.app.open_store` names them)
 _STORE_FILE = "watchlist.sqlite"
-_KEYRING_FILE = "keyring.json"
 
 
 def register(sub: Any) -> None:
@@ -309,18 +308,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _open_store(cfg: NodeConfig) -> SqliteWatchlistStore:
-    """:func:`fedcheck.node.app.open_store`, with KEK errors naming ``node.kek``, the config file, the KEK
-    file or variable and, for a KEK that does not open it, the store's keyring."""
+    """:func:`fedcheck.node.app.open_store`: KEK errors name ``node.kek``, the config file, the KEK file or
+    variable and, for a KEK that does not open it, the store's keyring."""
     from fedcheck.node.app import open_store
-    from fedcheck.trust.atrest import explain_kek_mismatch, load_kek
 
-    kek = load_kek(cfg.kek, setting="node.kek", source=cfg.path)
-    keyring = cfg.data_dir / _KEYRING_FILE
-    with explain_kek_mismatch(
-        f"the store keyring {keyring}", cfg.kek, setting="node.kek", source=cfg.path,
-        reason="keyring_unsealable",
-    ):
-        return open_store(cfg, kek)
+    return open_store(cfg)
 
 
 def _source_size(db: Path, source: str) -> int:

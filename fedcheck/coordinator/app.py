@@ -33,7 +33,7 @@ _log = logging.getLogger("fedcheck.coordinator")
 class CoordinatorApp:
     def __init__(self, cfg: CoordinatorConfig) -> None:
         self.cfg = cfg
-        kek = load_kek(cfg.kek) if cfg.kek else None
+        kek = load_kek(cfg.kek, setting="coordinator.kek", source=cfg.path) if cfg.kek else None
         self.tls: TlsIdentity | None = None
         if cfg.tls is not None:
             check_tls_files(cfg.tls, cfg.path)

@@ -40,7 +40,7 @@ from fedcheck.rpc.server import RunningServer, start_server
 from fedcheck.rpc.servicers import NodeServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.storage.sqlite import SqliteWatchlistStore
-from fedcheck.trust.atrest import EnvelopeSealer, KeyEncryptionKey, load_kek
+from fedcheck.trust.atrest import EnvelopeSealer, KeyEncryptionKey, explain_kek_mismatch, load_kek
 from fedcheck.trust.audit import (
     AuditLog,
     SignedHead,
@@ -71,10 +71,14 @@ CRL_FETCH_TIMEOUT_S = 20.0
 
 
 def open_store(cfg: NodeConfig, kek: KeyEncryptionKey | None = None) -> SqliteWatchlistStore:
-    """The node's sealed watchlist store (keyring and database under ``data_dir``)."""
-    kek = kek or load_kek(cfg.kek)
+    """The node's sealed watchlist store (keyring and database under ``data_dir``); a KEK that does not open
+    the keyring is named with ``node.kek``, the config file and the keyring path (``keyring_unsealable``)."""
+    kek = kek or load_kek(cfg.kek, setting="node.kek", source=cfg.path)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    sealer = EnvelopeSealer.open_or_create(cfg.data_dir / "keyring.json", kek)
+    keyring = cfg.data_dir / "keyring.json"
+    with explain_kek_mismatch(f"the store keyring {keyring}", cfg.kek, setting="node.kek", source=cfg.path,
+                              reason="keyring_unsealable"):
+        sealer = EnvelopeSealer.open_or_create(keyring, kek)
     return SqliteWatchlistStore(cfg.data_dir / "watchlist.sqlite", sealer)
 
 
@@ -135,7 +139,7 @@ class NodeApp:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
-        kek = load_kek(cfg.kek)
+        kek = load_kek(cfg.kek, setting="node.kek", source=cfg.path)
         # the TLS identity is checked before anything under data_dir is opened: a node must not start with a
         # certificate that is not its own node.<STATE>, expired, revoked, of another CA or not its key's
         self.tls = load_tls(cfg, kek)
@@ -350,7 +354,7 @@ def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
         raise ConfigError("[coordinator] address is required to run queries", reason="config_coordinator")
     if cfg.tls is None:
         raise ConfigError("a [tls] table is required to sign requests", reason="config_tls")
-    kek = load_kek(cfg.kek)
+    kek = load_kek(cfg.kek, setting="node.kek", source=cfg.path)
     tls = load_tls(cfg, kek)
     assert tls is not None
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -414,7 +418,7 @@ def fetch_crl_once(cfg: NodeConfig, *, timeout: float = CRL_FETCH_TIMEOUT_S) -> 
         )
     if cfg.tls is None or cfg.tls.crl is None:
         raise ConfigError("tls.crl is not set: there is no CRL file to update", reason="config_tls")
-    tls = load_tls(cfg, load_kek(cfg.kek))
+    tls = load_tls(cfg, load_kek(cfg.kek, setting="node.kek", source=cfg.path))
     assert tls is not None and tls.crl_path is not None
     client = _coordinator_client(cfg, tls)
     try:

@@ -442,6 +442,10 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise ConfigError("node.epoch_seconds must be at least 10", reason="config_epoch")
     if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
         raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
-    # policy tables: unknown keys, State codes and values are refused by their parser (fedcheck.trust.policy)
-    NodePolicy.from_toml(doc)
+    # policy tables: unknown keys, State codes and values are refused by their parser (fedcheck.trust.policy);
+    # the error names this file, as every other config error does
+    try:
+        NodePolicy.from_toml(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc.message}", reason=exc.reason) from None
     return cfg

@@ -191,3 +191,110 @@ def test_bad_inputs(tmp_path: Path) -> None:
     # the CA certificate itself is not a federation identity
     with pytest.raises(Unauthenticated):
         identity_from_cert((tmp_path / "ca" / "ca.crt.pem").read_bytes())
+
+
+def _crafted_crl_der(crl_der: bytes) -> bytes:
+    """The CRL with its signature algorithm replaced by an unknown OID (ecdsa-with-SHA256 -> ...4.3.9)."""
+    oid = bytes.fromhex("06082a8648ce3d040302")
+    assert oid in crl_der
+    return crl_der.replace(oid, oid[:-1] + b"\x09")
+
+
+def test_parse_crl_pem_der_and_refusals(tmp_path: Path) -> None:
+    from fedcheck.trust.pki import MAX_CRL_BYTES, parse_crl
+
+    create_ca(tmp_path / "ca", federation="FED")
+    files = issue_certificate(tmp_path / "ca", tmp_path / "n", role="node", state="FRA")
+    serial = identity_from_cert(_pem(files))
+    revoke(tmp_path / "ca", serial.serial)
+    pem = write_crl(tmp_path / "ca").read_bytes()
+    crl = parse_crl(b"\n" + pem)
+    assert crl.number == 1 and crl.serials == frozenset({serial.serial}) and crl.pem == pem
+    assert crl.next_update is not None and crl.last_update < crl.next_update
+    der = parse_crl(crl.der)
+    assert der.der == crl.der and der.is_signed_by(x509.load_pem_x509_certificate(files.ca.read_bytes()))
+    (tmp_path / "crl.der").write_bytes(crl.der)
+    assert load_crl(tmp_path / "crl.der", ca_pem=files.ca.read_bytes()).is_revoked(serial.serial)
+    for data, reason in [
+        (b"", "crl_empty"),
+        (b"0" * (MAX_CRL_BYTES + 1), "crl_too_large"),
+        (b"hello", "crl_malformed"),
+        (files.ca.read_bytes(), "crl_malformed"),
+    ]:
+        with pytest.raises(InvalidInput) as err:
+            parse_crl(data)
+        assert err.value.reason == reason
+    (tmp_path / "empty.pem").write_bytes(b"")
+    with pytest.raises(ConfigError) as cerr:
+        load_crl(tmp_path / "empty.pem")
+    assert cerr.value.reason == "crl_unreadable"
+    # a crafted CRL (unknown signature algorithm) is refused as not signed by the CA
+    (tmp_path / "crafted.der").write_bytes(_crafted_crl_der(crl.der))
+    with pytest.raises(ConfigError) as cerr:
+        load_crl(tmp_path / "crafted.der", ca_pem=files.ca.read_bytes())
+    assert cerr.value.reason == "crl_untrusted"
+
+
+def test_check_revocation(fed: dict[str, object], tmp_path: Path) -> None:
+    from fedcheck.trust.pki import check_revocation
+
+    crl = fed["crl"]
+    assert not isinstance(crl, (dict, str)) and crl is not None
+    now = dt.datetime.now(dt.UTC)
+    check_revocation(None, 1, now + dt.timedelta(days=400))  # no CRL: nothing to check (development)
+    check_revocation(crl, 1, now)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated) as err:
+        check_revocation(crl, 1, now + dt.timedelta(days=31))  # type: ignore[arg-type]
+    assert err.value.reason == "crl_stale"
+    create_ca(tmp_path / "ca", federation="FED")
+    files = issue_certificate(tmp_path / "ca", tmp_path / "n", role="node", state="FRA")
+    serial = identity_from_cert(_pem(files)).serial
+    revoke(tmp_path / "ca", serial)
+    with pytest.raises(Unauthenticated) as err:
+        check_revocation(load_crl(write_crl(tmp_path / "ca")), serial, now)
+    assert err.value.reason == "revoked"
+
+
+def test_check_own_certificate_translates_verify_certificate(tmp_path: Path) -> None:
+    from fedcheck.trust.pki import check_own_certificate, load_ca_certificate
+
+    create_ca(tmp_path / "ca", federation="FED")
+    fra = issue_certificate(tmp_path / "ca", tmp_path / "n", role="node", state="FRA")
+    ca_pem = fra.ca.read_bytes()
+    key_pem = load_private_key_pem(fra.key, None)
+    crl = load_crl(write_crl(tmp_path / "ca"))
+
+    def own(
+        ca: bytes = ca_pem, revocations: object = crl, state: str = "FRA", **kw: object
+    ) -> PeerIdentity:
+        return check_own_certificate(
+            _pem(fra), key_pem, ca, revocations, role="node", state=state,  # type: ignore[arg-type]
+            cert_name="C", ca_name="A", crl_name="L", **kw,  # type: ignore[arg-type]
+        )
+
+    assert own().name == "node.FRA"
+    now = dt.datetime.now(dt.UTC)
+    cases: list[tuple[dict[str, object], str, str]] = [
+        ({"ca": _pem(fra)}, "tls_cert_untrusted", "A is not a CA certificate"),
+        ({"now": now + dt.timedelta(days=400)}, "tls_cert_expired", "C expired on"),
+        ({"now": now - dt.timedelta(days=1)}, "tls_cert_not_yet_valid", "C is not valid before"),
+        ({"now": now + dt.timedelta(days=31)}, "crl_stale", "L is stale (next update was"),
+        ({"ca": b"junk"}, "ca_unreadable", "A is not a PEM certificate"),
+    ]
+    create_ca(tmp_path / "rogue", federation="FED")
+    rogue = load_crl(write_crl(tmp_path / "rogue"))
+    cases.append(({"revocations": rogue}, "crl_untrusted", "L is not signed"))
+    revoke(tmp_path / "ca", fra_serial := identity_from_cert(_pem(fra)).serial)
+    revoked = load_crl(write_crl(tmp_path / "ca"))
+    cases.append(
+        ({"revocations": revoked}, "tls_cert_revoked", f"C (node.FRA, serial {fra_serial}) is revoked")
+    )
+    # two faults: the identity is reported before the revocation, as before
+    cases.append(
+        ({"revocations": revoked, "state": "DEU"}, "tls_identity", "C is node.FRA, expected node.DEU")
+    )
+    for kw, reason, message in cases:
+        with pytest.raises(ConfigError) as err:
+            own(**kw)  # type: ignore[arg-type]
+        assert (err.value.reason, err.value.message[: len(message)]) == (reason, message), kw
+    assert load_ca_certificate(ca_pem).subject == x509.load_pem_x509_certificate(ca_pem).subject

@@ -33,6 +33,7 @@ from fedcheck.trust.atrest import KeyEncryptionKey
 from fedcheck.trust.pki import (
     PeerIdentity,
     RevocationList,
+    check_revocation,
     identity_from_cert,
     load_crl,
     load_private_key_pem,
@@ -306,8 +307,9 @@ class PeerVerifier:
         with self._lock:
             cached = self._cache.get(pem)
         if cached is not None and cached.generation == generation and now <= cached.not_after:
-            # cheap re-checks of what may have changed since: CRL freshness and this serial's revocation
-            _check_revocation(crl, cached.ident.serial, now)
+            # cheap re-checks of what may have changed since: CRL freshness and this serial's revocation (the
+            # CRL's signature was checked when it was loaded)
+            check_revocation(crl, cached.ident.serial, now)
             return cached.ident
         # (re)verify: first use, a verdict of a replaced CRL, or expired since (fails closed then)
         ident = verify_certificate(pem, self.ca_pem, crl, now=now)
@@ -320,14 +322,3 @@ class PeerVerifier:
                 self._cache[pem] = _Verified(ident, not_after, generation)
         return ident
 
-
-def _check_revocation(crl: RevocationList | None, serial: int, now: dt.datetime) -> None:
-    """The CRL part of :func:`~fedcheck.trust.pki.verify_certificate` for an already verified certificate (the
-    CRL's signature was checked when it was loaded)."""
-    if crl is None:
-        return
-    nxt = crl.next_update
-    if nxt is not None and now > nxt:
-        raise Unauthenticated("revocation list is stale", reason="crl_stale")
-    if crl.is_revoked(serial):
-        raise Unauthenticated("certificate revoked", reason="revoked")

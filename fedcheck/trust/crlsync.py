@@ -36,11 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from fedcheck.errors import ConfigError, FedcheckError, Unavailable
+from fedcheck.errors import ConfigError, FedcheckError, InvalidInput, Unavailable
 from fedcheck.trust import pki as _pki
 from fedcheck.trust.atrest import atomic_write
 
@@ -57,8 +54,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Largest CRL accepted (a CRL of 100,000 revocations is about 4 MB).
-MAX_CRL_BYTES = 8 * 1024 * 1024
+#: Largest CRL accepted (:data:`fedcheck.trust.pki.MAX_CRL_BYTES`).
+MAX_CRL_BYTES = _pki.MAX_CRL_BYTES
 #: How far a CRL's thisUpdate may lie in the future (the CA itself backdates it by 5 minutes).
 DEFAULT_SKEW = dt.timedelta(minutes=5)
 #: Serialises read-compare-replace of CRL files within this process (the CLI and a node's thread use it).
@@ -93,52 +90,18 @@ class CrlDecision:
         return self.action == "update"
 
 
-def _parse(data: bytes) -> x509.CertificateRevocationList:
-    if not data:
-        raise CrlRefused("the CRL is empty", reason="crl_empty")
-    if len(data) > MAX_CRL_BYTES:
-        raise CrlRefused(f"the CRL is larger than {MAX_CRL_BYTES} bytes", reason="crl_too_large")
+def _parse(data: bytes) -> _pki.RevocationList:
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(data.lstrip())
-        return x509.load_der_x509_crl(data)
-    except ValueError:
-        raise CrlRefused("not an X.509 CRL (neither PEM nor DER)", reason="crl_malformed") from None
+        return _pki.parse_crl(data)
+    except InvalidInput as exc:  # crl_empty, crl_too_large, crl_malformed
+        raise CrlRefused(exc.message, reason=exc.reason) from None
 
 
-def _number(crl: x509.CertificateRevocationList) -> int | None:
+def _number(crl: _pki.RevocationList) -> int | None:
     try:
-        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    except x509.ExtensionNotFound:
-        return None
+        return crl.number
     except ValueError:  # a malformed extension block
         raise CrlRefused("the CRL's extensions cannot be parsed", reason="crl_malformed") from None
-
-
-def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
-    pub = ca.public_key()
-    if not isinstance(
-        pub,
-        ec.EllipticCurvePublicKey
-        | rsa.RSAPublicKey
-        | dsa.DSAPublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey,
-    ):
-        return False
-    try:
-        return bool(crl.is_signature_valid(pub))
-    except (TypeError, ValueError, UnsupportedAlgorithm):
-        return False
-
-
-def _load_ca(ca_cert: bytes | x509.Certificate) -> x509.Certificate:
-    if isinstance(ca_cert, x509.Certificate):
-        return ca_cert
-    try:
-        return x509.load_pem_x509_certificate(ca_cert)
-    except ValueError:
-        raise ConfigError("the CA certificate is not a PEM certificate", reason="ca_unreadable") from None
 
 
 def _installed_number(current: bytes | None, ca: x509.Certificate) -> tuple[int | None, bytes | None]:
@@ -148,9 +111,9 @@ def _installed_number(current: bytes | None, ca: x509.Certificate) -> tuple[int 
         return None, None
     try:
         crl = _parse(current)
-        if crl.issuer != ca.subject or not _signed_by(crl, ca):
+        if not crl.is_signed_by(ca):
             return None, None
-        return _number(crl), crl.public_bytes(serialization.Encoding.DER)
+        return _number(crl), crl.der
     except CrlRefused:
         return None, None
 
@@ -171,27 +134,31 @@ def accept_crl(
     installed one (lower: rollback; equal: identical DER is ``unchanged``, else refused), then for an update
     thisUpdate not after ``now + max_skew`` and nextUpdate present and not passed.
     """
-    ca = _load_ca(ca_cert)
+    ca = (
+        ca_cert
+        if isinstance(ca_cert, x509.Certificate)
+        else _pki.load_ca_certificate(ca_cert, name="the CA certificate")
+    )
     crl = _parse(candidate)
-    if crl.issuer != ca.subject:
+    if not crl.is_issued_by(ca):
         raise CrlRefused("the CRL is not issued by the federation CA", reason="crl_wrong_issuer")
-    if not _signed_by(crl, ca):
+    if not crl.is_signed_by(ca):
         raise CrlRefused(
             "the CRL's signature does not verify under the federation CA", reason="crl_bad_signature"
         )
     number = _number(crl)
     if number is None:
         raise CrlRefused("the CRL has no CRL number, so it cannot be ordered", reason="crl_no_number")
-    der = crl.public_bytes(serialization.Encoding.DER)
+    der = crl.der
     previous, previous_der = _installed_number(current, ca)
     decision = CrlDecision(
         action="update",
         number=number,
         previous_number=previous,
-        revoked=len(crl),
-        this_update=crl.last_update_utc,
-        next_update=crl.next_update_utc,
-        pem=crl.public_bytes(serialization.Encoding.PEM),
+        revoked=len(crl.serials),
+        this_update=crl.last_update,
+        next_update=crl.next_update,
+        pem=crl.pem,
     )
     if previous is not None:
         if number < previous:
@@ -205,12 +172,12 @@ def accept_crl(
             raise CrlRefused(
                 f"CRL number {number} is installed with different contents", reason="crl_number_reused"
             )
-    if crl.last_update_utc > now + max_skew:
+    if crl.last_update > now + max_skew:
         raise CrlRefused(
-            f"the CRL's thisUpdate {crl.last_update_utc:%Y-%m-%d %H:%M:%S} UTC is in the future",
+            f"the CRL's thisUpdate {crl.last_update:%Y-%m-%d %H:%M:%S} UTC is in the future",
             reason="crl_not_yet_valid",
         )
-    nxt = crl.next_update_utc
+    nxt = crl.next_update
     if nxt is None:
         raise CrlRefused("the CRL has no nextUpdate", reason="crl_no_next_update")
     if now > nxt:

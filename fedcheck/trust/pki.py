@@ -49,7 +49,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedcheck.errors import ConfigError, InvalidInput, Unauthenticated
@@ -62,20 +62,24 @@ from fedcheck.trust.atrest import (
 )
 
 __all__ = [
+    "MAX_CRL_BYTES",
     "ROLES",
     "CertFiles",
     "CsrFiles",
     "PeerIdentity",
     "RevocationList",
     "check_own_certificate",
+    "check_revocation",
     "create_ca",
     "create_csr",
     "csr_fingerprint",
     "federation_of",
     "identity_from_cert",
     "issue_certificate",
+    "load_ca_certificate",
     "load_crl",
     "load_private_key_pem",
+    "parse_crl",
     "require_identity",
     "revoke",
     "rotate_certificate",
@@ -99,6 +103,19 @@ _CA_KEY_SEALED = "ca.key.sealed"
 _CA_STATE = "ca.json"
 _CRL = "crl.pem"
 _CLOCK_SKEW = dt.timedelta(minutes=5)
+#: Largest CRL accepted (a CRL of 100,000 revocations is about 4 MB).
+MAX_CRL_BYTES = 8 * 1024 * 1024
+#: CA key types a CRL signature can be checked under (``is_signature_valid`` takes these).
+_ISSUER_KEY_TYPES = (
+    ec.EllipticCurvePublicKey,
+    rsa.RSAPublicKey,
+    dsa.DSAPublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+)
+# verify_certificate's messages that check_own_certificate tells apart (same reason code)
+_NOT_A_CA = "trust anchor is not a CA certificate"
+_LACKS_EXTENSIONS = "certificate lacks required extensions"
 
 
 @dataclass(frozen=True)
@@ -135,7 +152,8 @@ class PeerIdentity:
 
 
 class RevocationList:
-    """A loaded CRL. :meth:`is_revoked` answers for a serial; :func:`verify_payload` checks the CA signature.
+    """A parsed CRL (:func:`parse_crl`, :func:`load_crl`). :meth:`is_revoked` answers for a serial;
+    :func:`verify_payload` checks the CA signature, :func:`check_revocation` staleness and revocation.
     """
 
     def __init__(self, crl: x509.CertificateRevocationList) -> None:
@@ -150,14 +168,44 @@ class RevocationList:
         return self._serials
 
     @property
+    def last_update(self) -> dt.datetime:
+        """thisUpdate (UTC)."""
+        return self._crl.last_update_utc
+
+    @property
     def next_update(self) -> dt.datetime | None:
         return self._crl.next_update_utc
 
+    @property
+    def number(self) -> int | None:
+        """The CRL number (None: the CRL has none). Raises ValueError if its extensions cannot be parsed."""
+        try:
+            return int(self._crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        except x509.ExtensionNotFound:
+            return None
+
+    @property
+    def der(self) -> bytes:
+        return self._crl.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def pem(self) -> bytes:
+        return self._crl.public_bytes(serialization.Encoding.PEM)
+
+    def is_issued_by(self, ca_cert: x509.Certificate) -> bool:
+        """The CRL's issuer is ``ca_cert``'s subject (the name only: see :meth:`is_signed_by`)."""
+        return bool(self._crl.issuer == ca_cert.subject)
+
     def is_signed_by(self, ca_cert: x509.Certificate) -> bool:
+        """Issued by ``ca_cert``'s subject and signed by its key. Never raises: a crafted CRL or an unusable
+        CA key is simply not signed by the CA."""
         pub = ca_cert.public_key()
-        if not isinstance(pub, ec.EllipticCurvePublicKey):
+        if not isinstance(pub, _ISSUER_KEY_TYPES):
             return False
-        return self._crl.issuer == ca_cert.subject and self._crl.is_signature_valid(pub)
+        try:
+            return self.is_issued_by(ca_cert) and bool(self._crl.is_signature_valid(pub))
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            return False
 
     def __repr__(self) -> str:
         return f"RevocationList(revoked={len(self._serials)})"
@@ -679,15 +727,31 @@ def write_crl(ca_dir: Path, *, days: int = 30, kek: KeyEncryptionKey | None = No
     return path
 
 
+def parse_crl(data: bytes) -> RevocationList:
+    """Parse a CRL (PEM or DER, at most :data:`MAX_CRL_BYTES`). Does NOT check its signature
+    (:meth:`RevocationList.is_signed_by`). Raises :class:`InvalidInput`: ``crl_empty``, ``crl_too_large``,
+    ``crl_malformed``."""
+    if not data:
+        raise InvalidInput("the CRL is empty", reason="crl_empty")
+    if len(data) > MAX_CRL_BYTES:
+        raise InvalidInput(f"the CRL is larger than {MAX_CRL_BYTES} bytes", reason="crl_too_large")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return RevocationList(x509.load_pem_x509_crl(data.lstrip()))
+        return RevocationList(x509.load_der_x509_crl(data))
+    except ValueError:
+        raise InvalidInput("not an X.509 CRL (neither PEM nor DER)", reason="crl_malformed") from None
+
+
 def load_crl(path: Path, *, ca_pem: bytes | None = None) -> RevocationList:
-    """Load a CRL (PEM). With ``ca_pem`` its signature is checked here; :func:`verify_payload` always checks
-    it.
+    """Load a CRL file (:func:`parse_crl`). With ``ca_pem`` its signature is checked here;
+    :func:`verify_payload` always checks it.
     """
     try:
-        crl = x509.load_pem_x509_crl(Path(path).read_bytes())
-    except (OSError, ValueError):
+        with open(path, "rb") as fh:
+            result = parse_crl(fh.read(MAX_CRL_BYTES + 1))
+    except (OSError, InvalidInput):
         raise ConfigError("revocation list missing or unreadable", reason="crl_unreadable") from None
-    result = RevocationList(crl)
     if ca_pem is not None and not result.is_signed_by(_load_cert(ca_pem)):
         raise ConfigError("revocation list is not signed by the federation CA", reason="crl_untrusted")
     return result
@@ -703,6 +767,37 @@ def _load_cert(pem: bytes) -> x509.Certificate:
         return x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise Unauthenticated("certificate is not valid PEM", reason="bad_certificate") from None
+
+
+def load_ca_certificate(pem: bytes, *, name: str = "CA certificate") -> x509.Certificate:
+    """Parse a configured CA certificate (PEM); :class:`ConfigError` ``ca_unreadable`` (``name`` says which
+    file) if it is not one."""
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise ConfigError(f"{name} is not a PEM certificate", reason="ca_unreadable") from None
+
+
+def _validity_fault(cert: x509.Certificate, when: dt.datetime) -> str | None:
+    """``not_yet_valid`` / ``expired`` if ``when`` lies outside ``cert``'s validity window, else None."""
+    if when < cert.not_valid_before_utc:
+        return "not_yet_valid"
+    if when > cert.not_valid_after_utc:
+        return "expired"
+    return None
+
+
+def check_revocation(crl: RevocationList | None, serial: int, now: dt.datetime) -> None:
+    """The revocation check of a certificate ``serial`` against a CRL whose signature was already checked:
+    :class:`Unauthenticated` ``crl_stale`` once ``now`` is past its nextUpdate (fails closed), ``revoked``
+    if it lists ``serial``. ``crl=None`` (development only) checks nothing."""
+    if crl is None:
+        return
+    nxt = crl.next_update
+    if nxt is not None and now > nxt:
+        raise Unauthenticated("revocation list is stale", reason="crl_stale")
+    if crl.is_revoked(serial):
+        raise Unauthenticated("certificate revoked", reason="revoked")
 
 
 def identity_from_cert(pem: bytes) -> PeerIdentity:
@@ -736,7 +831,7 @@ def verify_certificate(
     except x509.ExtensionNotFound:
         ca_bc = None
     if ca_bc is None or not ca_bc.ca:
-        raise Unauthenticated("trust anchor is not a CA certificate", reason="untrusted_issuer")
+        raise Unauthenticated(_NOT_A_CA, reason="untrusted_issuer")
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
@@ -744,34 +839,27 @@ def verify_certificate(
             "certificate not issued by the federation CA", reason="untrusted_issuer"
         ) from None
     for c in (ca, cert):
-        if when < c.not_valid_before_utc:
-            raise Unauthenticated("certificate not yet valid", reason="not_yet_valid")
-        if when > c.not_valid_after_utc:
-            raise Unauthenticated("certificate expired", reason="expired")
+        window = _validity_fault(c, when)
+        if window is not None:
+            message = "certificate expired" if window == "expired" else "certificate not yet valid"
+            raise Unauthenticated(message, reason=window)
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
-        raise Unauthenticated("certificate lacks required extensions", reason="bad_certificate") from None
+        raise Unauthenticated(_LACKS_EXTENSIONS, reason="bad_certificate") from None
     if bc.ca or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
         raise Unauthenticated("certificate not valid for client authentication", reason="bad_certificate")
     if crl is not None:
         if not crl.is_signed_by(ca):
             raise Unauthenticated("revocation list not signed by the federation CA", reason="crl_untrusted")
-        nxt = crl.next_update
-        if nxt is not None and when > nxt:
-            raise Unauthenticated("revocation list is stale", reason="crl_stale")
-        if crl.is_revoked(cert.serial_number):
-            raise Unauthenticated("certificate revoked", reason="revoked")
+        check_revocation(crl, cert.serial_number, when)
     return identity_from_cert(cert_pem)
 
 
 def federation_of(ca_pem: bytes) -> str:
     """The federation code of a CA certificate (its ``O``, e.g. ``FED``: ``create_ca(federation=...)``)."""
-    try:
-        ca = x509.load_pem_x509_certificate(ca_pem)
-    except ValueError:
-        raise ConfigError("CA certificate is not a PEM certificate", reason="ca_unreadable") from None
+    ca = load_ca_certificate(ca_pem)
     orgs = ca.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     if len(orgs) != 1:
         raise ConfigError("CA certificate names no federation (O=<code>)", reason="ca_unreadable")
@@ -801,17 +889,15 @@ def check_own_certificate(
     ``<role>.<state>`` (``tls_identity``) and a leaf valid for TLS server and client authentication
     (``tls_cert_invalid``); with ``crl``: the CRL is signed by the CA (``crl_untrusted``), not stale
     (``crl_stale``) and does not list it (``tls_cert_revoked``). The ``*_name`` strings (e.g. ``"TLS
-    certificate /etc/fed/node.FRA.crt.pem (tls.cert)"``) name the files in the messages.
+    certificate /etc/fed/node.FRA.crt.pem (tls.cert)"``) name the files in the messages. All but the key
+    match, the expected identity and serverAuth are :func:`verify_certificate`'s checks (what peers apply).
     """
     when = now or _now()
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
         raise ConfigError(f"{cert_name} is not a PEM certificate", reason="tls_cert_invalid") from None
-    try:
-        ca = x509.load_pem_x509_certificate(ca_pem)
-    except ValueError:
-        raise ConfigError(f"{ca_name} is not a PEM certificate", reason="ca_unreadable") from None
+    ca = load_ca_certificate(ca_pem, name=ca_name)
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -822,28 +908,31 @@ def check_own_certificate(
             f"{cert_name} does not match its {key_name} (a key of another certificate?)",
             reason="tls_key_mismatch",
         )
+    # chain, validity, leaf and CRL checks are verify_certificate's (what peers apply to this certificate);
+    # its refusal is translated below, reported in this function's documented order
+    fault: Unauthenticated | None = None
     try:
-        ca_bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        ca_bc = None
-    if ca_bc is None or not ca_bc.ca:
-        raise ConfigError(f"{ca_name} is not a CA certificate", reason="tls_cert_untrusted")
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        raise ConfigError(
-            f"{cert_name} is not issued by the {ca_name}", reason="tls_cert_untrusted"
-        ) from None
-    for c, name in ((cert, cert_name), (ca, ca_name)):
-        if when < c.not_valid_before_utc:
-            raise ConfigError(
-                f"{name} is not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC",
-                reason="tls_cert_not_yet_valid",
-            )
-        if when > c.not_valid_after_utc:
-            raise ConfigError(
-                f"{name} expired on {c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC", reason="tls_cert_expired"
-            )
+        verify_certificate(cert_pem, ca_pem, crl, now=when)
+    except Unauthenticated as exc:
+        fault = exc
+    reason = fault.reason if fault is not None else None
+    if fault is not None and reason == "untrusted_issuer":
+        if fault.message == _NOT_A_CA:
+            raise ConfigError(f"{ca_name} is not a CA certificate", reason="tls_cert_untrusted")
+        raise ConfigError(f"{cert_name} is not issued by the {ca_name}", reason="tls_cert_untrusted")
+    if reason in ("not_yet_valid", "expired"):
+        for c, name in ((cert, cert_name), (ca, ca_name)):
+            window = _validity_fault(c, when)
+            if window == "not_yet_valid":
+                raise ConfigError(
+                    f"{name} is not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC",
+                    reason="tls_cert_not_yet_valid",
+                )
+            if window == "expired":
+                raise ConfigError(
+                    f"{name} expired on {c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC",
+                    reason="tls_cert_expired",
+                )
     try:
         ident = identity_from_cert(cert_pem)
     except Unauthenticated:
@@ -854,32 +943,35 @@ def check_own_certificate(
         ) from None
     if ident.role != role or ident.state != state:
         raise ConfigError(f"{cert_name} is {ident.name}, expected {role}.{state}", reason="tls_identity")
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        raise ConfigError(
-            f"{cert_name} lacks BasicConstraints / ExtendedKeyUsage", reason="tls_cert_invalid"
-        ) from None
-    if bc.ca or ExtendedKeyUsageOID.SERVER_AUTH not in eku or ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+    if fault is not None and reason == "bad_certificate":
+        if fault.message == _LACKS_EXTENSIONS:
+            raise ConfigError(
+                f"{cert_name} lacks BasicConstraints / ExtendedKeyUsage", reason="tls_cert_invalid"
+            )
         raise ConfigError(
             f"{cert_name} is not valid for TLS server and client authentication", reason="tls_cert_invalid"
         )
-    if crl is not None:
-        if not crl.is_signed_by(ca):
-            raise ConfigError(f"{crl_name} is not signed by the {ca_name}", reason="crl_untrusted")
-        nxt = crl.next_update
-        if nxt is not None and when > nxt:
-            raise ConfigError(
-                f"{crl_name} is stale (next update was {nxt:%Y-%m-%d %H:%M:%S} UTC): install a fresh CRL"
-                " from the CA operator",
-                reason="crl_stale",
-            )
-        if crl.is_revoked(cert.serial_number):
-            raise ConfigError(
-                f"{cert_name} ({ident.name}, serial {cert.serial_number}) is revoked in the {crl_name}",
-                reason="tls_cert_revoked",
-            )
+    # verify_certificate checked the leaf for client authentication; a process' own certificate also serves
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    if ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        raise ConfigError(
+            f"{cert_name} is not valid for TLS server and client authentication", reason="tls_cert_invalid"
+        )
+    if reason == "crl_untrusted":
+        raise ConfigError(f"{crl_name} is not signed by the {ca_name}", reason="crl_untrusted")
+    if crl is not None and reason == "crl_stale":
+        raise ConfigError(
+            f"{crl_name} is stale (next update was {crl.next_update:%Y-%m-%d %H:%M:%S} UTC): install a fresh"
+            " CRL from the CA operator",
+            reason="crl_stale",
+        )
+    if reason == "revoked":
+        raise ConfigError(
+            f"{cert_name} ({ident.name}, serial {cert.serial_number}) is revoked in the {crl_name}",
+            reason="tls_cert_revoked",
+        )
+    if fault is not None:  # pragma: no cover - every reason verify_certificate raises is translated above
+        raise ConfigError(f"{cert_name} is not valid: {fault.message}", reason="tls_cert_invalid")
     return ident
 
 

@@ -35,7 +35,14 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fedcheck.errors import BudgetExhausted, FedcheckError, InvalidInput, Unauthenticated, Unavailable
+from fedcheck.errors import (
+    BudgetExhausted,
+    FedcheckError,
+    InvalidInput,
+    PreconditionFailed,
+    Unauthenticated,
+    Unavailable,
+)
 from fedcheck.node import metrics
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import NodeTransport
@@ -65,7 +72,10 @@ __all__ = [
     "append_audit",
     "ask_holder",
     "holder_status",
+    "holder_statuses",
+    "reduced_round_event",
     "round_event",
+    "round_outcome",
     "run_round",
     "submitter",
     "well_formed_head",
@@ -207,6 +217,17 @@ class AuditBacklog:
                 held.audited = True
         if self.waiting():  # a successful append: the log takes entries again
             self.flush()
+        return value
+
+    def collect_round(self, key: Hashable) -> RoundResult:
+        """The round answer held under ``key`` (:meth:`collect`), for an identical resubmission of a round
+        whose holders are not asked again; :class:`PreconditionFailed` ``round_expired`` if it is no longer
+        held (expired meanwhile: its entry was appended or logged)."""
+        value = self.collect(key)  # AuditPending if its entry still cannot be appended
+        if not isinstance(value, RoundResult):
+            raise PreconditionFailed(
+                "round results are no longer held; submit a new round id", reason="round_expired"
+            )
         return value
 
     def discard(self, key: Hashable) -> None:
@@ -417,10 +438,14 @@ def run_round(
     max_deadline_seconds: float,
     items: Mapping[str, int],
     call: HolderCall,
-    round_event: Callable[[RoundResult], Mapping[str, Any]],
+    checks: Mapping[str, bool] | None = None,
+    all_reasons: bool = True,
 ) -> RoundResult:
     """Ask every target in parallel until the round's deadline (capped at ``max_deadline_seconds``), then
-    keep the metadata and append ``round_event(result)`` to the audit log before the answer leaves.
+    keep the metadata and append the round's audit entry (:func:`round_event` with ``checks`` and
+    ``all_reasons``) to the audit log before the answer leaves. ``checks`` (State -> head signature
+    verified, filled in by ``call``; ``None`` when no holder audit key is configured) is read after the
+    fan-out.
 
     After the fan-out nothing loses the answers: a metadata write failure is logged, an audit entry the log
     refuses is replaced by the reduced one (:func:`append_audit`), and when no entry can be appended the
@@ -465,7 +490,9 @@ def run_round(
     if audit is not None:  # durable before the answer leaves
         reduced = reduced_round_event(querier, payload, result, items)
         try:
-            event: Mapping[str, Any] = round_event(result)
+            event: Mapping[str, Any] = round_event(
+                querier, payload, result, items, checks, all_reasons=all_reasons
+            )
         except Exception:  # building the entry from what the holders returned failed: record the reduced one
             _log.exception("round audit event could not be built", extra={"round_id": payload.round_id})
             event = {**reduced, "reasons": ["audit_reduced", "event_error"]}
@@ -486,6 +513,25 @@ def run_round(
     return result
 
 
+def round_event(
+    querier: PeerIdentity,
+    payload: RoundPayload,
+    result: RoundResult,
+    items: Mapping[str, int],
+    checks: Mapping[str, bool] | None = None,
+    *,
+    all_reasons: bool = True,
+) -> dict[str, Any]:
+    """The coordinator's audit entry for a round of either kind: the shared fields, each State's status
+    (:func:`holder_statuses`), the outcome (:func:`round_outcome`) and the holders' audit heads
+    (:func:`anchor_fields`; ``checks`` -- State -> head signature verified, ``None`` when no holder audit key
+    is configured -- adds ``anchors_verified`` / ``anchors_unverified``; States without a configured key are
+    in neither). Never a payload."""
+    event = _round_fields(querier, payload, result, items, all_reasons=all_reasons)
+    event.update(anchor_fields(answers(result), checks))
+    return event
+
+
 def reduced_round_event(
     querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
 ) -> dict[str, Any]:
@@ -493,12 +539,7 @@ def reduced_round_event(
     the shared fields of :func:`round_event` (the declared texts among them passed the audit log's own rules
     at the wire), each State's status with its relayed reason code (a short code), the outcome, and the
     well-formed audit heads (``anchors``). Building it never raises."""
-    event = round_event(querier, payload, result, items)
-    ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
-    event["holders"] = {
-        h.state: str(h.status) + (f"/{relayed_reason(h.reason)}" if h.reason else "") for h in result.results
-    }
-    event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
+    event = _round_fields(querier, payload, result, items, all_reasons=False)
     try:
         event.update(anchor_fields(answers(result)))
     except Exception:  # the anchors are oversight evidence; never worth the entry
@@ -506,11 +547,16 @@ def reduced_round_event(
     return event
 
 
-def round_event(
-    querier: PeerIdentity, payload: RoundPayload, result: RoundResult, items: Mapping[str, int]
+def _round_fields(
+    querier: PeerIdentity,
+    payload: RoundPayload,
+    result: RoundResult,
+    items: Mapping[str, int],
+    *,
+    all_reasons: bool,
 ) -> dict[str, Any]:
-    """The part of the coordinator's audit entry every round kind shares: who asked, why, of whom, how much,
-    per-State latency and duration. Never a payload. Callers add their per-State statuses and outcome."""
+    """What every round entry holds, full or reduced: who asked, why, of whom, how much, per-State status,
+    latency and outcome, duration."""
     return {
         "type": "round",
         "round_id": payload.round_id,
@@ -524,9 +570,29 @@ def round_event(
         "targets": [t.state for t in payload.targets],
         "items": sum(items.values()),
         "items_by_state": dict(items),
+        "holders": holder_statuses(result, all_reasons=all_reasons),
+        "outcome": round_outcome(result),
         "latency_ms": {h.state: h.latency_ms for h in result.results},
         "duration_ms": result.finished_unix_ms - result.started_unix_ms,
     }
+
+
+def holder_statuses(result: RoundResult, *, all_reasons: bool = True) -> dict[str, str]:
+    """State -> ``status`` or ``status/<reason>`` (at most 200 characters). The reason codes are relayed
+    codes already (:func:`ask_holder`, :func:`fedcheck.rpc.errors.from_rpc_error`, or the coordinator's
+    own, e.g. ``deadline``); ``all_reasons`` lists all of a refusal's codes comma-separated, else only the
+    first."""
+    out: dict[str, str] = {}
+    for h in result.results:
+        codes = (h.reasons or (h.reason,)) if all_reasons else (h.reason,)
+        out[h.state] = (str(h.status) + (f"/{','.join(codes)}" if h.reason else ""))[:200]
+    return out
+
+
+def round_outcome(result: RoundResult) -> str:
+    """``ok`` when every State answered, ``failed`` when none did, else ``partial``."""
+    ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
+    return "ok" if ok == len(result.results) else ("partial" if ok else "failed")
 
 
 def answers(result: RoundResult) -> dict[str, Evaluation | FuzzyScore]:

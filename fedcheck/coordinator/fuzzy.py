@@ -43,7 +43,6 @@ from fedcheck.coordinator.fanout import (
     anchor_fields,
     append_audit,
     finish_audit,
-    round_event,
     run_round,
     submitter,
 )
@@ -178,11 +177,7 @@ class FuzzyRelay:
                     )
         if held:
             # a held round's holders are not asked again: its answer is collected once its entry is appended
-            value = self._backlog.collect(held_key)  # AuditPending if it still cannot be
-            if not isinstance(value, RoundResult):  # expired meanwhile (entry appended or logged)
-                raise PreconditionFailed(
-                    "round results are no longer held; use a new round id", reason="round_expired"
-                )
+            value = self._backlog.collect_round(held_key)  # AuditPending if it still cannot be
             with self._lock:
                 self._results[rid] = (payload_sha, time.monotonic() + self._ttl, value)
             self._backlog.discard(held_key)
@@ -216,9 +211,7 @@ class FuzzyRelay:
         return run_round(
             nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
             payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=score,
-            round_event=lambda result: _fuzzy_round_event(
-                querier, payload, result, items, checks if self._audit_keys else None
-            ),
+            checks=checks if self._audit_keys else None, all_reasons=False,
         )
 
     # -- follow-up -----------------------------------------------------------------------------------------
@@ -287,19 +280,3 @@ class FuzzyRelay:
         )
         return anchor_fields({state: reply}, checks)
 
-
-def _fuzzy_round_event(
-    querier: PeerIdentity,
-    payload: RoundPayload,
-    result: RoundResult,
-    items: Mapping[str, int],
-    checks: Mapping[str, bool] | None = None,
-) -> dict[str, Any]:
-    """The coordinator's audit entry for a fuzzy round, with the holders' audit heads like an exact round's
-    (``checks``: State -> head signature verified; ``None`` when no holder audit key is configured)."""
-    results = result.results
-    event = round_event(querier, payload, result, items)
-    event["holders"] = {h.state: str(h.status) + (f"/{h.reason}" if h.reason else "") for h in results}
-    event.update(anchor_fields({h.state: h.fuzzy for h in results if h.fuzzy is not None}, checks))
-    event["outcome"] = "ok" if all(h.status is HolderStatus.OK for h in results) else "partial"
-    return event

@@ -52,7 +52,6 @@ from fedcheck.coordinator.fanout import (
     AuditPending,
     anchor_fields,
     answers,
-    round_event,
     run_round,
     submitter,
     well_formed_head,
@@ -382,7 +381,7 @@ class RoundEngine:
             return _replayed(fut.result())
         try:
             # a held round's holders are not asked again: its answer is collected once its entry is appended
-            result = self._collect(held_key) if held else self._run(querier, payload, request)
+            result = self._backlog.collect_round(held_key) if held else self._run(querier, payload, request)
             fut.set_result(result)
         except BaseException as exc:
             fut.set_exception(exc)
@@ -397,15 +396,6 @@ class RoundEngine:
         if held:
             self._backlog.discard(held_key)
         return result
-
-    def _collect(self, held_key: tuple[str, str, str]) -> RoundResult:
-        """The held answer, its entry appended now if no flush did it yet (``AuditPending`` otherwise)."""
-        value = self._backlog.collect(held_key)
-        if not isinstance(value, RoundResult):  # expired meanwhile (its entry was appended or logged)
-            raise PreconditionFailed(
-                "round results are no longer held; submit a new round id", reason="round_expired"
-            )
-        return value
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -430,9 +420,7 @@ class RoundEngine:
         return run_round(
             nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
             payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=evaluate,
-            round_event=lambda result: _round_event(
-                querier, payload, result, items, checks if self._audit_keys else None
-            ),
+            checks=checks if self._audit_keys else None,
         )
 
     # -- relays ----------------------------------------------------------------------------------------------
@@ -514,29 +502,6 @@ def check_anchor(state: str, round_id: str, key: Ed25519PublicKey, answer: Ancho
             extra={"state": state, "round_id": round_id, "reason": "audit_anchor_unverified"},
         )
     return ok
-
-
-def _round_event(
-    querier: PeerIdentity,
-    payload: RoundPayload,
-    result: RoundResult,
-    items: Mapping[str, int],
-    checks: Mapping[str, bool] | None = None,
-) -> dict[str, Any]:
-    """The coordinator's audit entry for a round: metadata, per-State outcome and the holders' audit heads.
-
-    ``checks`` (State -> head signature verified; ``None`` when no holder audit key is configured) adds
-    ``anchors_verified`` / ``anchors_unverified``; States without a configured key are in neither."""
-    statuses = {
-        h.state: str(h.status) + (f"/{','.join(h.reasons or (h.reason,))}" if h.reason else "")
-        for h in result.results
-    }
-    ok = sum(1 for h in result.results if h.status is HolderStatus.OK)
-    event = round_event(querier, payload, result, items)
-    event["holders"] = {s: v[:200] for s, v in statuses.items()}
-    event.update(anchor_fields(answers(result), checks))
-    event["outcome"] = "ok" if ok == len(result.results) else ("partial" if ok else "failed")
-    return event
 
 
 def _replayed(r: RoundResult) -> RoundResult:

@@ -249,7 +249,7 @@ class FuzzyService:
         if partner is not None:
             records = [r for r in records if r.label.reference not in partner.withheld]
         else:
-            fuzzy_partners = [p for p in self._policy.partners.values() if FUZZY_MODE in p.modes]
+            fuzzy_partners = self._fuzzy_partner_policies()
             records = [r for r in records if any(r.label.reference not in p.withheld for p in fuzzy_partners)]
         names = entries_from_records(records, kind="name")
         max_y = max((len(e.dims) for e in names), default=0)
@@ -340,8 +340,12 @@ class FuzzyService:
                 del self._holders[k]
             return self._holders.setdefault(key, holder)
 
+    def _fuzzy_partner_policies(self) -> list[PartnerPolicy]:
+        """The partners allowed fuzzy mode."""
+        return [p for p in self._policy.partners.values() if FUZZY_MODE in p.modes]
+
     def _fuzzy_partners(self) -> int:
-        return max(1, sum(1 for p in self._policy.partners.values() if FUZZY_MODE in p.modes))
+        return max(1, len(self._fuzzy_partner_policies()))
 
     def _round_share(self) -> int:
         """Open rounds one partner may hold: an equal share of ``max_open_rounds`` (at least one)."""
@@ -355,9 +359,11 @@ class FuzzyService:
     def _open_round(self, key: tuple[str, str], rnd: _OpenRound) -> None:
         """Register a scored round (caller holds ``_lock``); forget the partner's oldest beyond its share.
 
-        Never another partner's round: a partner running many cheap rounds only forgets its own. (The
-        global cap is a safety net for a partner left over its share by a policy change: it trims the
-        partner holding the most rounds, never one within its share.)
+        Never another partner's round: a partner running many cheap rounds only forgets its own. No global
+        trim is needed: policy and settings are fixed at construction, only the P partners allowed fuzzy
+        mode open rounds (``decide`` refuses the others) and each holds at most its share, so all of them
+        together hold at most P x max(1, max_open_rounds // P) <= max(max_open_rounds, P), the
+        :meth:`_round_capacity` the holders are sized for.
         """
         self._expire()
         old = self._open.pop(key, None)
@@ -368,14 +374,6 @@ class FuzzyService:
             dropped = self._open.pop(k)
             dropped.holder.close_round(dropped.fuzzy_round_id)
         self._open[key] = rnd
-        while len(self._open) > self._round_capacity():
-            counts: dict[str, int] = {}
-            for q, _ in self._open:
-                counts[q] = counts.get(q, 0) + 1
-            top = max(counts.values())
-            victim = next(k for k in self._open if counts[k[0]] == top)
-            dropped = self._open.pop(victim)
-            dropped.holder.close_round(dropped.fuzzy_round_id)
 
     def _served(self, epoch_id: str) -> bool:
         try:

@@ -55,6 +55,8 @@ from fedcheck.node.querier import (
     QueryOptions,
     QueryRunner,
     audit_failure,
+    audit_reason,
+    audit_run_failure,
     collect_held,
     failure_fields,
     round_event,
@@ -387,16 +389,10 @@ class FuzzyQueryRunner:
         try:
             return self._run(manifest, options, fuzzy, report, follow_up, progress, round_id, t_start)
         except Exception as exc:
-            if self.audit is not None and not self._round_audited:
-                event = round_event(
-                    options, round_id=round_id, mode=FUZZY_MODE, targets=list(options.states), statuses={},
-                    travellers=len(manifest), items_by_state={}, hits_by_state={}, excluded_by_state={},
-                    epochs={}, started=t_start, key_types=[_key_type(fuzzy.kind)],
-                )
-                event.update(failure_fields(exc))
-                if isinstance(exc, FedcheckError):
-                    event["reason"] = _reason(exc)
-                audit_failure(self.audit, event)
+            if not self._round_audited:
+                audit_run_failure(self.audit, exc, options, round_id=round_id, mode=FUZZY_MODE,
+                                  travellers=len(manifest), started=t_start,
+                                  key_types=[_key_type(fuzzy.kind)])
             raise
 
     def _run(
@@ -658,8 +654,9 @@ class FuzzyQueryRunner:
                 event = self._follow_up_event(rnd, state, options, counts, 0, t_start)
                 if isinstance(exc, FedcheckError):
                     refused = exc.status in ("PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED")
+                    reason = audit_reason(exc)
                     event.update(outcome="refused" if refused else "error", status=exc.status,
-                                 reason=_reason(exc), statuses={state: f"follow-up refused ({_reason(exc)})"})
+                                 reason=reason, statuses={state: f"follow-up refused ({reason})"})
                 else:
                     event.update(failure_fields(exc), statuses={state: "follow-up failed (internal)"})
                 audit_failure(self.audit, event)
@@ -736,12 +733,6 @@ class FuzzyQueryRunner:
 
 def _key_type(kind: str) -> str:
     return FACE_KEY_TYPE if kind == "face" else FUZZY_KEY_TYPE
-
-
-def _reason(exc: FedcheckError) -> str:
-    """The reason code of ``exc`` if it may be audited (it can come over the wire), else its status."""
-    r = exc.reason[:64]
-    return r if r.replace("_", "").replace("-", "").isalnum() else exc.status
 
 
 def select_hits(

@@ -54,6 +54,7 @@ from fedcheck.records.keys import KeyType
 from fedcheck.records.model import PersonRecord
 from fedcheck.rpc import serde
 from fedcheck.rpc.clients import CoordinatorTransport
+from fedcheck.rpc.errors import relayed_reason
 from fedcheck.rpc.messages import (
     GetIndexRequest,
     HolderStatus,
@@ -340,13 +341,45 @@ def round_event(
     return event
 
 
+def audit_reason(exc: FedcheckError) -> str:
+    """``exc``'s reason code as the querier audits it. It may have come over the wire, so the one rule for a
+    peer's codes applies (:func:`fedcheck.rpc.errors.relayed_reason`: a short code, else
+    ``holder_invalid_reason``); codes rebuilt from gRPC errors passed it already."""
+    return relayed_reason(exc.reason)
+
+
 def failure_fields(exc: BaseException) -> dict[str, str]:
-    """The audit fields of a failed run: ``outcome: error`` with the error's reason code and status, or
-    ``reason: internal`` / ``status: INTERNAL`` for an unexpected error (its text may carry anything, e.g. a
-    traveller's name, and is never audited)."""
+    """The audit fields of a failed run: ``outcome: error`` with the error's reason code
+    (:func:`audit_reason`) and status, or ``reason: internal`` / ``status: INTERNAL`` for an unexpected error
+    (its text may carry anything, e.g. a traveller's name, and is never audited)."""
     if isinstance(exc, FedcheckError):
-        return {"outcome": "error", "reason": _audit_text(exc.reason, "error"), "status": exc.status}
+        return {"outcome": "error", "reason": audit_reason(exc), "status": exc.status}
     return {"outcome": "error", "reason": "internal", "status": "INTERNAL"}
+
+
+def audit_run_failure(
+    sink: AuditSink | None,
+    exc: BaseException,
+    options: QueryOptions,
+    *,
+    round_id: str,
+    mode: str,
+    travellers: int,
+    started: float,
+    **extra: Any,
+) -> None:
+    """Record a run that failed midway (best effort, :func:`audit_failure`; no-op without a sink): the
+    round's terms and target States, no counts, and :func:`failure_fields`. ``extra`` as for
+    :func:`round_event`."""
+    if sink is None:
+        return
+    event = round_event(
+        options, round_id=round_id, mode=mode, targets=list(options.states), statuses={},
+        travellers=travellers, items_by_state={}, hits_by_state={}, excluded_by_state={}, epochs={},
+        started=started, **extra,
+    )
+    event.update(failure_fields(exc))
+    audit_failure(sink, event)
 
 
 def audit_failure(sink: AuditSink | None, event: Mapping[str, Any]) -> None:
@@ -614,14 +647,8 @@ class QueryRunner:
         try:
             report, event = self._run(manifest, options, round_id, t_start)
         except Exception as exc:
-            if self.audit is not None:
-                event = round_event(
-                    options, round_id=round_id, mode=options.mode, targets=list(options.states),
-                    statuses={}, travellers=len(manifest), items_by_state={}, hits_by_state={},
-                    excluded_by_state={}, epochs={}, started=t_start,
-                )
-                event.update(failure_fields(exc))
-                audit_failure(self.audit, event)
+            audit_run_failure(self.audit, exc, options, round_id=round_id, mode=options.mode,
+                              travellers=len(manifest), started=t_start)
             raise
         write_audit(self.audit, event)
         return report

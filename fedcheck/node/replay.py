@@ -50,7 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcheck.errors import Aborted, LimitExceeded, PreconditionFailed, StorageUnavailable
+from fedcheck.errors import Aborted, LimitExceeded, PreconditionFailed
+from fedcheck.storage.guard import storage_errors
 
 __all__ = [
     "DEFAULT_MAX_REPLAYS",
@@ -89,9 +90,8 @@ def release_key(payload_sha: str) -> str:
     return "release/" + payload_sha
 
 
-def _storage_failed(exc: sqlite3.Error) -> StorageUnavailable:
-    _log.error("replay store failed", exc_info=exc)
-    return StorageUnavailable()
+#: names the guard in the log line of a database failure (:mod:`fedcheck.storage.guard`)
+_WHAT = "replay store"
 
 
 _SCHEMA = """
@@ -206,54 +206,53 @@ class ReplayGuard:
         with self._changed:
             now = self._clock()
             try:
-                self._prune(now)
-                while True:
-                    row = self._row(querier, round_id)
-                    if row is None:
-                        token = secrets.token_hex(16)
-                        self._db.execute(
-                            "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
-                            " VALUES (?,?,?,?,?,?,NULL)",
-                            (querier, round_id, digest, now, _PENDING, token),
-                        )
-                        return Claim(True, token)
-                    stored, state, owner, answer, replays = row
-                    self._check_digest(stored, digest)
-                    if state == _ANSWERED:
-                        if answer is None:  # recorded by claim(): its caller refuses every duplicate
-                            raise PreconditionFailed(
-                                "this round was already answered", reason="round_id_reused"
+                with storage_errors(_WHAT, log=_log):
+                    self._prune(now)
+                    while True:
+                        row = self._row(querier, round_id)
+                        if row is None:
+                            token = secrets.token_hex(16)
+                            self._db.execute(
+                                "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
+                                " VALUES (?,?,?,?,?,?,NULL)",
+                                (querier, round_id, digest, now, _PENDING, token),
                             )
-                        if replays > self._max_replays:  # already refused (and audited) once: no write
-                            raise ReplayLimitExceeded(first=False)
-                        self._db.execute(
-                            "UPDATE claims SET replays=? WHERE querier=? AND round_id=?",
-                            (replays + 1, querier, round_id),
-                        )
-                        if replays + 1 > self._max_replays:
-                            raise ReplayLimitExceeded(first=True)
-                        return Claim(False, "", answer)
-                    if owner in self._abandoned:  # its owner failed to complete or release it: take over
-                        token = secrets.token_hex(16)
-                        self._db.execute(
-                            "UPDATE claims SET owner=?, at=? WHERE querier=? AND round_id=? AND owner=?",
-                            (token, now, querier, round_id, owner),
-                        )
-                        self._abandoned.discard(owner)
-                        return Claim(True, token)
-                    left = deadline - time.monotonic()
-                    if left <= 0 or (not waiting and self._waiters.get(key, 0) >= self._max_waiters):
-                        raise Aborted(
-                            "an identical request is still being evaluated; retry shortly",
-                            retry_after_s=1,
-                            reason="round_in_progress",
-                        )
-                    if not waiting:
-                        waiting = True
-                        self._waiters[key] = self._waiters.get(key, 0) + 1
-                    self._changed.wait(left)
-            except sqlite3.Error as exc:
-                raise _storage_failed(exc) from exc
+                            return Claim(True, token)
+                        stored, state, owner, answer, replays = row
+                        self._check_digest(stored, digest)
+                        if state == _ANSWERED:
+                            if answer is None:  # recorded by claim(): its caller refuses every duplicate
+                                raise PreconditionFailed(
+                                    "this round was already answered", reason="round_id_reused"
+                                )
+                            if replays > self._max_replays:  # already refused (and audited) once: no write
+                                raise ReplayLimitExceeded(first=False)
+                            self._db.execute(
+                                "UPDATE claims SET replays=? WHERE querier=? AND round_id=?",
+                                (replays + 1, querier, round_id),
+                            )
+                            if replays + 1 > self._max_replays:
+                                raise ReplayLimitExceeded(first=True)
+                            return Claim(False, "", answer)
+                        if owner in self._abandoned:  # its owner failed to complete or release it: take over
+                            token = secrets.token_hex(16)
+                            self._db.execute(
+                                "UPDATE claims SET owner=?, at=? WHERE querier=? AND round_id=? AND owner=?",
+                                (token, now, querier, round_id, owner),
+                            )
+                            self._abandoned.discard(owner)
+                            return Claim(True, token)
+                        left = deadline - time.monotonic()
+                        if left <= 0 or (not waiting and self._waiters.get(key, 0) >= self._max_waiters):
+                            raise Aborted(
+                                "an identical request is still being evaluated; retry shortly",
+                                retry_after_s=1,
+                                reason="round_in_progress",
+                            )
+                        if not waiting:
+                            waiting = True
+                            self._waiters[key] = self._waiters.get(key, 0) + 1
+                        self._changed.wait(left)
             finally:
                 if waiting:
                     left_waiting = self._waiters.get(key, 1) - 1
@@ -288,20 +287,17 @@ class ReplayGuard:
         a :func:`fuzzy_key` or :func:`release_key`.
         """
         now = self._clock()
-        with self._changed:
-            try:
-                self._prune(now)
-                row = self._row(querier, round_id)
-                if row is not None:
-                    self._check_digest(row[0], digest)
-                    return False
-                self._db.execute(
-                    "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
-                    " VALUES (?,?,?,?,?,'',NULL)",
-                    (querier, round_id, digest, now, _ANSWERED),
-                )
-            except sqlite3.Error as exc:
-                raise _storage_failed(exc) from exc
+        with self._changed, storage_errors(_WHAT, log=_log):
+            self._prune(now)
+            row = self._row(querier, round_id)
+            if row is not None:
+                self._check_digest(row[0], digest)
+                return False
+            self._db.execute(
+                "INSERT INTO claims (querier, round_id, digest, at, state, owner, answer)"
+                " VALUES (?,?,?,?,?,'',NULL)",
+                (querier, round_id, digest, now, _ANSWERED),
+            )
             return True
 
     def release(self, querier: str, round_id: str, digest_or_token: str) -> None:

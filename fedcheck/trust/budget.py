@@ -21,11 +21,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcheck.errors import BudgetExhausted, ConfigError, InvalidInput, StorageUnavailable
+from fedcheck.errors import BudgetExhausted, ConfigError, InvalidInput
+from fedcheck.storage.guard import storage_errors, storage_failed
 
 __all__ = ["BudgetLedger", "BudgetLimit", "BudgetRemaining", "Refusal"]
 
@@ -53,17 +54,8 @@ CREATE TABLE IF NOT EXISTS refusals (
 """
 
 
-def _storage_failed(exc: sqlite3.Error) -> StorageUnavailable:
-    _log.error("budget ledger failed", exc_info=exc)
-    return StorageUnavailable()
-
-
-@contextlib.contextmanager
-def _storage() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise _storage_failed(exc) from exc
+#: names the ledger in the log line of a database failure (:mod:`fedcheck.storage.guard`)
+_WHAT = "budget ledger"
 
 
 @dataclass(frozen=True)
@@ -198,7 +190,7 @@ class BudgetLedger:
             epoch, window_end = self._epoch_period(epoch, now)
             if window_end is not None:
                 epoch_ends_unix = window_end
-            with _storage():  # e.g. "database is locked" after the busy timeout
+            with storage_errors(_WHAT, log=_log):  # e.g. "database is locked" after the busy timeout
                 self._db.execute("BEGIN IMMEDIATE")
             try:
                 used_epoch = self._used(partner, "epoch", epoch)
@@ -242,7 +234,7 @@ class BudgetLedger:
                 with contextlib.suppress(sqlite3.Error):
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
-                raise _storage_failed(exc) from exc
+                raise storage_failed(exc, _WHAT, log=_log) from exc
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -264,7 +256,7 @@ class BudgetLedger:
     def remaining(self, partner: str, epoch: str | None = None) -> BudgetRemaining:
         """Remaining budget in ``epoch`` (default: the partner's most recently charged epoch) and today.
         :class:`StorageUnavailable` if the database fails."""
-        with self._lock, _storage():
+        with self._lock, storage_errors(_WHAT, log=_log):
             limit = self._limits.get(partner, BudgetLimit())
             now = self._clock()
             day = self._day(now)

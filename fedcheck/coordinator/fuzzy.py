@@ -211,7 +211,7 @@ class FuzzyRelay:
         return run_round(
             nodes=self._nodes, pool=self._pool, store=self._store, audit=self._audit, querier=querier,
             payload=payload, max_deadline_seconds=self._max_deadline, items=items, call=score,
-            checks=checks if self._audit_keys else None, all_reasons=False,
+            checks=checks if self._audit_keys else None,
         )
 
     # -- follow-up -----------------------------------------------------------------------------------------

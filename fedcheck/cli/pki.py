@@ -18,17 +18,24 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
-from fedcheck.errors import ConfigError, InvalidInput, VerificationError
-from fedcheck.trust.atrest import KeyEncryptionKey, atomic_write, generate_kek_text, load_kek
-from fedcheck.trust.pki import (
+from fedcheck.errors import ConfigError, InvalidInput
+from fedcheck.trust.atrest import (
+    KeyEncryptionKey,
+    atomic_write,
+    explain_unsealing,
+    generate_kek_text,
+    load_kek,
+)
+from fedcheck.trust.pki import (  # _ca_key_path: the CA key file in use, for messages (no public name yet)
     ROLES,
     CertFiles,
+    _ca_key_path,
     create_ca,
     create_csr,
     csr_fingerprint,
@@ -78,33 +85,20 @@ def _kek(spec: str | None) -> KeyEncryptionKey | None:
     return load_kek(spec)
 
 
-def _ca_key_file(ca_dir: Path) -> Path:
-    """The CA's private key file (sealed, else the development plaintext PEM): for messages only."""
-    sealed = ca_dir / "ca.key.sealed"
-    return sealed if sealed.exists() else ca_dir / "ca.key.pem"
-
-
-@contextlib.contextmanager
-def _opening_ca_key(ca_dir: Path, kek_option: str, other: str | None = None) -> Iterator[None]:
+def _opening_ca_key(
+    ca_dir: Path, kek_option: str, other: str | None = None
+) -> contextlib.AbstractContextManager[None]:
     """Errors opening the CA key name it and the option whose KEK was tried (``kek_option``); ``other`` is the
     option that gives the CA key a KEK of its own, when it was not used (``issue --ca-kek``). Without this a
     CA key sealed under another KEK is only "verification failed"."""
-    try:
-        yield
-    except VerificationError:
-        hint = f"; give the CA's KEK with {other or kek_option}"
-        raise ConfigError(
-            f"the CA key at {_ca_key_file(ca_dir)} cannot be opened with the KEK of {kek_option}: it is "
-            f"sealed under another KEK, or the file was altered{hint}",
-            reason="ca_key_unsealable",
-        ) from None
-    except ConfigError as exc:
-        if exc.reason != "kek_required":
-            raise
-        via = f"{other} (or {kek_option})" if other else kek_option
-        raise ConfigError(
-            f"the CA key at {_ca_key_file(ca_dir)} is sealed: give its KEK with {via}", reason="kek_required"
-        ) from None
+    return explain_unsealing(
+        f"the CA key at {_ca_key_path(ca_dir)}",
+        f"the KEK of {kek_option}",
+        mismatch=f"it is sealed under another KEK, or the file was altered; give the CA's KEK with "
+        f"{other or kek_option}",
+        sealed=f"give its KEK with {f'{other} (or {kek_option})' if other else kek_option}",
+        reason="ca_key_unsealable",
+    )
 
 
 def _serial(text: str) -> int:

@@ -213,81 +213,23 @@ def _check_file(p: Path) -> None:
         )
 
 
-def _header(p: Path) -> str:
-    """The first line of ``p`` (BOM stripped), for hints about its header; '' if unreadable."""
-    try:
-        with p.open("rb") as fh:
-            raw = fh.readline(65536)
-    except OSError:
-        return ""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    return raw.decode("utf-8", errors="replace").rstrip("\r\n")
-
-
-def _column_warnings(p: Path) -> list[tuple[str, str]]:
-    """One warning per unknown CSV column, naming it (column names are no personal data) and, for a near
-    miss of a known column, the one probably meant."""
-    import csv
-    import difflib
-
-    from fedcheck.records.io import CSV_COLUMNS, CSV_OPTIONAL_COLUMNS
-
-    line = _header(p)
-    try:
-        header = next(csv.reader([line]), [])
-    except csv.Error:
-        return []
-    known = (*CSV_COLUMNS, *CSV_OPTIONAL_COLUMNS)
-    out: list[tuple[str, str]] = []
-    for col in (h.strip().lower() for h in header):
-        if col in known:
-            continue
-        shown = col if len(col) <= 40 else col[:37] + "..."
-        close = difflib.get_close_matches(col, known, n=1, cutoff=0.75)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        out.append(("line 1", f"unknown column {shown!r} ignored{hint}"))
-    return out
-
-
 def _read(path: str, fmt: str | None) -> tuple[list[Any], list[tuple[str, str]], list[tuple[str, str]]]:
-    """(records, rejected rows, warnings) -- rows and warnings as (where, reason)."""
-    from fedcheck.errors import FormatError
-
+    """(records, rejected rows, warnings) -- rows and warnings as (where, reason). The readers name unknown
+    CSV columns and, for a header without ``id``, a ';' or tab delimiter (``records.io.read_csv``)."""
     p = Path(path)
     _check_file(p)
-    try:
-        if fmt in ("paxlst", "mrz", "ftm"):
-            from fedcheck.formats import read_external
+    if fmt in ("paxlst", "mrz", "ftm"):
+        from fedcheck.formats import read_external
 
-            result = read_external(p, fmt)
-        else:
-            from fedcheck.records.io import read_records
+        result = read_external(p, fmt)
+    else:
+        from fedcheck.records.io import read_records
 
-            result = read_records(p, fmt)
-    except FormatError as exc:
-        if exc.reason == "no_id_column":
-            line = _header(p)
-            for sep, name in ((";", "semicolon"), ("\t", "tab")):
-                if line.count(sep) > line.count(","):
-                    raise FormatError(
-                        f"{exc.message} -- the header is {name}-separated, but fedcheck reads "
-                        "comma-separated CSV: export the file with ',' as the delimiter",
-                        reason="no_id_column",
-                    ) from None
-        raise
-    warnings: list[tuple[str, str]] = []
-    for w in result.warnings:
-        if "unknown column" in str(w.reason):
-            cols = _column_warnings(p)
-            if cols:
-                warnings.extend(cols)
-                continue
-        warnings.append((str(w.where), str(w.reason)))
+        result = read_records(p, fmt)
     return (
         list(result.records),
         [(str(r.where), str(r.reason)) for r in result.rejected],
-        warnings,
+        [(str(w.where), str(w.reason)) for w in result.warnings],
     )
 
 

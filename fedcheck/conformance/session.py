@@ -192,23 +192,19 @@ def _read_key(path: Path | None, kek: Any, *, option: str = "--key", kek_option:
     under another KEK would otherwise be only "verification failed"."""
     if path is None:
         return None
-    from fedcheck.errors import VerificationError
+    from fedcheck.trust.atrest import explain_unsealing
     from fedcheck.trust.pki import load_private_key_pem
 
-    via = f"{other} (or {kek_option})" if other else kek_option
-    try:
+    with explain_unsealing(
+        f"{option} {path}",
+        f"the KEK of {kek_option}",
+        mismatch=f"it is sealed under another KEK{f' (give that one with {other})' if other else ''}, or the "
+        "file was altered",
+        sealed=f"give the KEK that opens it with {f'{other} (or {kek_option})' if other else kek_option}",
+        reason="key_unsealable",
+        name_errors=None,
+    ):
         return load_private_key_pem(Path(path), kek)
-    except VerificationError:
-        raise ConfigError(
-            f"{option} {path} cannot be opened with the KEK of {kek_option}: it is sealed under another KEK"
-            f"{f' (give that one with {other})' if other else ''}, or the file was altered",
-            reason="key_unsealable",
-        ) from None
-    except ConfigError as exc:
-        if exc.reason == "kek_required":
-            raise ConfigError(f"{option} {path} is sealed: give the KEK that opens it with {via}",
-                              reason="kek_required") from None
-        raise ConfigError(f"{option} {path}: {exc.message}", reason=exc.reason) from None
 
 
 class Session:

@@ -13,15 +13,14 @@ from collections.abc import Callable
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2, coordinator_pb2_grpc
 from fedcheck.coordinator.config import CoordinatorConfig
 from fedcheck.coordinator.rounds import RoundEngine, RoundStore
-from fedcheck.errors import ConfigError
 from fedcheck.node import metrics
-from fedcheck.node.config import check_tls_files, check_tls_identity, explain_tls_key
+from fedcheck.node.config import check_tls_files, check_tls_identity, explain_tls_key, require_listen
 from fedcheck.rpc.clients import GrpcNodeClient, NodeTransport, make_channel
 from fedcheck.rpc.server import RunningServer, start_server
 from fedcheck.rpc.servicers import CoordinatorServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.trust.atrest import load_kek
-from fedcheck.trust.audit import AuditLog, generate_signing_key, load_signing_key, save_signing_key
+from fedcheck.trust.audit import ensure_signing_key, load_signing_key, open_audit_log
 from fedcheck.trust.crlsync import CrlFile
 from fedcheck.trust.pki import federation_of
 
@@ -58,25 +57,14 @@ class CoordinatorApp:
         # for it: nodes check the CA signature, CRL number and validity before installing it)
         self.crl_file = CrlFile(cfg.tls.crl) if cfg.tls is not None and cfg.tls.crl is not None else None
         key_path = cfg.audit_key or cfg.data_dir / "audit-signing.key"
-        if not key_path.exists():  # normally created by `fedcheck node dev-secrets` or `audit keygen`
-            key_path.parent.mkdir(parents=True, exist_ok=True)
-            if kek is None:
-                _log.warning("no coordinator KEK: audit signing key written unencrypted (development only)")
-            save_signing_key(key_path, generate_signing_key(), kek)
-        log_path = cfg.audit_log or cfg.data_dir / "audit.jsonl"
-        try:
-            # its lock also keeps a second coordinator off this data_dir
-            self.audit_log = AuditLog(
-                log_path, load_signing_key(key_path, kek), retention_days=cfg.audit_retention_days
-            )
-        except ConfigError as exc:
-            if exc.reason != "audit_locked":
-                raise
-            raise ConfigError(
-                f"audit log {log_path} is in use by another process: is another coordinator already running"
-                f" on data_dir {cfg.data_dir}?",
-                reason="audit_locked",
-            ) from None
+        # normally created by `fedcheck node dev-secrets` or `audit keygen`
+        if ensure_signing_key(key_path, kek) and kek is None:
+            _log.warning("no coordinator KEK: audit signing key written unencrypted (development only)")
+        # its lock also keeps a second coordinator off this data_dir
+        self.audit_log = open_audit_log(
+            cfg.audit_log or cfg.data_dir / "audit.jsonl", load_signing_key(key_path, kek),
+            retention_days=cfg.audit_retention_days, owner="coordinator", data_dir=cfg.data_dir,
+        )
         with contextlib.ExitStack() as opened:  # a failure below closes what was opened so far
             opened.callback(self.audit_log.close)
             self.store = RoundStore(cfg.data_dir / "rounds.sqlite")
@@ -110,16 +98,10 @@ class CoordinatorApp:
     def start(self) -> int:
         """Bind the gRPC server and metrics; refuses (:class:`ConfigError`, nothing left running) without
         ``coordinator.listen`` or when an address cannot be bound (e.g. another process holds the port)."""
-        if not self.cfg.listen:
-            where = f" in {self.cfg.path}" if self.cfg.path else ""
-            raise ConfigError(
-                f'coordinator.listen is required to serve{where}: set listen = "HOST:PORT" in [coordinator]'
-                ' (e.g. "127.0.0.1:50050")',
-                reason="config_listen",
-            )
+        listen = require_listen(self.cfg.listen, "coordinator", self.cfg.path, 'e.g. "127.0.0.1:50050"')
         servicer = CoordinatorServicer(self.engine, self.verifier, self.crl_file)
         self.server = start_server(
-            self.cfg.listen,
+            listen,
             [lambda s: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, s)],
             [coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name],
             tls=self.tls,

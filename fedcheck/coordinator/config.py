@@ -16,14 +16,16 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fedcheck.codes import STATE_CODE_RE
 from fedcheck.errors import ConfigError
 from fedcheck.node.config import (
     MAX_BATCH_LIMIT,
-    STATE_CODE_RE,
     TlsPaths,
     check_keys,
     check_listen,
+    check_metrics_port,
     check_state_code,
+    check_tables,
     parse_tls,
     resolve_kek_spec,
     resolve_path,
@@ -98,13 +100,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         raise ConfigError(
             f"coordinator config {p} needs a [coordinator] table{unknown}", reason="config_missing_table"
         )
-    check_keys(doc, _TABLES, "", p)
-    for name, keys in _TABLES.items():
-        table = doc.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{name}] must be a table", reason="config_type")
-        if keys is not None:
-            check_keys(table, keys, name, p)
+    check_tables(doc, _TABLES, p)
     insecure = bool(c.get("insecure_dev", False))
     tls = parse_tls(doc.get("tls"), base, owner="coordinator", insecure=insecure, check_types=False)
     if tls is None and not insecure:
@@ -164,8 +160,7 @@ def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
         raise ConfigError("coordinator config has a value of the wrong type", reason="config_type") from None
     if not 1 <= cfg.max_batch <= MAX_BATCH_LIMIT:  # a holder could not prove a larger batch anyway
         raise ConfigError(f"coordinator.max_batch must be in 1..{MAX_BATCH_LIMIT}", reason="config_limits")
-    if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
-        raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
+    check_metrics_port(cfg.metrics_port)
     return cfg
 
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from fedcheck.errors import FormatError
-from fedcheck.records.io import ReadResult
+from fedcheck.records.io import ReadResult, read_input_bytes
 
 __all__ = [
     "MANIFEST_FORMATS",
@@ -39,11 +39,7 @@ def sniff_manifest_format(path: str | Path) -> str | None:
         return "paxlst"
     if p.suffix.lower() == ".mrz":
         return "mrz"
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \r\n\t")
-    except OSError as exc:
-        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
+    head = read_input_bytes(p, limit=4096).decode("utf-8", errors="replace").lstrip("\ufeff \r\n\t")
     if head[:3] in ("UNA", "UNB", "UNH"):
         return "paxlst"
     for line in head.splitlines():

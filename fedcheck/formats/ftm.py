@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from fedcheck.errors import FormatError, InvalidInput
 from fedcheck.formats._common import country_from_alpha2
-from fedcheck.records.io import ReadResult, Rejection
+from fedcheck.records.io import ReadResult, Rejection, open_input
 from fedcheck.records.model import BirthDate, Label, PersonName, PersonRecord, TravelDocument
 from fedcheck.records.normalise import detect_script
 
@@ -398,8 +398,5 @@ def read_ftm(path: str | Path, *, targets_only: bool = False) -> FtmImport:
     A file that is not UTF-8 or cannot be opened raises :class:`FormatError` naming the file (and line).
     """
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            return read_ftm_lines(_utf8_lines(fh, p.name), targets_only=targets_only)
-    except OSError as exc:
-        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
+    with open_input(p) as fh:  # streamed: an OpenSanctions export is hundreds of MB
+        return read_ftm_lines(_utf8_lines(fh, p.name), targets_only=targets_only)

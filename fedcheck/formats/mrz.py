@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedcheck.errors import FormatError, InvalidInput
 from fedcheck.formats._common import country_from_icao, expand_two_digit_year
-from fedcheck.records.io import ReadResult, Rejection
+from fedcheck.records.io import ReadResult, Rejection, read_input_bytes
 from fedcheck.records.model import BirthDate, PersonName, PersonRecord, TravelDocument
 
 __all__ = [
@@ -294,10 +294,7 @@ def read_mrz_file(
     ``strict=False``: it is kept with the flag ``mrz_check_failed``. Malformed zones are always rejected.
     """
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
+    raw = read_input_bytes(p)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fedcheck.errors import FormatError, InvalidInput
 from fedcheck.formats._common import country_from_icao, expand_two_digit_year
-from fedcheck.records.io import ReadResult, Rejection
+from fedcheck.records.io import ReadResult, Rejection, read_input_bytes
 from fedcheck.records.model import BirthDate, Label, PersonName, PersonRecord, TravelDocument
 
 __all__ = [
@@ -579,10 +579,7 @@ def _finish(t: _TravellerBuilder, header: PaxlstHeader, crew_list: bool) -> Trav
 def read_paxlst(path: str | Path, *, reference_date: dt.date | None = None) -> ReadResult:
     """Read a PAXLST interchange file (all its messages) as canonical records; malformed -> FormatError."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"{p.name}: cannot read file ({type(exc).__name__})", reason="unreadable") from None
+    raw = read_input_bytes(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -26,6 +26,7 @@ from fedcheck.node.config import (
     check_tls_files,
     check_tls_identity,
     explain_tls_key,
+    require_listen,
     resolve_path,
 )
 from fedcheck.node.epochs import Audience, Epoch, EpochManager
@@ -41,16 +42,9 @@ from fedcheck.rpc.servicers import NodeServicer
 from fedcheck.rpc.tls import PeerVerifier, TlsIdentity
 from fedcheck.storage.sqlite import SqliteWatchlistStore
 from fedcheck.trust.atrest import EnvelopeSealer, KeyEncryptionKey, explain_kek_mismatch, load_kek
-from fedcheck.trust.audit import (
-    AuditLog,
-    SignedHead,
-    generate_signing_key,
-    load_signing_key,
-    save_signing_key,
-)
+from fedcheck.trust.audit import SignedHead, ensure_signing_key, load_signing_key, open_audit_log
 from fedcheck.trust.budget import BudgetLedger
 from fedcheck.trust.crlsync import CrlDecision, CrlSyncer, sync_crl_file
-from fedcheck.trust.policy import NodePolicy
 
 __all__ = [
     "CRL_FETCH_TIMEOUT_S",
@@ -112,21 +106,15 @@ def open_audit(cfg: NodeConfig, kek: KeyEncryptionKey) -> tuple[AuditFn, Callabl
     for the oversight body. Appending returns the signed head, which travels with each evaluation reply.
 
     The log is locked while open: a second node on the same ``data_dir`` gets ``audit_locked`` naming it."""
-    table = cfg.raw.get("audit", {})
     key_path, log_path = audit_paths(cfg)
-    if not key_path.exists():
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        save_signing_key(key_path, generate_signing_key(), kek)
-    try:
-        log = AuditLog(log_path, load_signing_key(key_path, kek), retention_days=table.get("retention_days"))
-    except ConfigError as exc:
-        if exc.reason != "audit_locked":
-            raise
-        raise ConfigError(
-            f"audit log {log_path} is in use by another process: is another node already running on "
-            f"data_dir {cfg.data_dir}?",
-            reason="audit_locked",
-        ) from None
+    ensure_signing_key(key_path, kek)
+    log = open_audit_log(
+        log_path,
+        load_signing_key(key_path, kek),
+        retention_days=cfg.raw.get("audit", {}).get("retention_days"),
+        owner="node",
+        data_dir=cfg.data_dir,
+    )
 
     def append(event: Mapping[str, Any]) -> SignedHead:
         return log.append_anchored(event)[1]
@@ -147,7 +135,7 @@ class NodeApp:
             check_tls_identity(
                 self.tls.cert_pem, self.tls.key_pem, self.tls.ca_pem, cfg.tls, role="node", state=cfg.state
             )
-        self.policy = NodePolicy.from_toml(cfg.raw)
+        self.policy = cfg.policy
         with contextlib.ExitStack() as opened:  # a failure below closes what was opened so far
             # the audit log's lock also keeps a second node off this data_dir (audit_locked names it)
             self.audit, self._close_audit = open_audit(cfg, kek)
@@ -251,16 +239,11 @@ class NodeApp:
 
         Refuses (:class:`ConfigError`, nothing left running) without ``node.listen``, or when the listen or
         metrics address cannot be bound (e.g. another node holds the port)."""
-        if not self.cfg.listen:
-            where = f" in {self.cfg.path}" if self.cfg.path else ""
-            raise ConfigError(
-                f'node.listen is required to serve{where}: set listen = "HOST:PORT" in [node]'
-                ' (e.g. "127.0.0.1:50061"; port 0 only if any free port will do)',
-                reason="config_listen",
-            )
+        example = 'e.g. "127.0.0.1:50061"; port 0 only if any free port will do'
+        listen = require_listen(self.cfg.listen, "node", self.cfg.path, example)
         servicer = NodeServicer(self.service, self.verifier)
         self.server = start_server(
-            self.cfg.listen,
+            listen,
             [lambda s: node_pb2_grpc.add_NodeServicer_to_server(servicer, s)],
             [node_pb2.DESCRIPTOR.services_by_name["Node"].full_name],
             tls=None if self.cfg.insecure_dev else self.tls,
@@ -360,16 +343,14 @@ def open_querier(cfg: NodeConfig) -> tuple[QueryRunner, Callable[[], None]]:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     sealer = EnvelopeSealer.open_or_create(cfg.data_dir / "keyring.json", kek)
     cache = QuerierCache(cfg.data_dir / "querier-cache.sqlite", sealer)
-    channel = make_channel(cfg.coordinator, None if cfg.insecure_dev else tls, insecure_dev=cfg.insecure_dev)
-    client = GrpcCoordinatorClient(channel, dev_identity=f"node.{cfg.state}" if cfg.insecure_dev else None)
-    policy = NodePolicy.from_toml(cfg.raw).querier
+    client = _coordinator_client(cfg, tls)
     runner = QueryRunner(
         state=cfg.state,
         coordinator=client,
         cache=cache,
         cert_pem=tls.cert_pem,
         key_pem=tls.key_pem,
-        policy=policy,
+        policy=cfg.policy.querier,
         ca_pem=tls.ca_pem,  # holders' epoch announcements are verified against the federation CA + CRL
         crl=PeerVerifier(tls).crl,
         max_index_bytes=cfg.querier.max_index_bytes,

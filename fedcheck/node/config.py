@@ -12,19 +12,20 @@ refusal, so an unknown table or key is a :class:`~fedcheck.errors.ConfigError` n
 from __future__ import annotations
 
 import contextlib
-import difflib
+import dataclasses
 import os
-import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedcheck.codes import STATE_CODE_RE, did_you_mean
 from fedcheck.errors import ConfigError, VerificationError
 from fedcheck.node.replay import DEFAULT_MAX_REPLAYS, DEFAULT_MAX_WAITERS
+from fedcheck.trust.atrest import explain_unsealing
 from fedcheck.trust.pki import check_own_certificate, load_crl
-from fedcheck.trust.policy import _HOLDER_KEYS, _QUERIER_KEYS, NodePolicy
+from fedcheck.trust.policy import POLICY_TABLE_KEYS, NodePolicy
 
 __all__ = [
     "DEFAULT_CRL_SYNC_SECONDS",
@@ -38,12 +39,15 @@ __all__ = [
     "TlsPaths",
     "check_keys",
     "check_listen",
+    "check_metrics_port",
     "check_state_code",
+    "check_tables",
     "check_tls_files",
     "check_tls_identity",
     "explain_tls_key",
     "load_node_config",
     "parse_tls",
+    "require_listen",
     "resolve_kek_spec",
     "resolve_path",
 ]
@@ -56,9 +60,6 @@ MAX_FREE_REPLAYS_LIMIT = 100
 #: largest node.max_replay_waiters: each waiter holds one of the node's 16 RPC worker threads for up to 5 s,
 #: and the request it waits for holds another
 MAX_REPLAY_WAITERS_LIMIT = 15
-#: State (and federation) codes: the rule of fedcheck.trust.pki and fedcheck.trust.policy (e.g. FRA, KEN, UNX)
-STATE_CODE_RE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
-
 _TLS_KEYS = ("cert", "key", "ca", "crl", "crl_sync_seconds")
 #: default [tls] crl_sync_seconds: how often a node fetches the coordinator's CRL (0 = never)
 DEFAULT_CRL_SYNC_SECONDS = 300.0
@@ -83,8 +84,6 @@ _NODE_TABLES: dict[str, tuple[str, ...] | None] = {
     "policy": None,  # fedcheck.trust.policy (unknown keys refused there)
     "partners": None,  # State codes
 }
-#: what may sit directly under [policy] (its sub-tables, or the flat form fedcheck.trust.policy accepts)
-_POLICY_KEYS = frozenset({"holder", "querier"}) | _HOLDER_KEYS | _QUERIER_KEYS
 
 
 def check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str, source: Path) -> None:
@@ -95,13 +94,13 @@ def check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str, sou
     for key in table:
         if key in known:
             continue
-        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        close = did_you_mean(str(key), known)
         if where:
             text = f"unknown key {where}.{key}"
-            hint = f"did you mean {where}.{close[0]}?" if close else f"known keys: {', '.join(known)}"
+            hint = f"did you mean {where}.{close}?" if close else f"known keys: {', '.join(known)}"
         elif isinstance(table[key], dict):
             text = f"unknown table [{key}]"
-            hint = f"did you mean [{close[0]}]?" if close else "known tables: " + ", ".join(
+            hint = f"did you mean [{close}]?" if close else "known tables: " + ", ".join(
                 f"[{k}]" for k in known
             )
         else:
@@ -110,6 +109,17 @@ def check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str, sou
         problems.append(f"{text} ({hint})")
     if problems:
         raise ConfigError(f"{source}: {'; '.join(problems)}", reason="config_unknown_key")
+
+
+def check_tables(doc: Mapping[str, Any], tables: Mapping[str, Iterable[str] | None], source: Path) -> None:
+    """Refuse unknown top-level tables of ``doc`` and unknown keys of each known table (``tables``: table name
+    -> its keys, ``None`` for a table checked by its own parser); a known name that is no table is
+    ``config_type``."""
+    check_keys(doc, tables, "", source)
+    for name, keys in tables.items():
+        table = _table(doc, name)
+        if keys is not None:
+            check_keys(table, keys, name, source)
 
 
 def check_state_code(code: Any, where: str) -> str:
@@ -133,6 +143,24 @@ def check_listen(address: str, where: str) -> str:
             f"{where} must be HOST:PORT (e.g. 127.0.0.1:50061), not {address!r}", reason="config_listen"
         )
     return address
+
+
+def require_listen(listen: str, owner: str, source: Path | None, example: str) -> str:
+    """``<owner>.listen`` of a server about to serve: without it the server refuses to start (rather than
+    bind a random port); ``example`` is the hint in parentheses."""
+    if not listen:
+        where = f" in {source}" if source else ""
+        raise ConfigError(
+            f'{owner}.listen is required to serve{where}: set listen = "HOST:PORT" in [{owner}] ({example})',
+            reason="config_listen",
+        )
+    return listen
+
+
+def check_metrics_port(port: int | None) -> None:
+    """``[metrics] port``: absent (no metrics endpoint) or a TCP port."""
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
 
 
 def _table(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -206,6 +234,8 @@ class NodeConfig:
     #: the raw TOML document (policy tables are read by fedcheck.trust.policy)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     path: Path | None = None
+    #: the parsed ``[policy]`` tables (holder and querier side), checked by :func:`load_node_config`
+    policy: NodePolicy = field(default_factory=lambda: NodePolicy.from_toml({}), repr=False)
 
 
 def _get(table: dict[str, Any], key: str, kind: type, default: Any = None, *, where: str) -> Any:
@@ -269,27 +299,19 @@ def check_tls_files(paths: TlsPaths, source: Path | None) -> None:
             raise ConfigError(f"tls.{key} = {path}{where}: not a file", reason="tls_files")
 
 
-@contextlib.contextmanager
-def explain_tls_key(paths: TlsPaths, kek_key: str) -> Iterator[None]:
+def explain_tls_key(paths: TlsPaths, kek_key: str) -> contextlib.AbstractContextManager[None]:
     """Around loading the ``[tls]`` key: its errors name the file and the KEK setting (``node.kek`` /
     ``coordinator.kek``). A key sealed under another KEK stays a :class:`VerificationError` (the type callers
     and tests expect), now saying which file could not be opened instead of only "verification failed"."""
-    try:
-        yield
-    except VerificationError:
-        raise VerificationError(
-            f"tls.key {paths.key} cannot be opened with the KEK of {kek_key}: a key sealed under another"
-            " KEK (another node's key?), or the file was altered",
-            reason="tls_key_unsealable",
-        ) from None
-    except ConfigError as exc:
-        if exc.reason == "kek_required":
-            raise ConfigError(
-                f"tls.key {paths.key} is sealed: set {kek_key} (file:PATH or env:VAR)", reason="kek_required"
-            ) from None
-        if exc.reason in ("key_format", "key_unreadable"):
-            raise ConfigError(f"tls.key {paths.key}: {exc.message}", reason=exc.reason) from None
-        raise
+    return explain_unsealing(
+        f"tls.key {paths.key}",
+        f"the KEK of {kek_key}",
+        mismatch="a key sealed under another KEK (another node's key?), or the file was altered",
+        sealed=f"set {kek_key} (file:PATH or env:VAR)",
+        reason="tls_key_unsealable",
+        error=VerificationError,
+        name_errors=("key_format", "key_unreadable"),
+    )
 
 
 def check_tls_identity(
@@ -337,12 +359,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
     node = doc.get("node")
     if not isinstance(node, dict):
         raise ConfigError(f"node config {p} needs a [node] table", reason="config_missing_table")
-    check_keys(doc, _NODE_TABLES, "", p)
-    for name, keys in _NODE_TABLES.items():
-        table = _table(doc, name)
-        if keys is not None:
-            check_keys(table, keys, name, p)
-    check_keys(_table(doc, "policy"), _POLICY_KEYS, "policy", p)
+    check_tables(doc, _NODE_TABLES, p)
+    # [policy] itself: its sub-tables (or the flat form); what is inside them is checked by the policy parser
+    check_keys(_table(doc, "policy"), POLICY_TABLE_KEYS, "policy", p)
     if "state" not in node:
         raise ConfigError("node.state is required (this node's State code, e.g. FRA)", reason="config_state")
     state = check_state_code(node["state"], "node.state")
@@ -440,12 +459,11 @@ def load_node_config(path: str | Path) -> NodeConfig:
         )
     if cfg.epoch_seconds < 10:
         raise ConfigError("node.epoch_seconds must be at least 10", reason="config_epoch")
-    if cfg.metrics_port is not None and not 1 <= cfg.metrics_port <= 65535:
-        raise ConfigError("metrics.port must be in 1..65535", reason="config_limits")
+    check_metrics_port(cfg.metrics_port)
     # policy tables: unknown keys, State codes and values are refused by their parser (fedcheck.trust.policy);
     # the error names this file, as every other config error does
     try:
-        NodePolicy.from_toml(doc)
+        policy = NodePolicy.from_toml(doc)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc.message}", reason=exc.reason) from None
-    return cfg
+    return dataclasses.replace(cfg, policy=policy)

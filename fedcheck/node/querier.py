@@ -455,12 +455,11 @@ def open_querier_audit(cfg: NodeConfig, *, lock_timeout: float = 10.0) -> AuditS
     --public-key .../audit-signing.key.pub.pem``."""
     from fedcheck.node.app import audit_paths
     from fedcheck.trust.atrest import load_kek
-    from fedcheck.trust.audit import append_event, generate_signing_key, load_signing_key, save_signing_key
+    from fedcheck.trust.audit import append_event, ensure_signing_key, load_signing_key
 
     kek = load_kek(cfg.kek)
     key_path, _ = audit_paths(cfg)
-    if not key_path.exists():
-        save_signing_key(key_path, generate_signing_key(), kek)
+    ensure_signing_key(key_path, kek)
     key = load_signing_key(key_path, kek)
     path = querier_audit_path(cfg)
 

@@ -8,6 +8,7 @@ values. Shapes are documented in ``docs/data-model.md``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,8 +17,9 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from fedcheck.codes import did_you_mean
 from fedcheck.errors import FormatError, InvalidInput, InvalidRecord
 from fedcheck.records.model import BirthDate, Label, PersonName, PersonRecord, TravelDocument
 from fedcheck.records.normalise import detect_script
@@ -29,7 +31,9 @@ __all__ = [
     "JSONL_VERSION",
     "ReadResult",
     "Rejection",
+    "open_input",
     "read_csv",
+    "read_input_bytes",
     "read_jsonl",
     "read_records",
     "record_from_dict",
@@ -101,7 +105,7 @@ def _sniff(p: Path) -> str:
         return "jsonl"
     if suffix == ".xml":
         return "un-xml"
-    head = _read_bytes(p, limit=4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    head = read_input_bytes(p, limit=4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"<"):
         return "un-xml"
     if head.startswith(b"{"):
@@ -109,17 +113,26 @@ def _sniff(p: Path) -> str:
     return "csv"
 
 
-def _read_bytes(p: Path, limit: int | None = None) -> bytes:
+@contextlib.contextmanager
+def open_input(p: Path) -> Iterator[BinaryIO]:
+    """An input file opened for reading bytes: failing to open or read it (within the ``with``) is a
+    :class:`FormatError` ``unreadable`` naming the file, as for every reader."""
     try:
         with p.open("rb") as f:
-            return f.read() if limit is None else f.read(limit)
+            yield f
     except OSError as e:
         raise FormatError(f"{p.name}: cannot read file ({type(e).__name__})", reason="unreadable") from None
 
 
+def read_input_bytes(p: Path, limit: int | None = None) -> bytes:
+    """The bytes of an input file (the first ``limit`` only, given one); see :func:`open_input`."""
+    with open_input(p) as f:
+        return f.read() if limit is None else f.read(limit)
+
+
 def _lines(p: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) with a FormatError naming the line on invalid UTF-8."""
-    data = _read_bytes(p)
+    data = read_input_bytes(p)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     for n, raw in enumerate(data.splitlines(keepends=True), start=1):
@@ -172,6 +185,34 @@ def record_from_row(row: Mapping[str, str | None]) -> PersonRecord:
     )
 
 
+def _delimiter_hint(text: str) -> str:
+    """For a header without ``id``: when its first line is separated by ``;`` or tabs rather than commas,
+    say so (the usual cause: a spreadsheet export in a locale whose list separator is not ',')."""
+    line = text.partition("\n")[0].rstrip("\r")
+    for sep, name in ((";", "semicolon"), ("\t", "tab")):
+        if line.count(sep) > line.count(","):
+            return (
+                f" -- the header is {name}-separated, but fedcheck reads comma-separated CSV: export the "
+                "file with ',' as the delimiter"
+            )
+    return ""
+
+
+def _column_warnings(header: list[str]) -> list[Rejection]:
+    """One warning per unknown column, naming it (column names are no personal data; long ones shortened) and,
+    for a near miss of a known column, the one probably meant."""
+    known = (*CSV_COLUMNS, *CSV_OPTIONAL_COLUMNS)
+    out: list[Rejection] = []
+    for col in header:
+        if col in known:
+            continue
+        shown = col if len(col) <= 40 else col[:37] + "..."
+        close = did_you_mean(col, known, cutoff=0.75)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        out.append(Rejection("line 1", f"unknown column {shown!r} ignored{hint}"))
+    return out
+
+
 def read_csv(path: str | os.PathLike[str]) -> ReadResult:
     """Read the flat CSV (UTF-8, optional BOM, comma-separated, header row with an ``id`` column)."""
     p = Path(path)
@@ -185,14 +226,13 @@ def read_csv(path: str | os.PathLike[str]) -> ReadResult:
         raise FormatError(f"{p.name}: empty file, expected a header row", reason="no_header")
     header = [h.strip().lower() for h in header]
     if "id" not in header:
-        raise FormatError(f"{p.name}: line 1: header has no 'id' column", reason="no_id_column")
+        raise FormatError(
+            f"{p.name}: line 1: header has no 'id' column{_delimiter_hint(text)}", reason="no_id_column"
+        )
     if len(set(header)) != len(header):
         raise FormatError(f"{p.name}: line 1: duplicate column names", reason="duplicate_column")
-    known = set(CSV_COLUMNS) | set(CSV_OPTIONAL_COLUMNS)
-    unknown = [h for h in header if h not in known]
     res = ReadResult([], [], {"read": 0, "imported": 0, "rejected": 0})
-    if unknown:
-        res.warnings.append(Rejection("line 1", f"{len(unknown)} unknown column(s) ignored"))
+    res.warnings.extend(_column_warnings(header))
     seen: set[str] = set()
     while True:
         start = reader.line_num + 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fedcheck.errors import FormatError, InvalidRecord
 from fedcheck.records._countries import NAME_TO_CODE
-from fedcheck.records.io import ReadResult, Rejection, _read_bytes
+from fedcheck.records.io import ReadResult, Rejection, read_input_bytes
 from fedcheck.records.model import BirthDate, Label, PersonName, PersonRecord, TravelDocument
 from fedcheck.records.normalise import detect_script
 
@@ -235,7 +235,7 @@ def _individual(ind: ET.Element, where: str, res: ReadResult, st: Counter[str]) 
 def read_un_xml(path: str | os.PathLike[str]) -> ReadResult:
     """Read a UN SC Consolidated List XML file. ``stats`` carries the counters in :data:`UN_STAT_KEYS`."""
     p = Path(path)
-    data = _read_bytes(p)
+    data = read_input_bytes(p)
     if b"\x00" in data[:4096]:  # UTF-16/32 would hide a DOCTYPE from the byte scan below; the list is UTF-8
         raise FormatError(f"{p.name}: only UTF-8 XML is accepted", reason="bad_encoding")
     declared = _XML_DECL_ENCODING_RE.match(data[:1024])

@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 
 from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2 as cpb
+from fedcheck.codes import STATE_CODE_RE
 from fedcheck.errors import FormatError, InvalidElement, InvalidInput, LimitExceeded, UnsupportedVersion
 from fedcheck.rpc import messages as m
 from fedcheck.trust.audit import audit_text_problem
@@ -75,7 +76,6 @@ __all__ = [
     "validate_state",
 ]
 
-_STATE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
 _ROUND_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _TEXT_MAX = 256
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
@@ -107,7 +107,7 @@ _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 
 def validate_state(code: str, field: str = "state") -> str:
-    if not _STATE.match(code):
+    if not STATE_CODE_RE.match(code):
         raise InvalidInput(f"{field} must be an upper-case State code (e.g. FRA)", reason="invalid_state")
     return code
 

@@ -22,8 +22,9 @@ bound of random nonces is far beyond any node's store)::
 This module must never log, ``repr`` or put into an exception any key byte. Every failure to open (wrong
 KEK, wrong AAD, tampered blob, unknown key id) is the same opaque
 :class:`fedcheck.errors.VerificationError`; a caller that knows which file and which setting were involved
-wraps the opening in :func:`explain_kek_mismatch`, which keeps the type and names them. :func:`load_kek`
-errors name the KEK file or variable (and, given, the setting and config file), never the spec value.
+wraps the opening in :func:`explain_kek_mismatch` (or, for a key file given on a command line or in a config
+table, :func:`explain_unsealing`), which names them. :func:`load_kek` errors name the KEK file or variable
+(and, given, the setting and config file), never the spec value.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fedcheck.errors import ConfigError, IntegrityError, VerificationError
+from fedcheck.errors import ConfigError, FedcheckError, IntegrityError, VerificationError
 
 __all__ = [
     "KEY_SIZE",
@@ -55,6 +56,7 @@ __all__ = [
     "Sealer",
     "atomic_write",
     "explain_kek_mismatch",
+    "explain_unsealing",
     "generate_kek_text",
     "is_sealed_file",
     "kek_location",
@@ -256,17 +258,44 @@ def explain_kek_mismatch(
     the file altered) stays one, but names ``what`` (e.g. ``store keyring /var/fedcheck/keyring.json``), the
     KEK file or variable, the setting and the config file, and the usual cause (a KEK rotated with
     ``rotate-kek`` while the config still names the old one)."""
+    named = f"{setting}{f' in {source}' if source else ''}" if setting else ""
+    kek = f"the KEK of {named} ({kek_location(spec)})" if named else kek_location(spec)
+    fix = f"{setting} must name the new KEK" if setting else "give the new KEK"
+    mismatch = f"it is sealed under another KEK (after a `rotate-kek`, {fix}), or the file was altered"
+    with explain_unsealing(what, kek, mismatch=mismatch, reason=reason, error=VerificationError):
+        yield
+
+
+@contextlib.contextmanager
+def explain_unsealing(
+    what: str,
+    kek: str,
+    *,
+    mismatch: str,
+    reason: str,
+    sealed: str = "",
+    error: type[FedcheckError] = ConfigError,
+    name_errors: Container[str] | None = (),
+) -> Iterator[None]:
+    """Around opening one sealed file (a private key: :func:`fedcheck.trust.pki.load_private_key_pem`; a
+    keyring): its opaque errors name the file and the KEK that was tried, in one wording everywhere.
+
+    * :class:`VerificationError` (sealed under another KEK, or altered) -> ``error`` with ``reason``:
+      ``"{what} cannot be opened with {kek}: {mismatch}"`` (``kek`` e.g. ``"the KEK of --kek"``);
+    * :class:`ConfigError` ``kek_required`` (sealed, no KEK given), when ``sealed`` says how to give one ->
+      ``ConfigError`` ``kek_required``: ``"{what} is sealed: {sealed}"``;
+    * any other :class:`ConfigError` whose reason is in ``name_errors`` (``None``: every reason) ->
+      ``"{what}: {message}"``, same reason. Everything else passes unchanged."""
     try:
         yield
     except VerificationError:
-        named = f"{setting}{f' in {source}' if source else ''}" if setting else ""
-        kek = f"the KEK of {named} ({kek_location(spec)})" if named else kek_location(spec)
-        fix = f"{setting} must name the new KEK" if setting else "give the new KEK"
-        raise VerificationError(
-            f"{what} cannot be opened with {kek}: it is sealed under another KEK (after a `rotate-kek`, "
-            f"{fix}), or the file was altered",
-            reason=reason,
-        ) from None
+        raise error(f"{what} cannot be opened with {kek}: {mismatch}", reason=reason) from None
+    except ConfigError as exc:
+        if exc.reason == "kek_required" and sealed:
+            raise ConfigError(f"{what} is sealed: {sealed}", reason="kek_required") from None
+        if name_errors is None or exc.reason in name_errors:
+            raise ConfigError(f"{what}: {exc.message}", reason=exc.reason) from None
+        raise
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:

@@ -65,11 +65,13 @@ __all__ = [
     "append_event",
     "audit_text_problem",
     "check_event",
+    "ensure_signing_key",
     "export_report",
     "generate_signing_key",
     "is_refusal",
     "load_public_key",
     "load_signing_key",
+    "open_audit_log",
     "read_entries",
     "save_signing_key",
     "verify_head_signature",
@@ -627,6 +629,23 @@ class AuditLog:
         return f"AuditLog({self._path.name!r}, seq={self._seq})"
 
 
+def open_audit_log(
+    path: Path, signing_key: Ed25519PrivateKey, *, retention_days: int | None, owner: str, data_dir: Path
+) -> AuditLog:
+    """The running ``owner``'s (``node``, ``coordinator``) :class:`AuditLog`. Its lock also keeps a second
+    ``owner`` off ``data_dir``: ``audit_locked`` then names the log and asks whether one is running there."""
+    try:
+        return AuditLog(path, signing_key, retention_days=retention_days)
+    except ConfigError as exc:
+        if exc.reason != "audit_locked":
+            raise
+        raise ConfigError(
+            f"audit log {path} is in use by another process: is another {owner} already running on data_dir "
+            f"{data_dir}?",
+            reason="audit_locked",
+        ) from None
+
+
 def append_event(
     path: Path | str,
     signing_key: Ed25519PrivateKey,
@@ -959,6 +978,18 @@ def save_signing_key(path: Path | str, key: Ed25519PrivateKey, kek: KeyEncryptio
         mode=0o644,
     )
     return pub
+
+
+def ensure_signing_key(path: Path | str, kek: KeyEncryptionKey | None) -> bool:
+    """Create the audit signing key at ``path`` (and its directory) when there is none yet, as
+    :func:`save_signing_key` writes it: on the first start of a node or coordinator, or the first query of a
+    node (normally ``fedcheck node dev-secrets`` or ``audit keygen`` made it). True when it was created."""
+    p = Path(path)
+    if p.exists():
+        return False
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_signing_key(p, generate_signing_key(), kek)
+    return True
 
 
 def load_signing_key(path: Path | str, kek: KeyEncryptionKey | None) -> Ed25519PrivateKey:

@@ -23,7 +23,6 @@ widen access). Reason codes never contain identities.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from fedcheck.codes import STATE_CODE_RE, did_you_mean
 from fedcheck.errors import ConfigError, LimitExceeded, PolicyDenied
 from fedcheck.trust.budget import BudgetLedger, BudgetLimit
 
@@ -40,6 +40,7 @@ __all__ = [
     "ALL_KEY_TYPES",
     "ALL_MODES",
     "EXCLUSION_CAUSES",
+    "POLICY_TABLE_KEYS",
     "BudgetLedger",
     "BudgetLimit",
     "Decision",
@@ -68,7 +69,6 @@ OK = "OK"
 PERMISSION_DENIED = "PERMISSION_DENIED"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
-_STATE_RE = re.compile(r"^[A-Z][A-Z0-9]{1,7}$")
 _CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
 _PARTNER_KEYS = frozenset(
     {
@@ -91,6 +91,9 @@ _HOLDER_KEYS = frozenset({"max_batch", "defaults", "partners"})
 _QUERIER_KEYS = frozenset(
     {"protected_flags", "exclude_if_nationality_unknown", "human_review_sources", "human_review_categories"}
 )
+#: what may sit directly under ``[policy]``: its sub-tables, or the keys of the flat form :func:`_subtable`
+#: accepts (checked by :func:`fedcheck.node.config.load_node_config`, which names the config file)
+POLICY_TABLE_KEYS = frozenset({"holder", "querier"}) | _HOLDER_KEYS | _QUERIER_KEYS
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -110,9 +113,9 @@ def _check_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str) -
 def _key_hint(key: str, allowed: frozenset[str], where: str) -> str:
     if key in _PER_PARTNER_ONLY_KEYS and where.endswith(".defaults"):
         return f"{key} is set per partner only, in [policy.holder.partners.<STATE>]"
-    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    close = did_you_mean(key, allowed)
     if close:
-        return f"did you mean {where}.{close[0]}?"
+        return f"did you mean {where}.{close}?"
     return f"{key!r}: known keys are {', '.join(sorted(allowed))}"
 
 
@@ -139,7 +142,7 @@ def _opt_int(value: Any, where: str, *, minimum: int) -> int | None:
 
 
 def _state(code: Any, where: str) -> str:
-    if not isinstance(code, str) or not _STATE_RE.match(code):
+    if not isinstance(code, str) or not STATE_CODE_RE.match(code):
         raise ConfigError(f"{where}: State codes are upper-case ISO 3166-1 alpha-3", reason="policy_value")
     return code
 

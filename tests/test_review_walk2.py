@@ -388,3 +388,21 @@ def test_watchlist_status_output(node: Path, capsys: pytest.CaptureFixture[str])
     assert json.loads(capsys.readouterr().out) == doc
     assert main(["watchlist", "status", "--config", str(node), "--output", "text"]) == 0
     assert capsys.readouterr().out == f"FRA: 3 records, list version {doc['version']}\n"
+
+
+def test_empty_import_guard_refuses_when_the_store_cannot_be_read(tmp_path: Path) -> None:
+    """The guard counts the source's records read-only; an unreadable store must refuse the import rather than
+    count 0 (which would skip the guard and let an empty file wipe the list)."""
+    import sqlite3
+
+    from fedcheck.cli.watchlist import _source_size
+    from fedcheck.errors import StorageUnavailable
+
+    assert _source_size(tmp_path / "absent.sqlite", "default") == 0
+    fresh = tmp_path / "fresh.sqlite"
+    sqlite3.connect(fresh).close()
+    assert _source_size(fresh, "default") == 0  # created, never imported into
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageUnavailable):
+        _source_size(broken, "default")

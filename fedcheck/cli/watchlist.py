@@ -262,6 +262,8 @@ def _source_size(db: Path, source: str) -> int:
     the KEK: source names and record ids are the store's only plaintext columns."""
     import sqlite3
 
+    from fedcheck.errors import StorageUnavailable
+
     if not db.is_file():
         return 0
     try:
@@ -270,6 +272,9 @@ def _source_size(db: Path, source: str) -> int:
             row = con.execute("SELECT COUNT(*) FROM records WHERE source=?", (source,)).fetchone()
         finally:
             con.close()
-    except sqlite3.Error:
-        return 0  # no records table yet; a locked or broken store fails the import itself
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return 0  # a store created but never imported into
+        # unreadable or locked: refuse rather than assume the source is empty (the guard would be skipped)
+        raise StorageUnavailable() from None
     return int(row[0])

@@ -327,7 +327,8 @@ def check_tls_identity(
             crl = load_crl(paths.crl)
         except ConfigError:
             raise ConfigError(
-                f"tls.crl = {paths.crl}: not a PEM revocation list", reason="crl_unreadable"
+                f"tls.crl = {paths.crl}: not a readable revocation list (PEM or DER, at most 8 MB)",
+                reason="crl_unreadable",
             ) from None
     check_own_certificate(
         cert_pem,

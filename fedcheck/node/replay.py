@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedcheck.errors import Aborted, LimitExceeded, PreconditionFailed
-from fedcheck.storage.guard import storage_errors
+from fedcheck.sqlite_guard import storage_errors
 
 __all__ = [
     "DEFAULT_MAX_REPLAYS",
@@ -90,7 +90,7 @@ def release_key(payload_sha: str) -> str:
     return "release/" + payload_sha
 
 
-#: names the guard in the log line of a database failure (:mod:`fedcheck.storage.guard`)
+#: names the guard in the log line of a database failure (:mod:`fedcheck.sqlite_guard`)
 _WHAT = "replay store"
 
 

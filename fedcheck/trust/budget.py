@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcheck.errors import BudgetExhausted, ConfigError, InvalidInput
-from fedcheck.storage.guard import storage_errors, storage_failed
+from fedcheck.sqlite_guard import storage_errors, storage_failed
 
 __all__ = ["BudgetLedger", "BudgetLimit", "BudgetRemaining", "Refusal"]
 
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS refusals (
 """
 
 
-#: names the ledger in the log line of a database failure (:mod:`fedcheck.storage.guard`)
+#: names the ledger in the log line of a database failure (:mod:`fedcheck.sqlite_guard`)
 _WHAT = "budget ledger"
 
 

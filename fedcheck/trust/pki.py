@@ -49,7 +49,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedcheck.errors import ConfigError, InvalidInput, Unauthenticated
@@ -105,14 +105,9 @@ _CRL = "crl.pem"
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 #: Largest CRL accepted (a CRL of 100,000 revocations is about 4 MB).
 MAX_CRL_BYTES = 8 * 1024 * 1024
-#: CA key types a CRL signature can be checked under (``is_signature_valid`` takes these).
-_ISSUER_KEY_TYPES = (
-    ec.EllipticCurvePublicKey,
-    rsa.RSAPublicKey,
-    dsa.DSAPublicKey,
-    ed25519.Ed25519PublicKey,
-    ed448.Ed448PublicKey,
-)
+#: CA key types a CRL signature is checked under: the federation CA is ECDSA P-256 (``create_ca``), and a CRL
+#: signed under any other key type is refused rather than verified by a weaker or unexpected algorithm
+_ISSUER_KEY_TYPES = (ec.EllipticCurvePublicKey,)
 # verify_certificate's messages that check_own_certificate tells apart (same reason code)
 _NOT_A_CA = "trust anchor is not a CA certificate"
 _LACKS_EXTENSIONS = "certificate lacks required extensions"

@@ -547,3 +547,33 @@ def test_index_relay_requires_the_peer_to_be_the_signer(
     assert [(e["type"], e["reason"], e["querier"]) for e in events] == [
         ("refusal", "identity_mismatch", "FRA")
     ]
+
+
+def test_follow_ups_the_coordinator_refuses_itself_are_audited(tmp_path: Path) -> None:
+    """wrong_holder, unknown_state and identity_mismatch are raised before any holder is asked; each leaves a
+    ``refusal`` entry in the coordinator's log like every refused submission (threat-model audit)."""
+    from fedcheck.rpc.messages import FuzzyReleasePayload, FuzzyReleaseRequest
+
+    create_ca(tmp_path / "ca", federation="FED")
+    f = issue_certificate(tmp_path / "ca", tmp_path / "FRA", role="node", state="FRA")
+    cert, key = f.cert.read_bytes(), f.key.read_bytes()
+    ca = (tmp_path / "ca" / "ca.crt.pem").read_bytes()
+    events: list[dict[str, object]] = []
+    engine = RoundEngine({}, RoundStore(tmp_path / "rounds.sqlite"), ca_pem=ca, crl=lambda: None,
+                         audit=lambda e: events.append(dict(e)))
+    p = FuzzyReleasePayload(round_id="r1", holder_state="KEN",
+                            label_request_sha256=hashlib.sha256(b"x").digest(),
+                            issued_at_unix_ms=int(time.time() * 1000), purpose="border", legal_basis="LB",
+                            unit="U1", official="O1", reply_public_key=b"\x09" * 32)
+    data = serde.fuzzy_release_payload_to_bytes(p)
+    req = FuzzyReleaseRequest(SignedEnvelope(data, sign_payload(key, data), cert), b"x")
+    try:
+        for state, peer in (("ITA", PeerIdentity("node", "FRA", 2)), ("KEN", PeerIdentity("node", "FRA", 2)),
+                            ("KEN", PeerIdentity("node", "DEU", 3))):
+            with pytest.raises(FedcheckError):
+                engine.fuzzy_release(peer, state, req)
+    finally:
+        engine.close()
+    assert [(e["type"], e["querier"], e["reason"]) for e in events] == [
+        ("refusal", "FRA", "wrong_holder"), ("refusal", "FRA", "unknown_state"),
+        ("refusal", "DEU", "identity_mismatch")]

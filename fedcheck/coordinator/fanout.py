@@ -335,6 +335,14 @@ class AuditBacklog:
             self._thread = None
 
 
+def refusal_event(peer: PeerIdentity, round_id: str, exc: FedcheckError) -> dict[str, Any]:
+    """The coordinator's audit entry for a submission it refused itself (round, index relay, follow-up)."""
+    return {
+        "type": "refusal", "peer": peer.name, "querier": peer.state, "round_id": round_id or "",
+        "outcome": "refused", "status": exc.status, "reason": exc.reason,
+    }
+
+
 def append_audit(audit: AuditFn, event: Mapping[str, Any], reduced: Mapping[str, Any]) -> None:
     """Append ``event``; if the audit log refuses it (:class:`InvalidInput`: a value it will not store, e.g.
     something a holder returned), append ``reduced`` instead -- marked ``reasons = [audit_reduced, <why>]`` --

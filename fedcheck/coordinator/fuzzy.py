@@ -43,6 +43,7 @@ from fedcheck.coordinator.fanout import (
     anchor_fields,
     append_audit,
     finish_audit,
+    refusal_event,
     run_round,
     submitter,
 )
@@ -222,13 +223,18 @@ class FuzzyRelay:
         The answer is opaque here: the labels are sealed to the querier's reply key and the holder signs
         the answer (fedcheck.node.fuzzyseal), so this relay can drop it but neither read nor alter it."""
         env = request.release
-        querier = self._signer(peer, env)
-        payload = serde.fuzzy_release_payload_from_bytes(env.payload)
-        if payload.holder_state != state:
-            raise InvalidInput("the signed follow-up names another holder", reason="wrong_holder")
-        transport = self._nodes.get(state)
-        if transport is None:
-            raise NotFound("State is not a member of this federation", reason="unknown_state")
+        try:  # refused here, before any holder is asked: audited like every refused submission
+            querier = self._signer(peer, env)
+            payload = serde.fuzzy_release_payload_from_bytes(env.payload)
+            if payload.holder_state != state:
+                raise InvalidInput("the signed follow-up names another holder", reason="wrong_holder")
+            transport = self._nodes.get(state)
+            if transport is None:
+                raise NotFound("State is not a member of this federation", reason="unknown_state")
+        except FedcheckError as exc:
+            if self._audit is not None:
+                self._audit(refusal_event(peer, "", exc))
+            raise
         digest = hashlib.sha256(env.payload).hexdigest()
         key = ("release", state, querier.state, digest)
         self._backlog.expire()

@@ -52,6 +52,7 @@ from fedcheck.coordinator.fanout import (
     AuditPending,
     anchor_fields,
     answers,
+    refusal_event,
     run_round,
     submitter,
     well_formed_head,
@@ -308,17 +309,7 @@ class RoundEngine:
     def _audit_refusal(self, peer: PeerIdentity, round_id: str, exc: FedcheckError) -> None:
         """Every refused submission (exact or fuzzy) is audited before the refusal leaves."""
         if self._audit is not None:
-            self._audit(
-                {
-                    "type": "refusal",
-                    "peer": peer.name,
-                    "querier": peer.state,
-                    "round_id": round_id or "",
-                    "outcome": "refused",
-                    "status": exc.status,
-                    "reason": exc.reason,
-                }
-            )
+            self._audit(refusal_event(peer, round_id, exc))
 
     def _submit_round(self, peer: PeerIdentity, request: SubmitRoundRequest) -> RoundResult:
         env = request.round

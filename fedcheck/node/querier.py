@@ -480,6 +480,12 @@ class _HolderPlan:
     #: the epoch key from the holder's verified announcement
     public_key: bytes
     send_positions: list[int] = field(default_factory=list)
+    #: key types the payload would announce for this holder had nothing been excluded (padding included)
+    payload_types: set[str] = field(default_factory=set)
+    #: cache marks for the excluded keys padded for (exact mode): "as if sent", so a re-run pads as the
+    #: unfiltered re-run would send (not at all); never read as results
+    pad_marks: list[bytes] = field(default_factory=list)
+    #: the batch: blinded ``keys[send_positions]``, then one dummy per pad mark (:meth:`QueryRunner._padding`)
     batch: BlindedBatch | None = None
 
 
@@ -636,6 +642,42 @@ class QueryRunner:
 
     # -- the round -------------------------------------------------------------------------------------------
 
+    def _padding(
+        self,
+        manifest: Sequence[PersonRecord],
+        plan: _HolderPlan,
+        key_types: Sequence[str],
+        context: bytes,
+        mode: Mode,
+    ) -> tuple[list[bytes], set[str]]:
+        """Dummies to add to ``plan``'s batch so that excluding protected travellers does not show.
+
+        Every holder (and the coordinator) sees each target's batch size in the signed round payload; a
+        smaller batch for one State would tell it that a protected traveller of its nationality is on the
+        manifest. The batch is padded to the size it would have had without the exclusion: the distinct keys
+        of the whole manifest (same key types, same cache subtraction) minus the kept travellers' keys.
+
+        In exact mode an excluded key counts as cached when its result is cached or when it was padded for in
+        an earlier round at this holder (its *pad mark*, stored with the results once the round succeeds):
+        the unfiltered re-run would not send it again either. Returns the pad marks (one per dummy) and the
+        key types the unfiltered batch would have had (for the payload's ``key_types``).
+        """
+        full = _query_keys(manifest, key_types)
+        kept = set(plan.macs)
+        pad_context = context + b"\x00fedcheck-querier-padded-v1"
+        extra = [
+            (m, self._cache.mac(k, pad_context), t)
+            for k, t in zip(full.keys, full.key_types, strict=True)
+            if (m := self._cache.mac(k, context)) not in kept
+        ]
+        cached = (
+            self._cache.results(plan.state, plan.epoch_id, [x for m, pm, _ in extra for x in (m, pm)])
+            if mode is Mode.EXACT
+            else {}
+        )
+        uncached = [(pm, t) for m, pm, t in extra if m not in cached and pm not in cached]
+        return [pm for pm, _ in uncached], {t for _, t in uncached}
+
     def run(self, manifest: Sequence[PersonRecord], options: QueryOptions) -> ScreenReport:
         """One round; with an audit sink, recorded in the querier's audit log before the report is returned
         (a round that fails midway is recorded as ``outcome: error`` with its reason -- ``internal`` for an
@@ -702,11 +744,7 @@ class QueryRunner:
                 excluded_by_state[state] = len(excluded)
             kept_ids = {id(r) for r in kept}
             positions = [i for i, r in enumerate(manifest) if id(r) in kept_ids]
-            qk = (
-                query_keys([manifest[i] for i in positions], [KeyType(k) for k in options.key_types])
-                if options.key_types
-                else query_keys([manifest[i] for i in positions])
-            )
+            qk = _query_keys([manifest[i] for i in positions], options.key_types)
             qk = QueryKeys(qk.keys, qk.key_types, qk.pair_key, qk.pair_owner.copy())
             if len(positions):
                 qk.pair_owner[:] = [positions[int(o)] for o in qk.pair_owner]
@@ -714,8 +752,20 @@ class QueryRunner:
             cached = self._cache.results(state, epoch_id, macs) if mode is Mode.EXACT else {}
             plan = _HolderPlan(state, epoch_id, index, qk, macs, cached, entry.info.epoch_public_key)
             plan.send_positions = [i for i, m in enumerate(macs) if m not in cached]
-            if plan.send_positions:
-                plan.batch = querier.blind([qk.keys[i] for i in plan.send_positions], mode=mode)
+            plan.payload_types = {qk.key_types[i] for i in plan.send_positions}
+            padding = 0
+            if excluded:
+                plan.pad_marks, pad_types = self._padding(manifest, plan, options.key_types, context, mode)
+                plan.payload_types |= pad_types
+                padding = len(plan.pad_marks)
+            if plan.send_positions or padding:
+                # dummies blinded in the same call as the real keys: every blinded element is a uniformly
+                # random group element, so the holder cannot tell them apart (their outputs are dropped)
+                plan.batch = querier.blind(
+                    [qk.keys[i] for i in plan.send_positions]
+                    + [secrets.token_bytes(32) for _ in range(padding)],
+                    mode=mode,
+                )
             plans[state] = plan
         timings["index+blind"] = time.perf_counter() - t0
 
@@ -740,7 +790,7 @@ class QueryRunner:
                 unit=options.unit,
                 official=options.official,
                 key_types=options.key_types
-                or tuple(sorted({p.keys.key_types[i] for p in plans.values() for i in p.send_positions})),
+                or tuple(sorted({t for s in to_send for t in plans[s].payload_types})),
                 label_fields=options.label_fields,
             )
             env = self._sign(serde.round_payload_to_bytes(payload))
@@ -803,9 +853,11 @@ class QueryRunner:
                     continue
                 fresh: dict[bytes, list[list[object]]] = {plan.macs[i]: [] for i in plan.send_positions}
                 for h in fin.hits:
+                    if h.position >= len(plan.send_positions):
+                        continue  # a padding dummy (random input: a hit is a tag collision)
                     key_pos = plan.send_positions[h.position]
                     fresh[plan.macs[key_pos]].append([h.key_type, h.label])
-                self._cache.put_results(state, plan.epoch_id, fresh)
+                self._cache.put_results(state, plan.epoch_id, fresh | {pm: [] for pm in plan.pad_marks})
                 for i in plan.send_positions:
                     outputs[i] = fresh[plan.macs[i]]
             elif mode is Mode.CARDINALITY:
@@ -858,6 +910,11 @@ class QueryRunner:
         )
         report = ScreenReport(travellers, counts=counts, statuses=statuses, timings=timings, details=details)
         return report, event
+
+
+def _query_keys(records: Sequence[PersonRecord], key_types: Sequence[str]) -> QueryKeys:
+    """The distinct match keys of ``records`` of the round's key types (the defaults when none given)."""
+    return query_keys(records, [KeyType(k) for k in key_types]) if key_types else query_keys(records)
 
 
 def _refusal_details(code: str, reasons: Sequence[str], retry_after_s: int) -> dict[str, object]:

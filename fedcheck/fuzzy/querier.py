@@ -22,6 +22,8 @@ import numpy.typing as npt
 from fedcheck.errors import InvalidInput
 from fedcheck.fuzzy._paillier import QuerierKey, ciphertexts_from_bytes, ciphertexts_to_bytes
 from fedcheck.fuzzy.encoding import (
+    DOB_PENALTY,
+    MAX_BIGRAMS,
     NAME_DIMS,
     face_threshold,
     name_bigrams,
@@ -32,7 +34,7 @@ from fedcheck.fuzzy.encoding import (
 )
 from fedcheck.fuzzy.messages import FuzzyParams, HitClaim, LabelRequest, ScoreRequest, ScoreResponse
 
-__all__ = ["FuzzyQuerier", "FuzzyResult", "Traveller"]
+__all__ = ["DUMMY_NAME_MARGIN", "DUMMY_TRAVELLER", "FuzzyQuerier", "FuzzyResult", "Traveller"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -45,6 +47,20 @@ class Traveller:
     name: str = ""
     year: int | None = None
     face: Sequence[float] | None = None
+    #: a placeholder that can never hit (see :data:`DUMMY_TRAVELLER`)
+    dummy: bool = False
+
+
+#: Stands in for a traveller the querier's policy keeps away from one State (a protected national), so that
+#: every target gets the same traveller count and layout. Encrypted like any traveller (fresh ciphertexts),
+#: its encoding is an all-zero vector: names with every threshold-table row and no year offsets set so that
+#: its margin against *every* entry is :data:`DUMMY_NAME_MARGIN`; faces with the round's own threshold
+#: (``x·y = 0 < ceil(θ·s²)``). Both margins are negative and within the honest range the holder's blinding
+#: assumes (``MARGIN_BITS``), so each slot decrypts as a miss and never spills into a neighbouring slot.
+DUMMY_TRAVELLER = Traveller(dummy=True)
+#: the most negative honest name margin: empty intersection, largest threshold (|X| = |Y| = 127, θ = 1) and
+#: the birth-year penalty: ``0 - 127 - 128 = -255``
+DUMMY_NAME_MARGIN = -MAX_BIGRAMS + DOB_PENALTY
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,9 @@ class FuzzyQuerier:
         p, k = self.params, self.params.pack_size
         rows: list[list[int]] = []  # per traveller, per ciphertext position
         for t in travellers:
-            if self.kind == "name":
+            if t.dummy:
+                row = self._dummy_row()
+            elif self.kind == "name":
                 bg = name_bigrams(t.name)
                 x = [0] * p.dims
                 for d in bg:
@@ -121,6 +139,13 @@ class FuzzyQuerier:
                 for c in range(p.ciphertexts_per_pack)
             ])
         return packs
+
+    def _dummy_row(self) -> list[int]:
+        """The encoding of :data:`DUMMY_TRAVELLER`: zeros, and a margin that is negative for every entry."""
+        p = self.params
+        if self.kind == "name":
+            return [0] * p.dims + [DUMMY_NAME_MARGIN] * p.size_table + [0] * p.year_count
+        return [0] * p.dims + [-face_threshold(self.theta)]
 
     def build_request(self, travellers: Sequence[Traveller]) -> ScoreRequest:
         if not travellers:

@@ -1,10 +1,17 @@
 """The querier side of a fuzzy (Paillier) round and of its follow-up (``fedcheck query --mode fuzzy``).
 
 Steps: ask the coordinator which holders are up and advertise fuzzy mode; keep travellers the querier's own
-policy protects away from their State of nationality (so different holders may get different traveller
-sets; each distinct set is encrypted once under one fresh Paillier key); sign one ``RoundPayload`` (mode
-``fuzzy``) binding each holder's request by SHA-256; submit through the coordinator; decrypt only the hit
-bits. A hit is reported with its State and the holder's round-scoped opaque reference.
+policy protects away from their State of nationality; sign one ``RoundPayload`` (mode ``fuzzy``) binding
+each holder's request by SHA-256; submit through the coordinator; decrypt only the hit bits. A hit is
+reported with its State and the holder's round-scoped opaque reference.
+
+Protected travellers: every target gets the *same* traveller set, count and layout. A traveller the policy
+keeps away from a State is replaced, in that State's request only, by a dummy
+(:data:`fedcheck.fuzzy.querier.DUMMY_TRAVELLER`): fresh ciphertexts of an all-zero encoding whose margin is
+negative against every entry, so it never hits. Every target's request is encrypted on its own (fresh
+ciphertexts under the sub-round's one Paillier key), so neither the request hashes in the signed payload nor
+the bytes the coordinator relays show which States got a dummy. A dummy counts towards the holder's budget
+like any traveller; it never hits, is never reported and never followed up.
 
 The two-step principle: labels are fetched only by :meth:`FuzzyQueryRunner.follow_up`, a separate signed
 request the coordinator relays to the one holder whose hits are followed up. Without it the holder never
@@ -48,6 +55,7 @@ from typing import Any
 from fedcheck.errors import FedcheckError, InvalidInput, NotFound, VerificationError
 from fedcheck.fuzzy import FuzzyQuerier, HitClaim, LabelResponse, QuerierKey, ScoreRequest, ScoreResponse
 from fedcheck.fuzzy.holder import CLAIMS_PER_TRAVELLER
+from fedcheck.fuzzy.querier import DUMMY_TRAVELLER
 from fedcheck.node import metrics
 from fedcheck.node.fuzzyseal import KIND_RELEASE, KIND_SCORE, ReplyKey, verify_answer
 from fedcheck.node.querier import (
@@ -257,7 +265,8 @@ def plan_layout(infos: Sequence[FuzzyInfo | None], fuzzy: FuzzyOptions, groups: 
     * birth years: the union of the targets' listed windows within ``fuzzy.year_window`` (default 1900..2030);
       years outside every listed window can never carry a penalty, so decisions are unchanged;
     * travellers per sub-round: within every target's ``max_travellers``, and such that the request
-      (``groups`` distinct traveller sets in one submission) and the combined responses fit ``WIRE_BUDGET``.
+      (``groups`` distinct encrypted requests in one submission: one per target, whatever the querier's
+      policy excludes) and the combined responses fit ``WIRE_BUDGET``.
     """
     lo, hi = fuzzy.year_window or _YEARS
     if not 1800 <= lo <= hi <= 2100 or hi - lo + 1 > 256:
@@ -439,32 +448,39 @@ class FuzzyQueryRunner:
             if face and info is not None and not info.face_dims:
                 statuses[tag(state)] = "ok (no faces listed)"
                 continue
+            # every target is sent every usable traveller (the same set, count and layout whatever the
+            # policy excludes); ``eligible`` marks the ones that are real for this State, the rest are dummies
+            if not any(usable(r) for r in manifest):
+                statuses[tag(state)] = "ok (nothing to send)"
+                continue
             kept, excluded = self._policy.filter_manifest(manifest, [state])
             if excluded:
                 excluded_by_state[state] = len(excluded)
             kept_ids = {id(r) for r in kept}
-            positions = tuple(i for i, r in enumerate(manifest) if id(r) in kept_ids and usable(r))
-            if not positions:
-                statuses[tag(state)] = "ok (nothing to send)"
-                continue
-            eligible[state] = positions
+            eligible[state] = tuple(i for i, r in enumerate(manifest) if id(r) in kept_ids and usable(r))
             epochs[state] = entry.info.epoch_id
             infos[state] = info
-        layout = plan_layout(list(infos.values()), fuzzy, len(set(eligible.values())))
+        # one request per target (each encrypted on its own): the layout depends on the targets only
+        layout = plan_layout(list(infos.values()), fuzzy, len(infos))
+
+        def dims_ok(i: int) -> bool:
+            return not face or len(manifest[i].face_embedding or ()) == layout.face_dims
+
+        everyone = [i for i, r in enumerate(manifest) if usable(r) and dims_ok(i)]
         if face:  # only embeddings of the dimension the holders list can be compared
             for state in list(eligible):
                 info = infos[state]
                 if info is not None and info.face_dims != layout.face_dims:
                     statuses[tag(state)] = "refused (face_dims_mismatch)"
                     del eligible[state]
-            for state, pos in list(eligible.items()):
-                kept_pos = tuple(i for i in pos if len(manifest[i].face_embedding or ()) == layout.face_dims)
-                if kept_pos:
-                    eligible[state] = kept_pos
-                else:
+            if not everyone:
+                for state in list(eligible):
                     statuses[tag(state)] = "ok (nothing to send)"
                     del eligible[state]
-        everyone = sorted({i for pos in eligible.values() for i in pos})
+            for state, pos in list(eligible.items()):
+                eligible[state] = tuple(i for i in pos if dims_ok(i))
+        if not eligible:
+            everyone = []
         chunks = [everyone[i : i + layout.per_round] for i in range(0, len(everyone), layout.per_round)]
         rnd = FuzzyRound(round_id, kind=fuzzy.kind, created_unix=time.time(),
                          travellers=[(r.record_id, r.names[0].full_name if r.names else "")
@@ -475,12 +491,6 @@ class FuzzyQueryRunner:
         t_encrypt = t_round = t_decide = 0.0
         for k, chunk in enumerate(chunks):
             t_sub = time.perf_counter()
-            in_chunk = set(chunk)
-            groups: dict[tuple[int, ...], list[str]] = {}
-            for state, pos in eligible.items():
-                sel = tuple(i for i in pos if i in in_chunk)
-                if sel:
-                    groups.setdefault(sel, []).append(state)
             sub_id = rnd.sub_rounds[k]
             t0 = time.perf_counter()
             querier = FuzzyQuerier(
@@ -489,17 +499,21 @@ class FuzzyQueryRunner:
                 size_table=layout.size_table, year_base=layout.year_base, year_count=layout.year_count,
                 face_dims=layout.face_dims,
             )
-            sent: dict[str, tuple[ScoreRequest, tuple[int, ...]]] = {}
+            sent: dict[str, tuple[ScoreRequest, tuple[int | None, ...]]] = {}
             requests: dict[str, bytes] = {}
             sub_bytes = 0
-            for positions, states in groups.items():
-                travellers = [traveller_of(manifest[i], kind=fuzzy.kind) for i in positions]
-                req = querier.build_request(travellers)
+            real = {i: traveller_of(manifest[i], kind=fuzzy.kind) for i in chunk}
+            for state, pos in eligible.items():
+                # the whole chunk for every target; a traveller kept away from this State is a dummy here
+                # (position None), and every target's request is encrypted afresh (no shared ciphertexts)
+                mine = set(pos)
+                positions = tuple(i if i in mine else None for i in chunk)
+                req = querier.build_request(
+                    [DUMMY_TRAVELLER if i is None else real[i] for i in positions])
                 data = req.to_bytes()
                 sub_bytes += len(data)
-                for state in states:
-                    sent[state] = (req, positions)
-                    requests[state] = data
+                sent[state] = (req, positions)
+                requests[state] = data
             sent_bytes += sub_bytes
             t_encrypt += time.perf_counter() - t0
             t1 = time.perf_counter()
@@ -555,7 +569,12 @@ class FuzzyQueryRunner:
                 rnd.release_ttl[state] = hr.fuzzy.release_ttl_seconds
                 metrics.ROUNDS.labels(role="querier", state=state, status="ok").inc()
                 for claim in decided.hits:
-                    rnd.hits.append(FuzzyHit(positions[claim.traveller], state, claim, sub_id, req.round_id))
+                    at = positions[claim.traveller]
+                    if at is None:  # a dummy cannot hit an honest holder's list: never kept, never reported
+                        _log.warning("fuzzy hit on a dummy traveller ignored",
+                                     extra={"round_id": sub_id, "state": state})
+                        continue
+                    rnd.hits.append(FuzzyHit(at, state, claim, sub_id, req.round_id))
                     hits_here += 1
             t_decide += time.perf_counter() - t2
             if self.store is not None:

@@ -278,6 +278,9 @@ class _Delegate:
     def fuzzy_release(self, peer: Any, request: Any) -> Any:
         return self.inner.fuzzy_release(peer, request)
 
+    def refuse_malformed(self, peer: Any, kind: str, exc: Any) -> None:
+        self.inner.refuse_malformed(peer, kind, exc)
+
 
 class AcceptsIdentity(_Delegate):
     """Evaluates the identity like any element (k * 0 = 0) instead of refusing the batch."""

@@ -228,3 +228,29 @@ def test_index_download_resumes_by_offset(node) -> None:  # type: ignore[no-unty
     resumed = chunks(len(data) // 2)
     assert data[: len(data) // 2] + b"".join(c.data for c in resumed) == data
     assert len(ExactIndex.from_bytes(data)) > 0
+
+
+def test_a_batch_refused_while_parsing_is_audited_at_the_holder() -> None:
+    """batch_too_large (and other framing refusals) happen in the servicer before the service's own checks;
+    they must still be audited and counted at the holder, naming the verified TLS peer."""
+    from fedcheck.errors import LimitExceeded
+    from fedcheck.rpc.servicers import NodeServicer
+    from fedcheck.trust.pki import PeerIdentity
+
+    refused: list[tuple[str, str, str]] = []
+
+    class Handler:
+        max_batch = 2
+
+        def refuse_malformed(self, peer: PeerIdentity, kind: str, exc: LimitExceeded) -> None:
+            refused.append((peer.state, kind, exc.reason))
+
+    class Verifier:
+        def identify(self, context: object, roles: object = ()) -> PeerIdentity:
+            return PeerIdentity("node", "FRA", 7)
+
+    servicer = NodeServicer(Handler(), Verifier())  # type: ignore[arg-type]
+    with pytest.raises(LimitExceeded):
+        servicer._parsed(PeerIdentity("node", "FRA", 7), "request", lambda: (_ for _ in ()).throw(
+            LimitExceeded("batch of 3 elements exceeds the limit of 2", reason="batch_too_large")))
+    assert refused == [("FRA", "request", "batch_too_large")]

@@ -784,3 +784,18 @@ def test_node_retry_after_a_failed_complete_is_evaluated(tmp_path: Path, pki: Pk
     guard._db = real
     ev = svc.blind_evaluate(COORD, req)  # the honest retry proceeds (charged again: nothing was answered)
     assert not ev.replayed and epochs.evaluations == 2
+
+
+def test_a_batch_refused_while_parsing_reaches_the_real_audit_log(tmp_path: Path, pki: Pki) -> None:
+    """The servicer's framing refusals (batch_too_large, ...) go through NodeService.refuse_malformed into the
+    holder's signed audit log as a refusal naming the TLS peer's State (the allow-list accepts the event)."""
+    from fedcheck.errors import LimitExceeded
+
+    log = AuditLog(tmp_path / "a.jsonl", generate_signing_key())
+    svc, _, _, _ = _holder(tmp_path, pki, budget_per_epoch=100, audit=lambda e: log.append_anchored(e)[1])
+    too_large = LimitExceeded("batch of 5000 elements exceeds the limit of 4096", reason="batch_too_large")
+    svc.refuse_malformed(PeerIdentity("node", "FRA", 7), "request", too_large)
+    events = [e.event for e in read_entries(tmp_path / "a.jsonl")]
+    assert events[-1]["type"] == "refusal" and events[-1]["partner"] == "FRA"
+    assert events[-1]["reason"] == "batch_too_large" and events[-1]["status"] == "RESOURCE_EXHAUSTED"
+    log.close()

@@ -239,6 +239,11 @@ class NodeService:
             if last:
                 return
 
+    def refuse_malformed(self, peer: PeerIdentity, kind: str, exc: FedcheckError) -> None:
+        """Audit (and count) a request refused while its message was parsed — too many elements, empty,
+        malformed — before its signature could be checked: the partner is the verified TLS peer's State."""
+        self._gate.refuse({"type": kind, "partner": peer.state, "role": peer.role, "peer": peer.name}, exc)
+
     def blind_evaluate(self, peer: PeerIdentity, request: BlindEvaluateRequest) -> Evaluation:
         t0 = time.perf_counter()
         querier = self._gate.querier(peer, request.round, "request")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from fedcheck.errors import FedcheckError
 from fedcheck.rpc.messages import (
     BlindEvaluateRequest,
     Evaluation,
@@ -45,6 +46,11 @@ class NodeHandler(Protocol):
 
     def fuzzy_release(self, peer: PeerIdentity, request: FuzzyReleaseRequest) -> FuzzyReleaseReply:
         """Returns the holder's LabelResponse sealed to the querier, with the holder's signature."""
+        ...
+
+    def refuse_malformed(self, peer: PeerIdentity, kind: str, exc: FedcheckError) -> None:
+        """Audit a request refused while its message was parsed (too large, empty, malformed), before any
+        signature could be checked: the verified TLS peer is all that is known."""
         ...
 
 

@@ -6,7 +6,8 @@ Nothing here decides anything: identity comes from :class:`~fedcheck.rpc.tls.Pee
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 
@@ -14,13 +15,16 @@ from fedcheck._proto.fedcheck.v1 import common_pb2 as pb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2 as cpb
 from fedcheck._proto.fedcheck.v1 import coordinator_pb2_grpc as cgrpc
 from fedcheck._proto.fedcheck.v1 import node_pb2_grpc as ngrpc
-from fedcheck.errors import NotFound
+from fedcheck.errors import FedcheckError, NotFound
 from fedcheck.rpc import serde
 from fedcheck.rpc.errors import abort
 from fedcheck.rpc.handlers import CoordinatorHandler, CrlProvider, NodeHandler
 from fedcheck.rpc.tls import PeerVerifier
+from fedcheck.trust.pki import PeerIdentity
 
 __all__ = ["CoordinatorServicer", "NodeServicer"]
+
+_M = TypeVar("_M")
 
 
 #: TLS peers a node answers: the coordinator (relaying), partner nodes (direct index downloads) and
@@ -52,12 +56,23 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
         except Exception as exc:
             abort(context, exc)
 
+    def _parsed(self, peer: PeerIdentity, kind: str, parse: Callable[[], _M]) -> _M:
+        """``parse()``; its refusal is audited at the holder (sizes and framing are checked here, before the
+        request reaches the service's own audited checks)."""
+        try:
+            return parse()
+        except FedcheckError as exc:
+            self._h.refuse_malformed(peer, kind, exc)
+            raise
+
     def BlindEvaluate(
         self, request: pb.BlindEvaluateRequest, context: grpc.ServicerContext
     ) -> pb.BlindEvaluateResponse:
         try:
             peer = self._v.identify(context, roles=NODE_PEER_ROLES)
-            req = serde.blind_evaluate_request_from_pb(request, self._h.max_batch)
+            req = self._parsed(
+                peer, "request", lambda: serde.blind_evaluate_request_from_pb(request, self._h.max_batch)
+            )
             return serde.evaluation_to_pb(self._h.blind_evaluate(peer, req))
         except Exception as exc:
             abort(context, exc)
@@ -67,7 +82,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
     ) -> pb.FuzzyScoreResponse:
         try:
             peer = self._v.identify(context, roles=NODE_PEER_ROLES)
-            req = serde.fuzzy_score_request_from_pb(request)
+            req = self._parsed(peer, "fuzzy_score", lambda: serde.fuzzy_score_request_from_pb(request))
             return serde.fuzzy_score_to_pb(self._h.fuzzy_score(peer, req))
         except Exception as exc:
             abort(context, exc)
@@ -77,7 +92,7 @@ class NodeServicer(ngrpc.NodeServicer):  # type: ignore[misc]
     ) -> pb.FuzzyReleaseResponse:
         try:
             peer = self._v.identify(context, roles=NODE_PEER_ROLES)
-            req = serde.fuzzy_release_request_from_pb(request)
+            req = self._parsed(peer, "fuzzy_release", lambda: serde.fuzzy_release_request_from_pb(request))
             return serde.fuzzy_release_reply_to_pb(self._h.fuzzy_release(peer, req))
         except Exception as exc:
             abort(context, exc)

@@ -124,3 +124,19 @@ def test_concurrent_duplicates_run_once(engine) -> None:  # type: ignore[no-unty
     for t in threads:
         t.join()
     assert nodes["AAA"].calls == 1
+
+
+def test_unreachable_members_are_logged_for_the_coordinator_operator(
+    engine: tuple[RoundEngine, dict[str, FakeNode]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """ListNodes reports a member that does not answer as unavailable to the querier; the coordinator's own
+    log names the State and the reason (an outage must leave a trace for the operator)."""
+    import logging
+
+    eng, nodes = engine
+    with caplog.at_level(logging.WARNING, logger="fedcheck.coordinator"):
+        entries = eng.list_nodes(PEER)
+    assert all(not e.reachable for e in entries)
+    logged = {getattr(r, "state", None) for r in caplog.records
+              if "did not answer NodeInfo" in r.getMessage()}
+    assert logged == set(nodes)

@@ -248,6 +248,10 @@ class RoundStore:
             self._db.close()
 
 
+#: how long ListNodes waits for each member's NodeInfo: a slower member is reported unavailable
+NODE_INFO_TIMEOUT_S = 3.0
+
+
 class RoundEngine:
     """:class:`fedcheck.rpc.handlers.CoordinatorHandler` implementation."""
 
@@ -446,8 +450,11 @@ class RoundEngine:
         def info(item: tuple[str, NodeTransport]) -> NodeEntry:
             state, transport = item
             try:
-                return NodeEntry(state, True, transport.node_info(timeout=3.0))
-            except FedcheckError:
+                return NodeEntry(state, True, transport.node_info(timeout=NODE_INFO_TIMEOUT_S))
+            except FedcheckError as exc:
+                # the querier only sees "unavailable": the coordinator operator gets the State and the reason
+                _log.warning("member node did not answer NodeInfo",
+                             extra={"state": state, "reason": exc.reason})
                 return NodeEntry(state, False, None)
 
         return list(self._pool.map(info, list(self._nodes.items())))

@@ -202,12 +202,16 @@ def test_querier_audit_log_records_exact_fuzzy_and_follow_up_rounds(
     before = len(_events(fed))
 
     code, doc = _query(fed, manifest, capsys)
-    assert code == 0, doc
+    assert code == 1, doc  # Q3 was not checked against KEN (its only target): incomplete
+    not_checked = {t["traveller"]: t.get("not_checked") for t in doc["travellers"]}
+    assert not_checked == {"Q1": None, "Q2": None, "Q4": None,
+                           "Q3": {"KEN": "excluded: protected person, State of nationality"}}
     exact_round = doc["round_id"]
     exact_hits = sum(1 for t in doc["travellers"] if t["hits"])
     assert exact_hits >= 1
     code, doc = _query(fed, manifest, capsys, "--mode", "fuzzy", "--key-bits", "1024", "--threshold", "0.8")
-    assert code == 0, doc
+    assert code == 1, doc
+    assert doc["details"]["KEN"]["excluded"] == 1 and doc["summary"]["not_fully_screened"] == 1
     fuzzy_round = doc["round_id"]
     hits = [h for t in doc["travellers"] for h in t["hits"]]
     assert any(h["mode"] == "fuzzy" for h in hits), doc

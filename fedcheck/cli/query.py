@@ -18,8 +18,17 @@ documents (:func:`fedcheck.node.querier.round_event`). A round that cannot be re
 DATA/audit-signing.key.pub.pem``.
 
 Prints per traveller which States hit, on which key type, with the label (table or ``--format json``; the JSON
-shape is the one documented in :mod:`fedcheck.screening.report`). Exit codes: 0 round completed and every
-target answered; 1 round completed but some State was unavailable, timed out or refused; 2 error.
+shape is the one documented in :mod:`fedcheck.screening.report`). A traveller that was not checked against
+some requested State -- kept out by the querier's protection policy (``excluded: protected person, ...``),
+with no usable key, or because the State was unavailable, timed out or refused -- is listed as ``NOT CHECKED``
+(JSON: ``not_checked: {State: reason}`` on its entry); manifest rows the reader rejected are listed (JSON:
+``rejected: [{line, where, reason}]``, never their content); the summary line counts the travellers fully
+screened against all requested States, and says "no State answered: nothing was screened" when none answered
+(JSON: ``summary``).
+
+Exit codes: 0 round completed, every target answered and every traveller was checked against every requested
+State; 1 round completed but incomplete: some State was unavailable, timed out or refused, some traveller was
+not checked against some requested State, or some manifest row was rejected; 2 error.
 """
 
 from __future__ import annotations
@@ -33,7 +42,11 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("query", help="screen a manifest against partner States through the coordinator")
+    p = sub.add_parser(
+        "query", help="screen a manifest against partner States through the coordinator",
+        epilog="exit codes: 0 every traveller checked against every requested State; 1 incomplete (a State "
+        "did not answer, a traveller NOT CHECKED against some State, or manifest rows rejected); 2 error",
+    )
     p.add_argument("action", nargs="?", choices=("run", "follow-up"), default="run",
                    help="run (default) a round, or follow-up hits of an earlier fuzzy round (--round)")
     p.add_argument("--config", required=True, help="the querying node's TOML file")
@@ -108,10 +121,12 @@ def _progress(line: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from fedcheck.errors import InvalidInput
     from fedcheck.node.app import open_querier
+    from fedcheck.node.chunking import run_chunked
     from fedcheck.node.config import load_node_config
     from fedcheck.node.querier import QueryOptions
     from fedcheck.rpc.serde import validate_state
-    from fedcheck.screening.inputs import load_manifest
+    from fedcheck.screening.inputs import load_manifest_checked
+    from fedcheck.screening.report import rejected_rows
 
     cfg = load_node_config(args.config)
     _check_codes(args.key_types, args.label_fields)
@@ -119,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         return _follow_up(args, cfg)
     if not args.manifest:
         raise InvalidInput("--manifest is required to run a round", reason="missing_manifest")
-    manifest = load_manifest(args.manifest, args.manifest_format)
+    manifest, rejections = load_manifest_checked(args.manifest, args.manifest_format)
     states = tuple(validate_state(s.strip()) for s in args.states.split(",") if s.strip())
     q = cfg.querier
     options = QueryOptions(
@@ -140,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.mode in ("fuzzy", "both"):
             from fedcheck.node.fuzzyquery import FuzzyOptions, FuzzyQueryRunner
 
-            report = runner.run(manifest, options) if args.mode == "both" else None
+            report = run_chunked(runner, manifest, options) if args.mode == "both" else None
             fuzzy = FuzzyQueryRunner.for_runner(runner)
             try:
                 report = fuzzy.run(
@@ -156,13 +171,16 @@ def _run(args: argparse.Namespace) -> int:
             fuzzy_round_id = fuzzy.last_fuzzy.round_id if fuzzy.last_fuzzy is not None else ""
             runner.last_round = fuzzy.last_round if args.mode == "fuzzy" else runner.last_round
         else:
-            report = runner.run(manifest, options)
+            report = run_chunked(runner, manifest, options)  # rounds <id>.c1..cN above holders' max_batch
     finally:
         close()
     # a re-check answered from the cache submits no round: its id is the one in the querier audit log
     round_id = runner.last_round.round_id if runner.last_round else runner.last_round_id
+    if report is not None and "chunks" in report.details:  # split into rounds <id>.c1..cN: report the base id
+        round_id = report.details["chunks"]["round_id"]
     if args.mode == "fuzzy":
         round_id = fuzzy_round_id
+    report.rejected = rejected_rows(rejections)  # never screened: said in the output, and exit 1
     return _print(args, report, round_id)
 
 
@@ -177,8 +195,11 @@ def _print(args: argparse.Namespace, report: Any, round_id: str) -> int:
         }
         if args.mode == "cardinality":
             doc["counts"] = [c.__dict__ for c in report.counts]
+            doc["not_checked"] = report.not_checked_json()
         else:
             doc["travellers"] = json.loads(report.to_json())
+        doc["rejected"] = report.rejected
+        doc["summary"] = report.summary()
         print(json.dumps(doc, indent=2))
     else:
         print(report.to_table(show_names=not args.hide_names))
@@ -189,7 +210,14 @@ def _print(args: argparse.Namespace, report: Any, round_id: str) -> int:
             + ", ".join(f"{s}={v}" for s, v in sorted(report.statuses.items()) if not v.startswith("ok")),
             file=sys.stderr,
         )
-    return 0 if ok else 1
+    if report.nothing_answered:
+        print("fedcheck: no State answered: nothing was screened", file=sys.stderr)
+    elif report.not_fully_screened:
+        print(f"fedcheck: {len(report.not_fully_screened)} traveller(s) NOT CHECKED against some requested "
+              "State", file=sys.stderr)
+    if report.rejected:
+        print(f"fedcheck: {len(report.rejected)} manifest row(s) rejected, not screened", file=sys.stderr)
+    return 0 if report.complete else 1
 
 
 def _follow_up(args: argparse.Namespace, cfg: Any) -> int:

@@ -86,10 +86,10 @@ from fedcheck.rpc.messages import (
     SubmitFuzzyRoundRequest,
 )
 from fedcheck.screening.fuzzy import FACE_KEY_TYPE, FUZZY_KEY_TYPE, traveller_of
-from fedcheck.screening.report import Hit, ScreenReport, TravellerResult
+from fedcheck.screening.report import Hit, ScreenReport, TravellerResult, exclusion_reason, state_reason
 from fedcheck.trust.atrest import Sealer
 from fedcheck.trust.pki import RevocationList, sign_payload
-from fedcheck.trust.policy import QuerierPolicy
+from fedcheck.trust.policy import QuerierPolicy, exclusion_causes
 
 __all__ = [
     "FuzzyHit", "FuzzyOptions", "FuzzyQueryRunner", "FuzzyRound", "FuzzyRoundStore", "plan_layout",
@@ -430,6 +430,12 @@ class FuzzyQueryRunner:
         def usable(r: PersonRecord) -> bool:
             return r.face_embedding is not None if face else bool(r.names)
 
+        def unusable(i: int) -> str:
+            """Why traveller ``i`` (not excluded) could not be compared."""
+            if not usable(manifest[i]):
+                return "no face embedding" if face else "no name to compare"
+            return "face embedding of another dimension than the States list"
+
         nodes = {e.state: e for e in self._coord.list_nodes(timeout=10.0)}
         targets = list(options.states) or sorted(s for s in nodes if s != self._state)
         excluded_by_state: dict[str, int] = {}
@@ -452,11 +458,19 @@ class FuzzyQueryRunner:
             # policy excludes); ``eligible`` marks the ones that are real for this State, the rest are dummies
             if not any(usable(r) for r in manifest):
                 statuses[tag(state)] = "ok (nothing to send)"
+                for i in range(len(manifest)):
+                    report.travellers[i].not_checked.setdefault(tag(state), unusable(i))
                 continue
             kept, excluded = self._policy.filter_manifest(manifest, [state])
+            kept_ids = {id(r) for r in kept}
             if excluded:
                 excluded_by_state[state] = len(excluded)
-            kept_ids = {id(r) for r in kept}
+                report.details.setdefault(tag(state), {}).update(
+                    excluded=len(excluded), excluded_causes=exclusion_causes(excluded))
+                # the excluded records in manifest order (filter_manifest keeps it): a dummy in their place
+                for i, excl in zip((i for i, r in enumerate(manifest) if id(r) not in kept_ids), excluded,
+                                   strict=True):
+                    report.travellers[i].not_checked[tag(state)] = exclusion_reason(excl.cause_text)
             eligible[state] = tuple(i for i, r in enumerate(manifest) if id(r) in kept_ids and usable(r))
             epochs[state] = entry.info.epoch_id
             infos[state] = info
@@ -476,6 +490,8 @@ class FuzzyQueryRunner:
             if not everyone:
                 for state in list(eligible):
                     statuses[tag(state)] = "ok (nothing to send)"
+                    for i in range(len(manifest)):
+                        report.travellers[i].not_checked.setdefault(tag(state), unusable(i))
                     del eligible[state]
             for state, pos in list(eligible.items()):
                 eligible[state] = tuple(i for i in pos if dims_ok(i))
@@ -488,6 +504,11 @@ class FuzzyQueryRunner:
         rnd.sub_rounds = [_sub_round_id(rnd.round_id, k, len(chunks)) for k in range(len(chunks))]
         sent_bytes = received_bytes = 0
         sub_status: dict[str, list[str]] = {s: [] for s in eligible}
+        for state, pos in eligible.items():  # usable by no target of this State: never compared there
+            mine = set(pos)
+            for i in range(len(manifest)):
+                if i not in mine:
+                    report.travellers[i].not_checked.setdefault(tag(state), unusable(i))
         t_encrypt = t_round = t_decide = 0.0
         for k, chunk in enumerate(chunks):
             t_sub = time.perf_counter()
@@ -549,6 +570,7 @@ class FuzzyQueryRunner:
                     status = str(hr.status) if hr is not None else "unavailable"
                     why = f" ({hr.reason})" if hr is not None and hr.reason else ""
                     sub_status[state].append(status + why)
+                    _not_checked(report, chunk, tag(state), status + why)
                     metrics.ROUNDS.labels(role="querier", state=state, status=status).inc()
                     continue
                 received_bytes += len(hr.fuzzy.score_response)
@@ -564,6 +586,7 @@ class FuzzyQueryRunner:
                     decided = querier.decide(req, ScoreResponse.from_bytes(hr.fuzzy.score_response))
                 except FedcheckError as exc:
                     sub_status[state].append(f"refused ({exc.reason})")
+                    _not_checked(report, chunk, tag(state), f"refused ({exc.reason})")
                     continue
                 sub_status[state].append("ok")
                 rnd.release_ttl[state] = hr.fuzzy.release_ttl_seconds
@@ -590,6 +613,10 @@ class FuzzyQueryRunner:
             else:
                 v = bad[0][1]
                 statuses[tag(state)] = v if len(subs) == 1 else f"{v} in {len(bad)}/{len(subs)} sub-rounds"
+        for state in targets:  # a State that was not asked at all (down, refused before the round)
+            st = statuses.get(tag(state), "unavailable")
+            if not st.startswith("ok"):
+                _not_checked(report, range(len(manifest)), tag(state), st)
         timings["fuzzy encrypt"] = t_encrypt
         timings["fuzzy round"] = t_round
         timings["fuzzy decide"] = t_decide
@@ -748,6 +775,12 @@ class FuzzyQueryRunner:
                 for r in response.released
             })
         return out
+
+
+def _not_checked(report: ScreenReport, positions: Sequence[int], state: str, status: str) -> None:
+    """``state`` answered nothing usable for the travellers at ``positions`` (a sub-round, or all)."""
+    for i in positions:
+        report.travellers[i].not_checked.setdefault(state, state_reason(status))
 
 
 def _key_type(kind: str) -> str:

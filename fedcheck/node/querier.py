@@ -67,7 +67,14 @@ from fedcheck.rpc.messages import (
     SubmitRoundRequest,
 )
 from fedcheck.screening.manifest import QueryKeys, query_keys
-from fedcheck.screening.report import Hit, ScreenReport, StateCount, TravellerResult
+from fedcheck.screening.report import (
+    Hit,
+    ScreenReport,
+    StateCount,
+    TravellerResult,
+    exclusion_reason,
+    state_reason,
+)
 from fedcheck.trust.atrest import Sealer
 from fedcheck.trust.audit import audit_text_problem
 from fedcheck.trust.pki import RevocationList, sign_payload
@@ -744,10 +751,18 @@ class QueryRunner:
                 excluded_by_state[state] = len(excluded)
             kept_ids = {id(r) for r in kept}
             positions = [i for i, r in enumerate(manifest) if id(r) in kept_ids]
+            # the excluded records, in manifest order (filter_manifest keeps the order): never checked here
+            for i, excl in zip((i for i, r in enumerate(manifest) if id(r) not in kept_ids), excluded,
+                               strict=True):
+                travellers[i].not_checked[state] = exclusion_reason(excl.cause_text)
             qk = _query_keys([manifest[i] for i in positions], options.key_types)
             qk = QueryKeys(qk.keys, qk.key_types, qk.pair_key, qk.pair_owner.copy())
             if len(positions):
                 qk.pair_owner[:] = [positions[int(o)] for o in qk.pair_owner]
+            with_keys = set(qk.pair_owner.tolist())
+            for i in positions:
+                if i not in with_keys:  # nothing of this traveller could be sent
+                    travellers[i].not_checked[state] = "no match key of the requested key types"
             macs = [self._cache.mac(k, context) for k in qk.keys]
             cached = self._cache.results(state, epoch_id, macs) if mode is Mode.EXACT else {}
             plan = _HolderPlan(state, epoch_id, index, qk, macs, cached, entry.info.epoch_public_key)
@@ -830,6 +845,7 @@ class QueryRunner:
                         key_types=list(ev.effective_key_types),
                         label_fields=list(ev.effective_label_fields),
                     )
+                    _mark_keyless(travellers, state, plan.keys, ev.effective_key_types)
                 if ev.audit_hash:
                     details.setdefault(state, {})["audit_head"] = f"{ev.audit_seq}:{ev.audit_hash}"
                 try:
@@ -878,6 +894,9 @@ class QueryRunner:
         metrics.ROUND_SECONDS.labels(role="querier").observe(timings["total"])
         for state in targets:
             statuses.setdefault(state, "unavailable")
+            if not statuses[state].startswith("ok"):  # nobody (else) was checked against this State
+                for tr in travellers:
+                    tr.not_checked.setdefault(state, state_reason(statuses[state]))
         hits_by_state: dict[str, int] = {}  # travellers with at least one hit, per State
         for tr in travellers:
             for state in {hit.state for hit in tr.hits}:
@@ -915,6 +934,22 @@ class QueryRunner:
 def _query_keys(records: Sequence[PersonRecord], key_types: Sequence[str]) -> QueryKeys:
     """The distinct match keys of ``records`` of the round's key types (the defaults when none given)."""
     return query_keys(records, [KeyType(k) for k in key_types]) if key_types else query_keys(records)
+
+
+def _mark_keyless(
+    travellers: Sequence[TravellerResult], state: str, keys: QueryKeys, effective_key_types: Sequence[str]
+) -> None:
+    """A holder that narrowed the key types evaluated only keys of ``effective_key_types``: a traveller none
+    of whose sent keys is of those types was not checked against it."""
+    if not effective_key_types:
+        return
+    allowed = set(effective_key_types)
+    owners: dict[int, bool] = {}
+    for k, o in zip(keys.pair_key.tolist(), keys.pair_owner.tolist(), strict=True):
+        owners[o] = owners.get(o, False) or keys.key_types[k] in allowed
+    for o, usable in owners.items():
+        if not usable:
+            travellers[o].not_checked.setdefault(state, "no match key of a type the State accepts")
 
 
 def _refusal_details(code: str, reasons: Sequence[str], retry_after_s: int) -> dict[str, object]:

@@ -11,14 +11,19 @@ from pathlib import Path
 
 from fedcheck.errors import FormatError
 from fedcheck.records import PersonRecord, read_records
+from fedcheck.records.io import Rejection
 
-__all__ = ["MANIFEST_FORMATS", "WATCHLIST_FORMATS", "load_manifest", "load_watchlist"]
+__all__ = [
+    "MANIFEST_FORMATS", "WATCHLIST_FORMATS", "load_manifest", "load_manifest_checked", "load_watchlist",
+]
 
 WATCHLIST_FORMATS = ("csv", "jsonl", "un-xml", "ftm")
 MANIFEST_FORMATS = ("csv", "jsonl", "paxlst", "mrz")
 
 
-def _read(path: str | Path, fmt: str | None, allowed: tuple[str, ...]) -> list[PersonRecord]:
+def _read(
+    path: str | Path, fmt: str | None, allowed: tuple[str, ...]
+) -> tuple[list[PersonRecord], list[Rejection]]:
     p = Path(path)
     try:
         is_file = p.is_file()
@@ -39,12 +44,20 @@ def _read(path: str | Path, fmt: str | None, allowed: tuple[str, ...]) -> list[P
         print(f"fedcheck: rejected {rej.where}: {rej.reason}", file=sys.stderr)
     if len(result.rejected) > 20:
         print(f"fedcheck: ... and {len(result.rejected) - 20} more rejected", file=sys.stderr)
-    return list(result.records)
+    return list(result.records), list(result.rejected)
 
 
 def load_watchlist(path: str | Path, fmt: str | None = None) -> list[PersonRecord]:
-    return _read(path, fmt, WATCHLIST_FORMATS)
+    return _read(path, fmt, WATCHLIST_FORMATS)[0]
 
 
 def load_manifest(path: str | Path, fmt: str | None = None) -> list[PersonRecord]:
+    return _read(path, fmt, MANIFEST_FORMATS)[0]
+
+
+def load_manifest_checked(
+    path: str | Path, fmt: str | None = None
+) -> tuple[list[PersonRecord], list[Rejection]]:
+    """The manifest's records and the rows the reader rejected (where and why, never the row): a rejected row
+    is a traveller who is not screened, which the report must say (``fedcheck query``)."""
     return _read(path, fmt, MANIFEST_FORMATS)

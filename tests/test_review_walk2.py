@@ -406,3 +406,14 @@ def test_empty_import_guard_refuses_when_the_store_cannot_be_read(tmp_path: Path
     broken.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageUnavailable):
         _source_size(broken, "default")
+
+
+@pytest.mark.parametrize("bad", ["-5", "0", "601", "soon"])
+def test_query_deadline_out_of_range_is_a_usage_error(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--deadline 0 or negative would time every State out; above 600 s it would be silently capped."""
+    from fedcheck.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["query", "--config", "nodes/DEU/node.toml", "--manifest", "x.csv", "--deadline", bad])
+    assert exc.value.code == 2
+    assert "--deadline" in capsys.readouterr().err

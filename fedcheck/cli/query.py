@@ -77,7 +77,9 @@ def register(sub: Any) -> None:
     p.add_argument("--states", default="", help="comma-separated holder States (default: all partners)")
     p.add_argument("--purpose", default=None, help="purpose code (default: from the config)")
     p.add_argument("--legal-basis", default=None, help="legal basis reference (default: from the config)")
-    p.add_argument("--deadline", type=float, default=None, help="round deadline in seconds")
+    p.add_argument("--deadline", type=_deadline, default=None,
+                   help="round deadline in seconds, 1..600 (the coordinator also caps it at its "
+                        "max_deadline_seconds, 60 by default)")
     p.add_argument("--round-id", default="", help="idempotency key (default: a new UUID)")
     p.add_argument(
         "--key-types", default="", help="comma-separated match-key types to use (default: all)"
@@ -116,6 +118,17 @@ def _year_window(text: str) -> tuple[int, int] | None:
 
 def _progress(line: str) -> None:
     print(f"fedcheck: {line}", file=sys.stderr, flush=True)
+
+
+def _deadline(text: str) -> float:
+    """``--deadline``: a number of seconds in 1..600 (0 or a negative value would time every State out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= value <= 600:
+        raise argparse.ArgumentTypeError(f"{text} must be between 1 and 600 seconds")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:

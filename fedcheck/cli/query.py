@@ -216,8 +216,11 @@ def _print(args: argparse.Namespace, report: Any, round_id: str) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(report.to_table(show_names=not args.hide_names))
-        if round_id:  # what `fedcheck query follow-up --round` and the audit logs need
+        if round_id:  # what the audit logs need
             print(f"Round id: {round_id}")
+        fuzzy_id = report.details.get("fuzzy", {}).get("round_id", "")
+        if fuzzy_id and fuzzy_id != round_id:  # what `fedcheck query follow-up --round` needs (--mode both)
+            print(f"Fuzzy round id: {fuzzy_id}")
     ok = all(s.startswith("ok") for s in report.statuses.values())
     if not ok:
         print(

@@ -614,6 +614,8 @@ class FuzzyQueryRunner:
                 v = bad[0][1]
                 statuses[tag(state)] = v if len(subs) == 1 else f"{v} in {len(bad)}/{len(subs)} sub-rounds"
         for state in targets:  # a State that was not asked at all (down, refused before the round)
+            if state in sub_status:
+                continue  # asked: the sub-rounds it failed already marked their own travellers
             st = statuses.get(tag(state), "unavailable")
             if not st.startswith("ok"):
                 _not_checked(report, range(len(manifest)), tag(state), st)
@@ -634,7 +636,8 @@ class FuzzyQueryRunner:
         write_audit(self.audit, round_event(
             options, round_id=rnd.round_id, mode=FUZZY_MODE, targets=targets,
             statuses={s: statuses.get(tag(s), "unavailable") for s in targets}, travellers=len(manifest),
-            items_by_state={s: len(pos) for s, pos in eligible.items()}, hits_by_state=hits_by_state,
+            # what each holder received: dummies included (as exact rounds log the padded batch size)
+            items_by_state={s: len(everyone) for s in eligible}, hits_by_state=hits_by_state,
             excluded_by_state=excluded_by_state, epochs=epochs, started=t_start,
             key_types=[_key_type(fuzzy.kind)], sub_rounds=len(chunks),
         ))

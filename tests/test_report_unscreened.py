@@ -241,3 +241,23 @@ def test_fuzzy_exclusion_reported_like_exact(
     plain, _, _ = rpf._run(fuzzy_world, fuzzy_key, monkeypatch, flagged=False)
     assert not plain.not_fully_screened and plain.complete
     assert query_cli._print(args, plain, "r-2") == 0
+
+
+def test_key_type_narrowing_judges_only_the_keys_sent_in_this_round() -> None:
+    """A traveller whose only key was answered from the cache (evaluated in an earlier round) is not marked
+    NOT CHECKED because a later round's holder narrowed key types; one whose sent keys are all of a refused
+    type is."""
+    import numpy as np
+
+    from fedcheck.node.querier import _mark_keyless
+    from fedcheck.screening.manifest import QueryKeys
+    from fedcheck.screening.report import TravellerResult
+
+    travellers = [TravellerResult("A", "A"), TravellerResult("B", "B"), TravellerResult("C", "C")]
+    keys = QueryKeys([b"docA", b"nameB", b"docC"], ["document", "name_dob", "document"],
+                     np.array([0, 1, 2], dtype=np.int64), np.array([0, 1, 2], dtype=np.int64))
+    # key 0 (A's document) came from the cache; keys 1 and 2 were sent; the holder accepts name_dob only
+    _mark_keyless(travellers, "KEN", keys, ["name_dob"], sent=[1, 2])
+    assert travellers[0].not_checked == {}  # cached: evaluated earlier, not judged by this round's narrowing
+    assert travellers[1].not_checked == {}  # its name key was accepted
+    assert travellers[2].not_checked == {"KEN": "no match key of a type the State accepts"}

@@ -845,7 +845,10 @@ class QueryRunner:
                         key_types=list(ev.effective_key_types),
                         label_fields=list(ev.effective_label_fields),
                     )
-                    _mark_keyless(travellers, state, plan.keys, ev.effective_key_types)
+                    if "narrowed_key_types" in ev.narrowed:  # label-field narrowing checks every key
+                        _mark_keyless(
+                            travellers, state, plan.keys, ev.effective_key_types, plan.send_positions
+                        )
                 if ev.audit_hash:
                     details.setdefault(state, {})["audit_head"] = f"{ev.audit_seq}:{ev.audit_hash}"
                 try:
@@ -937,15 +940,23 @@ def _query_keys(records: Sequence[PersonRecord], key_types: Sequence[str]) -> Qu
 
 
 def _mark_keyless(
-    travellers: Sequence[TravellerResult], state: str, keys: QueryKeys, effective_key_types: Sequence[str]
+    travellers: Sequence[TravellerResult],
+    state: str,
+    keys: QueryKeys,
+    effective_key_types: Sequence[str],
+    sent: Sequence[int],
 ) -> None:
     """A holder that narrowed the key types evaluated only keys of ``effective_key_types``: a traveller none
-    of whose sent keys is of those types was not checked against it."""
+    of whose keys *sent in this round* (``sent``: positions in ``keys.keys``) is of those types was not
+    checked against it. Keys answered from the cache were evaluated in an earlier round and are not judged."""
     if not effective_key_types:
         return
     allowed = set(effective_key_types)
+    in_round = set(sent)
     owners: dict[int, bool] = {}
     for k, o in zip(keys.pair_key.tolist(), keys.pair_owner.tolist(), strict=True):
+        if k not in in_round:
+            continue
         owners[o] = owners.get(o, False) or keys.key_types[k] in allowed
     for o, usable in owners.items():
         if not usable:
